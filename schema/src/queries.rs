@@ -1,0 +1,500 @@
+//! Typed queries, one module per table. Reads take any `&Connection`; writes take a
+//! [`WriteTx`] so they always run inside a transaction.
+
+use cid::Cid;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{Error, FileId, Sha256, UnixTime, WriteTx};
+
+fn cid_from_blob(blob: Vec<u8>) -> Result<Cid, Error> {
+    Cid::try_from(blob.as_slice()).map_err(|e| Error::Invalid {
+        what: "cid in database",
+        detail: e.to_string(),
+    })
+}
+
+fn to_i64(v: u64, what: &'static str) -> Result<i64, Error> {
+    i64::try_from(v).map_err(|_| Error::Invalid {
+        what,
+        detail: format!("{v} does not fit in SQLite's INTEGER"),
+    })
+}
+
+fn to_u64(v: i64, what: &'static str) -> Result<u64, Error> {
+    u64::try_from(v).map_err(|_| Error::Invalid {
+        what,
+        detail: format!("negative value {v}"),
+    })
+}
+
+/// Whole files kept by the embedded store.
+pub mod files {
+    use super::*;
+
+    /// A kept file.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct FileRow {
+        /// Row id.
+        pub id: FileId,
+        /// SHA-256 of the content; also its name on disk.
+        pub sha256: Sha256,
+        /// Length in bytes.
+        pub size: u64,
+        /// When it was added or last re-added (garbage collection spares young files).
+        pub added_at: UnixTime,
+    }
+
+    fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Sha256, i64, UnixTime)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    }
+
+    fn build((id, sha256, size, added_at): (i64, Sha256, i64, UnixTime)) -> Result<FileRow, Error> {
+        Ok(FileRow {
+            id: FileId(id),
+            sha256,
+            size: to_u64(size, "file size")?,
+            added_at,
+        })
+    }
+
+    /// The file with this SHA-256, if kept.
+    pub fn get(conn: &Connection, sha256: &Sha256) -> Result<Option<FileRow>, Error> {
+        conn.query_row(
+            "SELECT id, sha256, size, added_at FROM files WHERE sha256 = ?1",
+            [sha256],
+            row,
+        )
+        .optional()?
+        .map(build)
+        .transpose()
+    }
+
+    /// Records a file (or refreshes `added_at` of one already known) and returns its id.
+    pub fn upsert(
+        tx: &WriteTx<'_>,
+        sha256: &Sha256,
+        size: u64,
+        now: UnixTime,
+    ) -> Result<FileId, Error> {
+        let size = to_i64(size, "file size")?;
+        let id: i64 = tx.query_row(
+            "INSERT INTO files (sha256, size, added_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sha256) DO UPDATE SET added_at = max(added_at, excluded.added_at)
+             RETURNING id",
+            params![sha256, size, now],
+            |r| r.get(0),
+        )?;
+        Ok(FileId(id))
+    }
+
+    /// Marks a known file as just used, so a concurrent garbage collection keeps it.
+    /// Returns false if the file is not (or no longer) recorded.
+    pub fn touch(tx: &WriteTx<'_>, sha256: &Sha256, now: UnixTime) -> Result<bool, Error> {
+        let n = tx.execute(
+            "UPDATE files SET added_at = max(added_at, ?2) WHERE sha256 = ?1",
+            params![sha256, now],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Every kept file.
+    pub fn all(conn: &Connection) -> Result<Vec<FileRow>, Error> {
+        let mut stmt = conn.prepare("SELECT id, sha256, size, added_at FROM files ORDER BY id")?;
+        let rows = stmt.query_map([], row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(build(r?)?);
+        }
+        Ok(out)
+    }
+
+    /// Files that no block and no root refers to any more, added before `before`.
+    pub fn unreferenced(conn: &Connection, before: UnixTime) -> Result<Vec<FileRow>, Error> {
+        let mut stmt = conn.prepare(
+            "SELECT id, sha256, size, added_at FROM files f
+             WHERE added_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.file_id = f.id)
+               AND NOT EXISTS (SELECT 1 FROM file_roots r WHERE r.file_id = f.id)",
+        )?;
+        let rows = stmt.query_map([before], row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(build(r?)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a file row if it is still unreferenced and older than `before`; true if it was.
+    pub fn delete_if_unreferenced(
+        tx: &WriteTx<'_>,
+        id: FileId,
+        before: UnixTime,
+    ) -> Result<bool, Error> {
+        let n = tx.execute(
+            "DELETE FROM files WHERE id = ?1 AND added_at < ?2
+               AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.file_id = ?1)
+               AND NOT EXISTS (SELECT 1 FROM file_roots r WHERE r.file_id = ?1)",
+            params![id, before],
+        )?;
+        Ok(n > 0)
+    }
+}
+
+/// Blocks by CID and where their bytes are.
+pub mod blocks {
+    use super::*;
+
+    /// Where a block's bytes are.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Location {
+        /// The block itself, stored in the row.
+        Inline(Vec<u8>),
+        /// A raw leaf: exactly bytes `offset..offset+length` of a kept file.
+        Raw(Range),
+        /// A dag-pb UnixFS file leaf (`{Type=File, Data=range, filesize=length}`) whose data
+        /// is bytes `offset..offset+length` of a kept file.
+        PbFileLeaf(Range),
+    }
+
+    /// A byte range of a kept file.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Range {
+        /// The file.
+        pub file: FileId,
+        /// Its SHA-256 (its name on disk).
+        pub sha256: Sha256,
+        /// First byte.
+        pub offset: u64,
+        /// Number of bytes.
+        pub length: u64,
+    }
+
+    /// One block of the index, without its data (what garbage collection scans).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Entry {
+        /// The block's CID.
+        pub cid: Cid,
+        /// The kept file it lives in, if not inline.
+        pub file: Option<FileId>,
+        /// When it was written.
+        pub added_at: UnixTime,
+    }
+
+    const KIND_INLINE: i64 = 0;
+    const KIND_RAW: i64 = 1;
+    const KIND_PB_FILE_LEAF: i64 = 2;
+
+    /// Records a block; a block already known keeps its first location. Returns true if the
+    /// row is new.
+    pub fn insert(
+        tx: &WriteTx<'_>,
+        cid: &Cid,
+        location: InsertLocation<'_>,
+        now: UnixTime,
+    ) -> Result<bool, Error> {
+        let key = cid.to_bytes();
+        let n = match location {
+            InsertLocation::Inline(data) => tx.execute(
+                "INSERT INTO blocks (cid, kind, data, added_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (cid) DO UPDATE SET added_at = max(added_at, excluded.added_at)",
+                params![key, KIND_INLINE, data, now],
+            )?,
+            InsertLocation::Raw {
+                file,
+                offset,
+                length,
+            }
+            | InsertLocation::PbFileLeaf {
+                file,
+                offset,
+                length,
+            } => {
+                let kind = if matches!(location, InsertLocation::Raw { .. }) {
+                    KIND_RAW
+                } else {
+                    KIND_PB_FILE_LEAF
+                };
+                tx.execute(
+                    "INSERT INTO blocks (cid, kind, file_id, offset, length, added_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (cid) DO UPDATE SET added_at = max(added_at, excluded.added_at)",
+                    params![
+                        key,
+                        kind,
+                        file,
+                        to_i64(offset, "block offset")?,
+                        to_i64(length, "block length")?,
+                        now
+                    ],
+                )?
+            }
+        };
+        Ok(n > 0)
+    }
+
+    /// Where a new block's bytes are, for [`insert`].
+    #[derive(Debug, Clone, Copy)]
+    pub enum InsertLocation<'a> {
+        /// Keep these bytes in the row.
+        Inline(&'a [u8]),
+        /// A raw leaf over a range of a kept file.
+        Raw {
+            /// The file.
+            file: FileId,
+            /// First byte.
+            offset: u64,
+            /// Number of bytes.
+            length: u64,
+        },
+        /// A dag-pb UnixFS file leaf over a range of a kept file.
+        PbFileLeaf {
+            /// The file.
+            file: FileId,
+            /// First byte.
+            offset: u64,
+            /// Number of bytes.
+            length: u64,
+        },
+    }
+
+    /// Where the block with this CID is, if held.
+    pub fn get(conn: &Connection, cid: &Cid) -> Result<Option<Location>, Error> {
+        let row = conn
+            .query_row(
+                "SELECT b.kind, b.data, b.offset, b.length, b.file_id, f.sha256
+                 FROM blocks b LEFT JOIN files f ON f.id = b.file_id
+                 WHERE b.cid = ?1",
+                [cid.to_bytes()],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<Vec<u8>>>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, Option<Sha256>>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((kind, data, offset, length, file, sha256)) = row else {
+            return Ok(None);
+        };
+        let bad = |detail: &str| Error::Invalid {
+            what: "block row",
+            detail: format!("{cid}: {detail}"),
+        };
+        if kind == KIND_INLINE {
+            return Ok(Some(Location::Inline(
+                data.ok_or_else(|| bad("inline without data"))?,
+            )));
+        }
+        let range = Range {
+            file: FileId(file.ok_or_else(|| bad("no file"))?),
+            sha256: sha256.ok_or_else(|| bad("file row missing"))?,
+            offset: to_u64(offset.ok_or_else(|| bad("no offset"))?, "block offset")?,
+            length: to_u64(length.ok_or_else(|| bad("no length"))?, "block length")?,
+        };
+        match kind {
+            KIND_RAW => Ok(Some(Location::Raw(range))),
+            KIND_PB_FILE_LEAF => Ok(Some(Location::PbFileLeaf(range))),
+            other => Err(bad(&format!("unknown kind {other}"))),
+        }
+    }
+
+    /// Whether the block is held.
+    pub fn has(conn: &Connection, cid: &Cid) -> Result<bool, Error> {
+        Ok(conn
+            .query_row(
+                "SELECT 1 FROM blocks WHERE cid = ?1",
+                [cid.to_bytes()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Every block (without data), in CID byte order.
+    pub fn all(conn: &Connection) -> Result<Vec<Entry>, Error> {
+        let mut stmt = conn.prepare("SELECT cid, file_id, added_at FROM blocks ORDER BY cid")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, UnixTime>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (cid, file, added_at) = r?;
+            out.push(Entry {
+                cid: cid_from_blob(cid)?,
+                file: file.map(FileId),
+                added_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Number of blocks held.
+    pub fn count(conn: &Connection) -> Result<u64, Error> {
+        let n: i64 = conn.query_row("SELECT count(*) FROM blocks", [], |r| r.get(0))?;
+        to_u64(n, "block count")
+    }
+
+    /// Deletes a block row if it was added before `before`; true if it was.
+    pub fn delete_if_older(tx: &WriteTx<'_>, cid: &Cid, before: UnixTime) -> Result<bool, Error> {
+        let n = tx.execute(
+            "DELETE FROM blocks WHERE cid = ?1 AND added_at < ?2",
+            params![cid.to_bytes(), before],
+        )?;
+        Ok(n > 0)
+    }
+}
+
+/// Root CIDs whose DAG is exactly one kept file.
+pub mod roots {
+    use super::*;
+
+    /// Records that `cid` is the root of the DAG of `file`.
+    pub fn insert(tx: &WriteTx<'_>, cid: &Cid, file: FileId) -> Result<(), Error> {
+        tx.execute(
+            "INSERT INTO file_roots (cid, file_id) VALUES (?1, ?2) ON CONFLICT (cid) DO NOTHING",
+            params![cid.to_bytes(), file],
+        )?;
+        Ok(())
+    }
+
+    /// The kept file whose DAG has this root, if any.
+    pub fn get(conn: &Connection, cid: &Cid) -> Result<Option<super::files::FileRow>, Error> {
+        conn.query_row(
+            "SELECT f.id, f.sha256, f.size, f.added_at FROM file_roots r
+             JOIN files f ON f.id = r.file_id WHERE r.cid = ?1",
+            [cid.to_bytes()],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Sha256>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, UnixTime>(3)?,
+                ))
+            },
+        )
+        .optional()?
+        .map(|(id, sha256, size, added_at)| {
+            Ok(super::files::FileRow {
+                id: FileId(id),
+                sha256,
+                size: to_u64(size, "file size")?,
+                added_at,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every (root, file) pair.
+    pub fn all(conn: &Connection) -> Result<Vec<(Cid, FileId)>, Error> {
+        let mut stmt = conn.prepare("SELECT cid, file_id FROM file_roots")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (cid, file) = r?;
+            out.push((cid_from_blob(cid)?, FileId(file)));
+        }
+        Ok(out)
+    }
+
+    /// Forgets that `cid` is a whole-file root.
+    pub fn delete(tx: &WriteTx<'_>, cid: &Cid) -> Result<(), Error> {
+        tx.execute("DELETE FROM file_roots WHERE cid = ?1", [cid.to_bytes()])?;
+        Ok(())
+    }
+}
+
+/// Pins: named reasons to keep a DAG.
+pub mod pins {
+    use super::*;
+
+    /// One pin.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Pin {
+        /// Root of the kept DAG.
+        pub cid: Cid,
+        /// Why it is kept (e.g. `snapshot:42`, `add`, `grace`).
+        pub reason: String,
+        /// When the pin was made.
+        pub created_at: UnixTime,
+        /// When it stops counting, if ever.
+        pub expires_at: Option<UnixTime>,
+    }
+
+    /// Adds (or renews) a pin.
+    pub fn add(
+        tx: &WriteTx<'_>,
+        cid: &Cid,
+        reason: &str,
+        now: UnixTime,
+        expires_at: Option<UnixTime>,
+    ) -> Result<(), Error> {
+        tx.execute(
+            "INSERT INTO pins (cid, reason, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (cid, reason) DO UPDATE SET expires_at = excluded.expires_at",
+            params![cid.to_bytes(), reason, now, expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a pin; true if it existed.
+    pub fn remove(tx: &WriteTx<'_>, cid: &Cid, reason: &str) -> Result<bool, Error> {
+        let n = tx.execute(
+            "DELETE FROM pins WHERE cid = ?1 AND reason = ?2",
+            params![cid.to_bytes(), reason],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Every pin, expired or not, ordered by reason then CID.
+    pub fn all(conn: &Connection) -> Result<Vec<Pin>, Error> {
+        let mut stmt = conn
+            .prepare("SELECT cid, reason, created_at, expires_at FROM pins ORDER BY reason, cid")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, UnixTime>(2)?,
+                r.get::<_, Option<UnixTime>>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (cid, reason, created_at, expires_at) = r?;
+            out.push(Pin {
+                cid: cid_from_blob(cid)?,
+                reason,
+                created_at,
+                expires_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Roots of the pins still in force at `now`.
+    pub fn live_roots(conn: &Connection, now: UnixTime) -> Result<Vec<Cid>, Error> {
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT cid FROM pins WHERE expires_at IS NULL OR expires_at > ?1")?;
+        let rows = stmt.query_map([now], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(cid_from_blob(r?)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes pins that expired before `now`; returns how many.
+    pub fn delete_expired(tx: &WriteTx<'_>, now: UnixTime) -> Result<usize, Error> {
+        Ok(tx.execute(
+            "DELETE FROM pins WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+            [now],
+        )?)
+    }
+}

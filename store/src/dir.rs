@@ -1,0 +1,422 @@
+//! UnixFS directories and HAMT shards, exactly as Kubo (boxo) builds them.
+//!
+//! [`Directory`] is one directory level: entries sorted bytewise by name, turned into a
+//! basic directory node, or into a HAMT when the profile's size estimate is above the
+//! threshold. [`Tree`] builds nested paths (`core/os/x86_64/foo.pkg.tar.zst`) bottom-up and
+//! accepts whole subtrees by CID, so an unchanged part of a listing is reused as is.
+//! Both depend only on the set of entries, never on insertion order.
+//!
+//! HAMT facts (UNIXFS.md): murmur3-x64-128 of the name, first 64-bit word big-endian, level
+//! L uses the L-th group of log2(fanout) bits; a bucket with one entry links the entry under
+//! `%02X` + name, a bucket with more links a sub-shard under `%02X`.
+
+use std::collections::BTreeMap;
+
+use cid::Cid;
+
+use crate::importer::{BlockSink, node_cid};
+use crate::params::{HamtEstimate, ImportParams};
+use crate::pb::{self, DataType, Unixfs};
+use crate::{Error, Result};
+
+/// Multihash code of murmur3-x64-64, written into every shard.
+pub const HAMT_HASH_MURMUR3: u64 = 0x22;
+
+/// A link target inside a directory: a CID and the cumulative size of its DAG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DirEntry {
+    /// Root of the entry.
+    pub cid: Cid,
+    /// Cumulative DAG size (Tsize).
+    pub tsize: u64,
+}
+
+/// Checks that `name` can be a UnixFS directory entry.
+pub fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name == "." || name == ".." {
+        "reserved"
+    } else if name.contains('/') {
+        "contains '/'"
+    } else if name.contains('\0') {
+        "contains NUL"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// One directory level.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directory {
+    // `String`'s ordering is bytewise on UTF-8, which is Kubo's link order.
+    entries: BTreeMap<String, DirEntry>,
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an entry; a name may appear once.
+    pub fn insert(&mut self, name: &str, entry: DirEntry) -> Result<()> {
+        validate_name(name)?;
+        if self.entries.contains_key(name) {
+            return Err(Error::DuplicateName(name.to_string()));
+        }
+        self.entries.insert(name.to_string(), entry);
+        Ok(())
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether this directory would be written as a HAMT under `params`.
+    pub fn is_sharded(&self, params: &ImportParams) -> bool {
+        let estimate: u64 = match params.hamt_estimate {
+            HamtEstimate::Links => self
+                .entries
+                .iter()
+                .map(|(n, e)| (n.len() + e.cid.encoded_len()) as u64)
+                .sum(),
+            HamtEstimate::Block => {
+                // `0a 02 08 01`: the Data field of a basic directory.
+                4 + self
+                    .entries
+                    .iter()
+                    .map(|(n, e)| pb::link_len(e.cid.encoded_len(), n.len(), e.tsize) as u64)
+                    .sum::<u64>()
+            }
+        };
+        estimate > params.hamt_threshold
+    }
+
+    /// Writes the directory's blocks to `sink`; returns its root.
+    pub fn build(&self, params: &ImportParams, sink: &mut dyn BlockSink) -> Result<DirEntry> {
+        params.validate()?;
+        if self.is_sharded(params) {
+            self.build_hamt(params, sink)
+        } else {
+            self.build_basic(params, sink)
+        }
+    }
+
+    fn build_basic(&self, params: &ImportParams, sink: &mut dyn BlockSink) -> Result<DirEntry> {
+        let mut block = Vec::with_capacity(self.entries.len() * 60 + 4);
+        let mut tsize = 0u64;
+        for (name, e) in &self.entries {
+            pb::put_link(&mut block, &e.cid, name.as_bytes(), e.tsize);
+            tsize += e.tsize;
+        }
+        pb::put_data(
+            &mut block,
+            &Unixfs {
+                typ: Some(DataType::Directory),
+                ..Default::default()
+            }
+            .encode(),
+        );
+        emit(params, sink, block, tsize)
+    }
+
+    fn build_hamt(&self, params: &ImportParams, sink: &mut dyn BlockSink) -> Result<DirEntry> {
+        let mut items: Vec<HamtItem<'_>> = self
+            .entries
+            .iter()
+            .map(|(name, entry)| HamtItem {
+                hash: murmur64(name.as_bytes()),
+                name,
+                entry,
+            })
+            .collect();
+        let shape = HamtShape::new(params.hamt_fanout);
+        // Sorting by hash groups every bucket of every level together.
+        items.sort_unstable_by(|a, b| a.hash.cmp(&b.hash).then_with(|| a.name.cmp(b.name)));
+        shard(params, &shape, &items, 0, sink)
+    }
+}
+
+struct HamtItem<'a> {
+    hash: u64,
+    name: &'a str,
+    entry: &'a DirEntry,
+}
+
+struct HamtShape {
+    fanout: u32,
+    bits: u32,
+    max_depth: u32,
+    pad: usize,
+}
+
+impl HamtShape {
+    fn new(fanout: u32) -> Self {
+        let bits = fanout.trailing_zeros();
+        HamtShape {
+            fanout,
+            bits,
+            max_depth: 64 / bits,
+            pad: format!("{:X}", fanout - 1).len(),
+        }
+    }
+
+    fn bucket(&self, hash: u64, depth: u32) -> u32 {
+        let shift = 64 - self.bits * (depth + 1);
+        ((hash >> shift) & u64::from(self.fanout - 1)) as u32
+    }
+
+    fn prefix(&self, bucket: u32) -> String {
+        format!("{:0width$X}", bucket, width = self.pad)
+    }
+}
+
+/// murmur3-x64-128 (seed 0) of `data`, first 64-bit word: boxo's HAMT hash.
+pub fn murmur64(data: &[u8]) -> u64 {
+    // Reading from a slice cannot fail.
+    let h = murmur3::murmur3_x64_128(&mut &data[..], 0).unwrap_or(0);
+    h as u64
+}
+
+fn shard(
+    params: &ImportParams,
+    shape: &HamtShape,
+    items: &[HamtItem<'_>],
+    depth: u32,
+    sink: &mut dyn BlockSink,
+) -> Result<DirEntry> {
+    if depth >= shape.max_depth {
+        let (a, b) = (items[0].name, items.get(1).map_or("", |i| i.name));
+        return Err(Error::HashCollision(a.to_string(), b.to_string()));
+    }
+    let mut bitfield = vec![0u8; (shape.fanout as usize).div_ceil(8)];
+    let mut block = Vec::with_capacity(items.len().min(shape.fanout as usize) * 60 + 48);
+    let mut tsize = 0u64;
+    let mut i = 0;
+    while i < items.len() {
+        let bucket = shape.bucket(items[i].hash, depth);
+        let mut j = i + 1;
+        while j < items.len() && shape.bucket(items[j].hash, depth) == bucket {
+            j += 1;
+        }
+        // Bit `bucket` of a big-endian integer.
+        let byte = bitfield.len() - 1 - (bucket as usize / 8);
+        bitfield[byte] |= 1 << (bucket % 8);
+        let prefix = shape.prefix(bucket);
+        if j - i == 1 {
+            let it = &items[i];
+            let name = format!("{prefix}{}", it.name);
+            pb::put_link(&mut block, &it.entry.cid, name.as_bytes(), it.entry.tsize);
+            tsize += it.entry.tsize;
+        } else {
+            let child = shard(params, shape, &items[i..j], depth + 1, sink)?;
+            pb::put_link(&mut block, &child.cid, prefix.as_bytes(), child.tsize);
+            tsize += child.tsize;
+        }
+        i = j;
+    }
+    let first = bitfield
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(bitfield.len());
+    let data = Unixfs {
+        typ: Some(DataType::HamtShard),
+        data: Some(&bitfield[first..]),
+        hash_type: Some(HAMT_HASH_MURMUR3),
+        fanout: Some(u64::from(shape.fanout)),
+        ..Default::default()
+    }
+    .encode();
+    pb::put_data(&mut block, &data);
+    emit(params, sink, block, tsize)
+}
+
+fn emit(
+    params: &ImportParams,
+    sink: &mut dyn BlockSink,
+    block: Vec<u8>,
+    links_tsize: u64,
+) -> Result<DirEntry> {
+    let cid = node_cid(params, params.hash.digest(&block))?;
+    sink.node(&cid, &block)?;
+    Ok(DirEntry {
+        cid,
+        tsize: links_tsize + block.len() as u64,
+    })
+}
+
+/// A tree of nested directories built from paths.
+#[derive(Debug, Clone, Default)]
+pub struct Tree {
+    root: TreeDir,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TreeDir {
+    children: BTreeMap<String, TreeNode>,
+}
+
+#[derive(Debug, Clone)]
+enum TreeNode {
+    Entry(DirEntry),
+    Dir(TreeDir),
+}
+
+impl Tree {
+    /// An empty tree (it builds to the empty directory).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn parent_of<'t>(&'t mut self, path: &str) -> Result<(&'t mut TreeDir, String)> {
+        let parts: Vec<&str> = path.split('/').collect();
+        for p in &parts {
+            validate_name(p)?;
+        }
+        let (last, dirs) = parts.split_last().ok_or(Error::InvalidName {
+            name: path.to_string(),
+            reason: "empty",
+        })?;
+        let mut cur = &mut self.root;
+        let mut walked = String::new();
+        for d in dirs {
+            if !walked.is_empty() {
+                walked.push('/');
+            }
+            walked.push_str(d);
+            let node = cur
+                .children
+                .entry((*d).to_string())
+                .or_insert_with(|| TreeNode::Dir(TreeDir::default()));
+            cur = match node {
+                TreeNode::Dir(dir) => dir,
+                TreeNode::Entry(_) => return Err(Error::NotADirectory(walked)),
+            };
+        }
+        Ok((cur, (*last).to_string()))
+    }
+
+    /// Places a finished entry (a file, or a whole subtree by CID) at `path`.
+    pub fn insert(&mut self, path: &str, entry: DirEntry) -> Result<()> {
+        let (dir, name) = self.parent_of(path)?;
+        if dir.children.contains_key(&name) {
+            return Err(Error::DuplicateName(path.to_string()));
+        }
+        dir.children.insert(name, TreeNode::Entry(entry));
+        Ok(())
+    }
+
+    /// Makes sure a (possibly empty) directory exists at `path`.
+    pub fn mkdir(&mut self, path: &str) -> Result<()> {
+        let (dir, name) = self.parent_of(path)?;
+        match dir
+            .children
+            .entry(name)
+            .or_insert_with(|| TreeNode::Dir(TreeDir::default()))
+        {
+            TreeNode::Dir(_) => Ok(()),
+            TreeNode::Entry(_) => Err(Error::NotADirectory(path.to_string())),
+        }
+    }
+
+    /// Writes every directory block (children before parents) and returns the root.
+    pub fn build(&self, params: &ImportParams, sink: &mut dyn BlockSink) -> Result<DirEntry> {
+        build_dir(&self.root, params, sink)
+    }
+}
+
+fn build_dir(dir: &TreeDir, params: &ImportParams, sink: &mut dyn BlockSink) -> Result<DirEntry> {
+    let mut d = Directory::new();
+    for (name, node) in &dir.children {
+        let entry = match node {
+            TreeNode::Entry(e) => *e,
+            TreeNode::Dir(sub) => build_dir(sub, params, sink)?,
+        };
+        d.entries.insert(name.clone(), entry);
+    }
+    d.build(params, sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::importer::{NullSink, VecSink};
+    use crate::params::Profile;
+
+    #[test]
+    fn murmur_check_values() {
+        // UNIXFS.md: "a" -> 85555565f6597889, "file.txt" -> b53875c83534fe3e.
+        assert_eq!(murmur64(b"a"), 0x8555_5565_f659_7889);
+        assert_eq!(murmur64(b"file.txt"), 0xb538_75c8_3534_fe3e);
+    }
+
+    #[test]
+    fn empty_directory_cids() {
+        let d = Directory::new();
+        let v0 = d
+            .build(&Profile::UnixfsV0_2015.params(), &mut NullSink)
+            .unwrap();
+        assert_eq!(
+            v0.cid.to_string(),
+            "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+        );
+        assert_eq!(v0.tsize, 4);
+    }
+
+    #[test]
+    fn insertion_order_does_not_matter() {
+        let params = ImportParams {
+            hamt_threshold: 1,
+            ..Profile::UnixfsV1_2025.params()
+        };
+        let e = DirEntry {
+            cid: crate::hash::raw_cid(crate::hash::HashAlg::Sha2_256, b"x"),
+            tsize: 1,
+        };
+        let names: Vec<String> = (0..3000).map(|i| format!("n{i}")).collect();
+        let mut a = Directory::new();
+        let mut b = Directory::new();
+        for n in &names {
+            a.insert(n, e).unwrap();
+        }
+        for n in names.iter().rev() {
+            b.insert(n, e).unwrap();
+        }
+        let (mut sa, mut sb) = (VecSink::default(), VecSink::default());
+        assert_eq!(
+            a.build(&params, &mut sa).unwrap(),
+            b.build(&params, &mut sb).unwrap()
+        );
+        assert_eq!(sa.0, sb.0);
+    }
+
+    #[test]
+    fn names_are_validated() {
+        let e = DirEntry {
+            cid: crate::hash::raw_cid(crate::hash::HashAlg::Sha2_256, b""),
+            tsize: 0,
+        };
+        let mut d = Directory::new();
+        for bad in ["", ".", "..", "a/b", "nul\0"] {
+            assert!(d.insert(bad, e).is_err(), "{bad:?}");
+        }
+        d.insert("ok", e).unwrap();
+        assert!(matches!(d.insert("ok", e), Err(Error::DuplicateName(_))));
+        let mut t = Tree::new();
+        t.insert("a/b", e).unwrap();
+        assert!(t.insert("a/b/c", e).is_err());
+        assert!(t.insert("a/../b", e).is_err());
+        assert!(t.insert("a//b", e).is_err());
+    }
+}

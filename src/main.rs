@@ -1,1 +1,130 @@
-fn main() {}
+//! `cidmirror`: Linux package repositories as content-addressed snapshots on IPFS.
+//!
+//! This file only parses arguments, starts logging and hands each subcommand to its module;
+//! the work is done in the library crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod add;
+mod cat;
+mod export;
+mod gc;
+mod import;
+mod output;
+mod pin;
+mod verify;
+
+/// Turn Linux package repositories into content-addressed data on IPFS.
+#[derive(Parser, Debug)]
+#[command(name = "cidmirror", version, about, propagate_version = true)]
+struct Cli {
+    /// Data directory (default: $XDG_DATA_HOME/cidmirror, i.e. ~/.local/share/cidmirror).
+    #[arg(long, global = true, env = "CIDMIRROR_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Add files and directories; prints `CID PATH` for each entry, like `ipfs add -r`.
+    Add(add::Args),
+    /// Print a file's bytes: `cidmirror cat CID[/PATH]`.
+    Cat(cat::Args),
+    /// Write the DAG under a CID as a CAR v1 stream.
+    Export(export::Args),
+    /// Import CAR files (every block is verified; a bad CAR imports nothing).
+    Import(import::Args),
+    /// Manage pins: named reasons to keep content.
+    #[command(subcommand)]
+    Pin(pin::Command),
+    /// Remove expired pins and everything no pin reaches.
+    Gc(gc::Args),
+    /// Check the store's files and index for consistency.
+    Verify(verify::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let data_dir = match cli.data_dir.clone().or_else(default_data_dir) {
+        Some(d) => d,
+        None => {
+            eprintln!(
+                "error: no data directory: set --data-dir, CIDMIRROR_DATA_DIR or XDG_DATA_HOME"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = Context { data_dir };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Add(a) => add::run(&ctx, a).await,
+            Command::Cat(a) => cat::run(&ctx, a).await,
+            Command::Export(a) => export::run(&ctx, a).await,
+            Command::Import(a) => import::run(&ctx, a).await,
+            Command::Pin(c) => pin::run(&ctx, c).await,
+            Command::Gc(a) => gc::run(&ctx, a).await,
+            Command::Verify(a) => verify::run(&ctx, a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What every subcommand needs.
+pub struct Context {
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
+impl Context {
+    /// Opens the embedded store under the data directory.
+    pub fn open_store(&self) -> anyhow::Result<cidmirror_store::EmbeddedStore> {
+        let dir = self.data_dir.join("store");
+        cidmirror_store::EmbeddedStore::open(&dir)
+            .map_err(|e| anyhow::anyhow!("opening the store in {}: {e}", dir.display()))
+    }
+}
+
+fn default_data_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("cidmirror"))
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CIDMIRROR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,72 @@
+//! `cidmirror pin`: add, remove and list pins.
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use cidmirror_store::{PinReason, Store};
+
+use crate::Context;
+use crate::output::{parse_cid_path, parse_duration};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Keep a DAG for a reason (recursively).
+    Add {
+        /// The root (`CID` or `CID/path`).
+        #[arg(value_name = "CID[/PATH]")]
+        target: String,
+        /// Why it is kept.
+        #[arg(long, default_value = "manual")]
+        reason: PinReason,
+        /// Let the pin lapse after this long (e.g. `14days`).
+        #[arg(long, value_parser = parse_duration)]
+        expire_in: Option<std::time::Duration>,
+    },
+    /// Remove one pin.
+    Rm {
+        /// The pinned root.
+        cid: String,
+        /// The reason it was pinned for.
+        #[arg(long, default_value = "manual")]
+        reason: PinReason,
+    },
+    /// List pins: `CID REASON [expires TIME]`.
+    Ls,
+}
+
+pub async fn run(ctx: &Context, cmd: Command) -> anyhow::Result<ExitCode> {
+    let store = ctx.open_store()?;
+    match cmd {
+        Command::Add {
+            target,
+            reason,
+            expire_in,
+        } => {
+            let (root, path) = parse_cid_path(&target)?;
+            let cid = cidmirror_store::unixfs::resolve(&store, &root, &path).await?;
+            let exp = expire_in.map(|d| SystemTime::now() + d);
+            store.pin(&cid, &reason, exp).await?;
+            println!("{cid} {reason}");
+        }
+        Command::Rm { cid, reason } => {
+            let cid = cidmirror_store::hash::parse_cid(&cid)?;
+            if !store.unpin(&cid, &reason).await? {
+                anyhow::bail!("{cid} is not pinned for reason {reason:?}");
+            }
+        }
+        Command::Ls => {
+            for p in store.pins().await? {
+                match p.expires_at {
+                    Some(t) => println!(
+                        "{} {} expires {}",
+                        p.cid,
+                        p.reason,
+                        humantime::format_rfc3339_seconds(t)
+                    ),
+                    None => println!("{} {}", p.cid, p.reason),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,204 @@
+//! The [`Store`] trait: where blocks live, whatever holds them.
+//!
+//! Every implementation (embedded today; Kubo and IPFS Cluster later) runs the same
+//! conformance suite (`store/tests/store/conformance.rs`).
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::pin::Pin as StdPin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cid::Cid;
+use futures::Stream;
+use tokio::io::AsyncRead;
+
+use crate::importer::ImportedFile;
+use crate::params::ImportParams;
+use crate::{Error, Result};
+
+/// A block: bytes and the CID that names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// The name.
+    pub cid: Cid,
+    /// The bytes.
+    pub data: Bytes,
+}
+
+/// A stream of file bytes, in order.
+pub type ByteStream = StdPin<Box<dyn Stream<Item = Result<Bytes>> + Send + 'static>>;
+
+/// Where the bytes of a new file come from.
+pub enum FileSource {
+    /// A local file, read directly.
+    Path(PathBuf),
+    /// Any byte stream (an HTTP body, stdin).
+    Reader(Box<dyn AsyncRead + Send + Unpin>),
+}
+
+impl fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileSource::Path(p) => write!(f, "Path({})", p.display()),
+            FileSource::Reader(_) => f.write_str("Reader(..)"),
+        }
+    }
+}
+
+/// Called with the number of file bytes just imported (a delta; sum them for a total).
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// How to import a file.
+#[derive(Clone, Default)]
+pub struct PutOptions {
+    /// Import parameters (from the publisher's profile).
+    pub params: ImportParams,
+    /// Pin the root under this reason, atomically with the import.
+    pub pin: Option<PinReason>,
+    /// Progress reports.
+    pub progress: Option<Progress>,
+}
+
+impl fmt::Debug for PutOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PutOptions")
+            .field("params", &self.params)
+            .field("pin", &self.pin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a DAG is kept (`add`, `snapshot:42`, `grace:core`). 1 to 128 printable characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PinReason(String);
+
+impl PinReason {
+    /// The reason text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PinReason {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
+            return Err(Error::InvalidPinReason(s.to_string()));
+        }
+        Ok(PinReason(s.to_string()))
+    }
+}
+
+impl fmt::Display for PinReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// Root of the kept DAG.
+    pub cid: Cid,
+    /// Why.
+    pub reason: PinReason,
+    /// When it was made.
+    pub created_at: SystemTime,
+    /// When it stops counting, if ever.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Garbage collection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// Blocks and files written less than this long ago are kept even if unpinned: they
+    /// may belong to an import that has not pinned its root yet (in this or another process).
+    pub grace: Duration,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a garbage collection removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Expired pins deleted.
+    pub pins_expired: u64,
+    /// Blocks no pin reaches any more.
+    pub blocks_removed: u64,
+    /// Whole files deleted.
+    pub files_removed: u64,
+    /// Bytes freed on disk (files and inline blocks).
+    pub bytes_freed: u64,
+    /// Blocks still held.
+    pub blocks_kept: u64,
+}
+
+/// The result of importing a CAR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarImport {
+    /// Roots named in the CAR header.
+    pub roots: Vec<Cid>,
+    /// Blocks read (all verified).
+    pub blocks: u64,
+    /// Block bytes read.
+    pub bytes: u64,
+}
+
+/// Holds blocks, files and pins.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Imports a file under `opts.params`, keeping its blocks (and, optionally, pinning the
+    /// root in the same step, so no garbage collection can fall in between).
+    async fn put_file(&self, source: FileSource, opts: PutOptions) -> Result<ImportedFile>;
+
+    /// Keeps blocks, each first checked against its CID; all or nothing.
+    async fn put_blocks(&self, blocks: Vec<Block>) -> Result<()>;
+
+    /// Imports a CAR (every block verified), all or nothing, pinning its roots if asked.
+    async fn import_car(
+        &self,
+        car: Box<dyn AsyncRead + Send + Unpin>,
+        what: String,
+        pin: Option<PinReason>,
+    ) -> Result<CarImport>;
+
+    /// A block's bytes, if held.
+    async fn get_block(&self, cid: &Cid) -> Result<Option<Bytes>>;
+
+    /// Whether a block is held.
+    async fn has(&self, cid: &Cid) -> Result<bool>;
+
+    /// The bytes of the UnixFS file (or raw block) `cid`, within `range` if given
+    /// (clamped to the file; a start past the end is an error). Returns the file's full size.
+    async fn read(&self, cid: &Cid, range: Option<Range<u64>>) -> Result<(u64, ByteStream)>;
+
+    /// Pins `cid` (recursively) for `reason`, until `expires_at` if given. Re-pinning with the
+    /// same reason updates the expiry.
+    async fn pin(
+        &self,
+        cid: &Cid,
+        reason: &PinReason,
+        expires_at: Option<SystemTime>,
+    ) -> Result<()>;
+
+    /// Removes one pin; true if it existed.
+    async fn unpin(&self, cid: &Cid, reason: &PinReason) -> Result<bool>;
+
+    /// Every pin, expired or not.
+    async fn pins(&self) -> Result<Vec<Pin>>;
+
+    /// Deletes expired pins and everything no remaining pin reaches.
+    async fn gc(&self, opts: GcOptions) -> Result<GcReport>;
+}

@@ -1,0 +1,877 @@
+//! The embedded store: cidmirror's own block store, no IPFS daemon needed.
+//!
+//! On disk, under one directory:
+//! ```text
+//! index.sqlite        blocks, files, whole-file roots, pins (WAL)
+//! files/ab/ab12...    whole files named by SHA-256, immutable, each kept once
+//! tmp/                files being written (each locked by its writer)
+//! gc.lock             writers hold it shared while they commit; gc holds it exclusively
+//! ```
+//! A package is kept once, as a whole file; its leaves are rows mapping the leaf CID to a
+//! byte range (raw leaves) or to a range wrapped in the UnixFS leaf encoding (dag-pb leaves),
+//! so serving the package is a plain file read and serving a block is a `pread`. Internal
+//! nodes and blocks that arrive one by one (CAR import) are kept inline in SQLite.
+//!
+//! Durability and crash safety: a file is written to `tmp/`, fsynced, renamed to its final
+//! name and the directory fsynced before the index rows that mention it are committed. A
+//! crash leaves at most an unindexed temp or whole file, which the next open or `gc`
+//! removes; it never leaves a row that points at missing bytes. Several processes may use
+//! one store at once: SQLite serialises the index, renames are atomic, and flocks keep
+//! garbage collection away from in-flight writes.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cid::Cid;
+use cidmirror_schema::blocks::{InsertLocation, Location};
+use cidmirror_schema::{Db, Sha256, UnixTime, blocks, files, pins, roots};
+use futures::StreamExt;
+use tokio::io::AsyncRead;
+use tokio_util::io::SyncIoBridge;
+
+use crate::api::{
+    Block, ByteStream, CarImport, FileSource, GcOptions, GcReport, Pin, PinReason, PutOptions,
+    Store,
+};
+use crate::car::CarReader;
+use crate::hash::{DAG_PB, identity_data, verify_block};
+use crate::importer::{self, BlockSink, ImportedFile, Leaf, LeafForm};
+use crate::pb;
+use crate::unixfs;
+use crate::{Error, Result};
+
+/// Temp files of dead writers younger than this are left alone when empty: the writer may
+/// have created the file and not yet locked it.
+const TEMP_MIN_AGE: Duration = Duration::from_secs(10);
+/// Reads of kept files are streamed in pieces of this size.
+const READ_PIECE: u64 = 256 << 10;
+/// Blocks inserted per transaction during a CAR import are not limited (all or nothing),
+/// but the import reads them in batches of this many before verifying the next.
+const CAR_BATCH: usize = 256;
+
+/// A block store in a local directory. Cheap to clone; all clones share one index.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    db: Db,
+}
+
+/// What [`EmbeddedStore::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Files checked.
+    pub files: u64,
+    /// Blocks checked.
+    pub blocks: u64,
+    /// Problems, one line each (empty when the store is consistent).
+    pub problems: Vec<String>,
+    /// Leftovers cleaned up (temp files of dead writers, unindexed files).
+    pub cleaned: Vec<String>,
+}
+
+/// Counts of what the store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Whole files kept.
+    pub files: u64,
+    /// Their total size.
+    pub file_bytes: u64,
+    /// Blocks indexed.
+    pub blocks: u64,
+    /// Pins (including expired ones not yet collected).
+    pub pins: u64,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir`, and removes temp files left by writers
+    /// that died.
+    pub fn open(dir: &Path) -> Result<Self> {
+        for sub in ["files", "tmp"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        let db = Db::open(&dir.join("index.sqlite"))?;
+        let s = EmbeddedStore {
+            inner: Arc::new(Inner {
+                root: dir.to_path_buf(),
+                db,
+            }),
+        };
+        s.clean_temp()?;
+        Ok(s)
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.root
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.inner.root.join("tmp")
+    }
+
+    fn file_path(&self, sha: &Sha256) -> PathBuf {
+        let hex = sha.to_hex();
+        self.inner.root.join("files").join(&hex[..2]).join(hex)
+    }
+
+    fn gc_lock(&self) -> Result<File> {
+        let p = self.inner.root.join("gc.lock");
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Writing
+
+    /// Imports a file from a reader (blocking).
+    pub fn put_reader(&self, reader: impl Read + Send, opts: &PutOptions) -> Result<ImportedFile> {
+        let tmp = TempFile::create(&self.tmp_dir())?;
+        let mut sink = FileSink {
+            file: &tmp.file,
+            path: &tmp.path,
+            rows: Vec::new(),
+            written: 0,
+            progress: opts.progress.as_deref(),
+        };
+        let imported = importer::import(reader, &opts.params, &mut sink)?;
+        let rows = sink.rows;
+        tmp.file.sync_all().map_err(|e| Error::io(&tmp.path, e))?;
+        self.commit_file(tmp, &imported, rows, opts.pin.as_ref())?;
+        Ok(imported)
+    }
+
+    /// Imports a local file (blocking).
+    pub fn put_path(&self, path: &Path, opts: &PutOptions) -> Result<ImportedFile> {
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::IsADirectory(path.display().to_string()));
+        }
+        self.put_reader(f, opts).map_err(|e| match e {
+            Error::Stream { source, .. } => Error::io(path, source),
+            other => other,
+        })
+    }
+
+    fn commit_file(
+        &self,
+        tmp: TempFile,
+        imported: &ImportedFile,
+        rows: Vec<SinkRow>,
+        pin: Option<&PinReason>,
+    ) -> Result<()> {
+        let final_path = self.file_path(&imported.sha256);
+        let lock = self.gc_lock()?;
+        lock.lock_shared()
+            .map_err(|e| Error::io(self.inner.root.join("gc.lock"), e))?;
+        let now = UnixTime::now();
+        let mut renamed = false;
+        let res = self.inner.db.write(|tx| -> Result<()> {
+            let present = files::touch(tx, &imported.sha256, now)?
+                && fs::metadata(&final_path).is_ok_and(|m| m.len() == imported.size);
+            if !present {
+                let parent = final_path.parent().unwrap_or(&self.inner.root);
+                let new_dir = !parent.exists();
+                fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                fs::rename(&tmp.path, &final_path).map_err(|e| Error::io(&final_path, e))?;
+                renamed = true;
+                sync_dir(parent)?;
+                if new_dir {
+                    sync_dir(&self.inner.root.join("files"))?;
+                }
+            }
+            let id = files::upsert(tx, &imported.sha256, imported.size, now)?;
+            for row in &rows {
+                let loc = match &row.inline {
+                    Some(block) => InsertLocation::Inline(block),
+                    None if row.pb_leaf => InsertLocation::PbFileLeaf {
+                        file: id,
+                        offset: row.offset,
+                        length: row.length,
+                    },
+                    None => InsertLocation::Raw {
+                        file: id,
+                        offset: row.offset,
+                        length: row.length,
+                    },
+                };
+                blocks::insert(tx, &row.cid, loc, now)?;
+            }
+            roots::insert(tx, &imported.cid, id)?;
+            if let Some(reason) = pin {
+                pins::add(tx, &imported.cid, reason.as_str(), now, None)?;
+            }
+            Ok(())
+        });
+        drop(lock);
+        if !renamed {
+            tmp.remove();
+        }
+        res
+    }
+
+    /// Keeps blocks inline after checking each against its CID (blocking).
+    pub fn put_blocks_sync(&self, blocks: &[Block]) -> Result<()> {
+        for b in blocks {
+            verify_block(&b.cid, &b.data)?;
+        }
+        let now = UnixTime::now();
+        self.inner.db.write(|tx| -> Result<()> {
+            for b in blocks {
+                if identity_data(&b.cid).is_none() {
+                    blocks::insert(tx, &b.cid, InsertLocation::Inline(&b.data), now)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Imports a CAR stream in one transaction (blocking): nothing is kept unless every
+    /// block verified and the stream ended cleanly.
+    pub fn import_car_sync(
+        &self,
+        reader: impl Read,
+        what: &str,
+        pin: Option<&PinReason>,
+    ) -> Result<CarImport> {
+        let mut car = CarReader::new(reader, what)?;
+        let roots = car.roots().to_vec();
+        let now = UnixTime::now();
+        let mut count = 0u64;
+        let mut bytes = 0u64;
+        self.inner.db.write(|tx| -> Result<()> {
+            let mut batch = Vec::with_capacity(CAR_BATCH);
+            loop {
+                let next = car.next_block()?;
+                let done = next.is_none();
+                if let Some(b) = next {
+                    batch.push(b);
+                }
+                if done || batch.len() == CAR_BATCH {
+                    for (cid, data) in batch.drain(..) {
+                        count += 1;
+                        bytes += data.len() as u64;
+                        if identity_data(&cid).is_none() {
+                            blocks::insert(tx, &cid, InsertLocation::Inline(&data), now)?;
+                        }
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+            if let Some(reason) = pin {
+                for r in &roots {
+                    pins::add(tx, r, reason.as_str(), now, None)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(CarImport {
+            roots,
+            blocks: count,
+            bytes,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Reading
+
+    /// A block's bytes, if held (blocking).
+    pub fn get_block_sync(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
+        if let Some(d) = identity_data(cid) {
+            return Ok(Some(d.to_vec()));
+        }
+        let Some(loc) = self.inner.db.read(|c| blocks::get(c, cid))? else {
+            return Ok(None);
+        };
+        Ok(Some(match loc {
+            Location::Inline(d) => d,
+            Location::Raw(r) => self.read_range(&r.sha256, r.offset, r.length)?,
+            Location::PbFileLeaf(r) => {
+                pb::file_leaf_block(&self.read_range(&r.sha256, r.offset, r.length)?)
+            }
+        }))
+    }
+
+    fn read_range(&self, sha: &Sha256, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let p = self.file_path(sha);
+        let f = File::open(&p).map_err(|e| Error::io(&p, e))?;
+        let len = usize::try_from(length)
+            .map_err(|_| Error::io(&p, std::io::Error::other("range too large")))?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::io(&p, e))?;
+        Ok(buf)
+    }
+
+    /// The kept file whose DAG is `cid` and its size, if there is one: lets a server send
+    /// the whole file with `sendfile` instead of walking blocks.
+    pub fn whole_file(&self, cid: &Cid) -> Result<Option<(PathBuf, u64)>> {
+        let row = self.inner.db.read(|c| roots::get(c, cid))?;
+        Ok(row.map(|r| (self.file_path(&r.sha256), r.size)))
+    }
+
+    /// Whether the block is held (blocking).
+    pub fn has_sync(&self, cid: &Cid) -> Result<bool> {
+        if identity_data(cid).is_some() {
+            return Ok(true);
+        }
+        Ok(self.inner.db.read(|c| blocks::has(c, cid))?)
+    }
+
+    /// Counts of what the store holds.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let files = self.inner.db.read(files::all)?;
+        let blocks = self.inner.db.read(blocks::count)?;
+        let pins = self.inner.db.read(pins::all)?;
+        Ok(StoreStats {
+            files: files.len() as u64,
+            file_bytes: files.iter().map(|f| f.size).sum(),
+            blocks,
+            pins: pins.len() as u64,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Pins and garbage collection
+
+    /// Adds or renews a pin (blocking).
+    pub fn pin_sync(
+        &self,
+        cid: &Cid,
+        reason: &PinReason,
+        expires_at: Option<SystemTime>,
+    ) -> Result<()> {
+        let exp = expires_at.map(to_unix);
+        Ok(self
+            .inner
+            .db
+            .write(|tx| pins::add(tx, cid, reason.as_str(), UnixTime::now(), exp))?)
+    }
+
+    /// Removes a pin (blocking).
+    pub fn unpin_sync(&self, cid: &Cid, reason: &PinReason) -> Result<bool> {
+        Ok(self
+            .inner
+            .db
+            .write(|tx| pins::remove(tx, cid, reason.as_str()))?)
+    }
+
+    /// Every pin (blocking).
+    pub fn pins_sync(&self) -> Result<Vec<Pin>> {
+        let rows = self.inner.db.read(pins::all)?;
+        rows.into_iter()
+            .map(|p| {
+                Ok(Pin {
+                    cid: p.cid,
+                    reason: p.reason.parse()?,
+                    created_at: from_unix(p.created_at),
+                    expires_at: p.expires_at.map(from_unix),
+                })
+            })
+            .collect()
+    }
+
+    /// Garbage collection (blocking): drop expired pins, mark everything live pins reach,
+    /// sweep the rest (sparing anything younger than the grace period).
+    pub fn gc_sync(&self, opts: GcOptions) -> Result<GcReport> {
+        let now = UnixTime::now();
+        let cutoff = now.plus_secs(-i64::try_from(opts.grace.as_secs()).unwrap_or(i64::MAX));
+        let mut report = GcReport {
+            pins_expired: self.inner.db.write(|tx| pins::delete_expired(tx, now))? as u64,
+            ..Default::default()
+        };
+        // Mark.
+        let live = self.inner.db.read(|c| pins::live_roots(c, now))?;
+        let mut marked: HashSet<Cid> = HashSet::new();
+        let mut stack = live;
+        while let Some(c) = stack.pop() {
+            if !marked.insert(c) {
+                continue;
+            }
+            if c.codec() != DAG_PB {
+                continue;
+            }
+            let Some(loc) = self.inner.db.read(|conn| blocks::get(conn, &c))? else {
+                continue;
+            };
+            if let Location::Inline(data) = loc {
+                stack.extend(unixfs::links_of(&c, &data)?);
+            }
+        }
+        // Sweep, with writers kept out of their commit step.
+        let lock = self.gc_lock()?;
+        lock.lock()
+            .map_err(|e| Error::io(self.inner.root.join("gc.lock"), e))?;
+        let all = self.inner.db.read(blocks::all)?;
+        let dead: Vec<&blocks::Entry> = all
+            .iter()
+            .filter(|e| !marked.contains(&e.cid) && e.added_at < cutoff)
+            .collect();
+        report.blocks_kept = (all.len() - dead.len()) as u64;
+        for chunk in dead.chunks(1000) {
+            self.inner.db.write(|tx| -> Result<()> {
+                for e in chunk {
+                    if e.file.is_none()
+                        && let Some(Location::Inline(d)) = blocks::get(tx, &e.cid)?
+                    {
+                        report.bytes_freed += d.len() as u64;
+                    }
+                    if blocks::delete_if_older(tx, &e.cid, cutoff)? {
+                        report.blocks_removed += 1;
+                        roots::delete(tx, &e.cid)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        for f in self.inner.db.read(|c| files::unreferenced(c, cutoff))? {
+            if self
+                .inner
+                .db
+                .write(|tx| files::delete_if_unreferenced(tx, f.id, cutoff))?
+            {
+                let p = self.file_path(&f.sha256);
+                match fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&p, e)),
+                }
+                report.files_removed += 1;
+                report.bytes_freed += f.size;
+            }
+        }
+        self.remove_unindexed_files(cutoff, &mut Vec::new())?;
+        drop(lock);
+        self.clean_temp()?;
+        Ok(report)
+    }
+
+    /// Deletes files under `files/` that no row names (left by a crash between rename and
+    /// commit), if older than `cutoff`. Call with the gc lock held exclusively.
+    fn remove_unindexed_files(&self, cutoff: UnixTime, cleaned: &mut Vec<String>) -> Result<()> {
+        let known: HashSet<String> = self
+            .inner
+            .db
+            .read(files::all)?
+            .into_iter()
+            .map(|f| f.sha256.to_hex())
+            .collect();
+        let base = self.inner.root.join("files");
+        for sub in read_dir(&base)? {
+            if !sub.is_dir() {
+                continue;
+            }
+            for p in read_dir(&sub)? {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                if known.contains(name) {
+                    continue;
+                }
+                let old = fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .map(to_unix)
+                    .map_or(true, |t| t < cutoff);
+                if old {
+                    fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+                    cleaned.push(format!("removed unindexed file {}", p.display()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes temp files whose writer is gone. Returns what was removed.
+    fn clean_temp(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let now = SystemTime::now();
+        for p in read_dir(&self.tmp_dir())? {
+            let Ok(f) = File::options().write(true).open(&p) else {
+                continue;
+            };
+            if f.try_lock().is_err() {
+                continue; // a live writer holds it
+            }
+            let Ok(meta) = f.metadata() else { continue };
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if meta.len() > 0 || age >= TEMP_MIN_AGE {
+                match fs::remove_file(&p) {
+                    Ok(()) => out.push(format!("removed stale temp file {}", p.display())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&p, e)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks the store: every file row has its file with the right size (and, with `full`,
+    /// the right SHA-256); every block row points inside a kept file or holds bytes that
+    /// match its CID; no file is left without a row. Also removes leftovers of crashed
+    /// writers (temp files, unindexed files).
+    pub fn verify(&self, full: bool) -> Result<VerifyReport> {
+        let mut rep = VerifyReport {
+            cleaned: self.clean_temp()?,
+            ..Default::default()
+        };
+        {
+            let lock = self.gc_lock()?;
+            lock.lock()
+                .map_err(|e| Error::io(self.inner.root.join("gc.lock"), e))?;
+            self.remove_unindexed_files(UnixTime::now().plus_secs(1), &mut rep.cleaned)?;
+        }
+        let all_files = self.inner.db.read(files::all)?;
+        let mut sizes = std::collections::HashMap::new();
+        for f in &all_files {
+            rep.files += 1;
+            let p = self.file_path(&f.sha256);
+            match fs::metadata(&p) {
+                Err(e) => rep
+                    .problems
+                    .push(format!("file {} ({}): {e}", f.sha256, p.display())),
+                Ok(m) if m.len() != f.size => rep.problems.push(format!(
+                    "file {}: size {} on disk, {} in the index",
+                    f.sha256,
+                    m.len(),
+                    f.size
+                )),
+                Ok(_) => {
+                    if full {
+                        let got = sha256_file(&p)?;
+                        if got != f.sha256 {
+                            rep.problems
+                                .push(format!("file {}: content hashes to {got}", f.sha256));
+                        }
+                    }
+                }
+            }
+            sizes.insert(f.id, f.size);
+        }
+        for e in self.inner.db.read(blocks::all)? {
+            rep.blocks += 1;
+            let loc = self.inner.db.read(|c| blocks::get(c, &e.cid));
+            let loc = match loc {
+                Ok(Some(l)) => l,
+                Ok(None) => continue, // deleted meanwhile
+                Err(err) => {
+                    rep.problems.push(format!("block {}: {err}", e.cid));
+                    continue;
+                }
+            };
+            match &loc {
+                Location::Inline(d) => {
+                    if let Err(err) = verify_block(&e.cid, d) {
+                        rep.problems.push(err.to_string());
+                    }
+                }
+                Location::Raw(r) | Location::PbFileLeaf(r) => {
+                    let size = sizes.get(&r.file).copied();
+                    match size {
+                        None => rep
+                            .problems
+                            .push(format!("block {}: its file row is missing", e.cid)),
+                        Some(s) if r.offset + r.length > s => rep.problems.push(format!(
+                            "block {}: range {}..{} is past the end of file {} ({s} bytes)",
+                            e.cid,
+                            r.offset,
+                            r.offset + r.length,
+                            r.sha256
+                        )),
+                        Some(_) if full => match self.get_block_sync(&e.cid) {
+                            Ok(Some(d)) => {
+                                if let Err(err) = verify_block(&e.cid, &d) {
+                                    rep.problems.push(err.to_string());
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(err) => rep.problems.push(format!("block {}: {err}", e.cid)),
+                        },
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        Ok(rep)
+    }
+}
+
+fn to_unix(t: SystemTime) -> UnixTime {
+    let secs = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    UnixTime(secs)
+}
+
+fn from_unix(t: UnixTime) -> SystemTime {
+    if t.0 >= 0 {
+        UNIX_EPOCH + Duration::from_secs(t.0.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.0.unsigned_abs())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        out.push(e.map_err(|e| Error::io(dir, e))?.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sha256_file(p: &Path) -> Result<Sha256> {
+    use sha2::Digest;
+    let mut f = File::open(p).map_err(|e| Error::io(p, e))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Sha256(h.finalize().into()))
+}
+
+/// A file under `tmp/`, locked by its writer for its whole life.
+struct TempFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn create(dir: &Path) -> Result<Self> {
+        for _ in 0..16 {
+            let name = format!("put-{}-{:016x}.part", std::process::id(), rand_u64());
+            let path = dir.join(name);
+            match File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    file.try_lock().map_err(|e| {
+                        Error::io(&path, std::io::Error::other(format!("locking: {e}")))
+                    })?;
+                    return Ok(TempFile { file, path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::io(
+            dir,
+            std::io::Error::other("could not create a unique temp file"),
+        ))
+    }
+
+    fn remove(self) {
+        // Best effort: a leftover is removed by the next open or gc.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+struct SinkRow {
+    cid: Cid,
+    offset: u64,
+    length: u64,
+    pb_leaf: bool,
+    inline: Option<Vec<u8>>,
+}
+
+/// Writes file bytes to the temp file and remembers where each block is.
+struct FileSink<'a> {
+    file: &'a File,
+    path: &'a Path,
+    rows: Vec<SinkRow>,
+    written: u64,
+    progress: Option<&'a (dyn Fn(u64) + Send + Sync)>,
+}
+
+impl BlockSink for FileSink<'_> {
+    fn leaf(&mut self, leaf: &Leaf<'_>) -> Result<()> {
+        let mut f = self.file;
+        f.write_all(leaf.data)
+            .map_err(|e| Error::io(self.path, e))?;
+        self.written += leaf.data.len() as u64;
+        let (pb_leaf, inline) = match leaf.form {
+            LeafForm::Raw => (false, None),
+            LeafForm::PbFile => (true, None),
+            LeafForm::Encoded(b) => (false, Some(b.to_vec())),
+        };
+        self.rows.push(SinkRow {
+            cid: *leaf.cid,
+            offset: leaf.offset,
+            length: leaf.data.len() as u64,
+            pb_leaf,
+            inline,
+        });
+        if let Some(p) = self.progress {
+            p(leaf.data.len() as u64);
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, cid: &Cid, block: &[u8]) -> Result<()> {
+        self.rows.push(SinkRow {
+            cid: *cid,
+            offset: 0,
+            length: 0,
+            pb_leaf: false,
+            inline: Some(block.to_vec()),
+        });
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn put_file(&self, source: FileSource, opts: PutOptions) -> Result<ImportedFile> {
+        let s = self.clone();
+        match source {
+            FileSource::Path(p) => blocking(move || s.put_path(&p, &opts)).await,
+            FileSource::Reader(r) => {
+                let bridge = SyncIoBridge::new(r);
+                blocking(move || s.put_reader(bridge, &opts)).await
+            }
+        }
+    }
+
+    async fn put_blocks(&self, blocks: Vec<Block>) -> Result<()> {
+        let s = self.clone();
+        blocking(move || s.put_blocks_sync(&blocks)).await
+    }
+
+    async fn import_car(
+        &self,
+        car: Box<dyn AsyncRead + Send + Unpin>,
+        what: String,
+        pin: Option<PinReason>,
+    ) -> Result<CarImport> {
+        let s = self.clone();
+        let bridge = SyncIoBridge::new(car);
+        blocking(move || s.import_car_sync(bridge, &what, pin.as_ref())).await
+    }
+
+    async fn get_block(&self, cid: &Cid) -> Result<Option<Bytes>> {
+        let s = self.clone();
+        let cid = *cid;
+        Ok(blocking(move || s.get_block_sync(&cid))
+            .await?
+            .map(Bytes::from))
+    }
+
+    async fn has(&self, cid: &Cid) -> Result<bool> {
+        let s = self.clone();
+        let cid = *cid;
+        blocking(move || s.has_sync(&cid)).await
+    }
+
+    async fn read(&self, cid: &Cid, range: Option<Range<u64>>) -> Result<(u64, ByteStream)> {
+        let s = self.clone();
+        let c = *cid;
+        let whole = blocking(move || s.whole_file(&c)).await?;
+        let Some((path, size)) = whole else {
+            return unixfs::read(self, cid, range).await;
+        };
+        let want = unixfs::clamp_range(cid, size, range)?;
+        let file = Arc::new(File::open(&path).map_err(|e| Error::io(&path, e))?);
+        let pieces = (want.start..want.end)
+            .step_by(READ_PIECE as usize)
+            .map(move |off| (off, READ_PIECE.min(want.end - off)));
+        let stream = futures::stream::iter(pieces).then(move |(off, len)| {
+            let file = file.clone();
+            let path = path.clone();
+            async move {
+                blocking(move || {
+                    let mut buf = vec![0u8; len as usize];
+                    file.read_exact_at(&mut buf, off)
+                        .map_err(|e| Error::io(&path, e))?;
+                    Ok(Bytes::from(buf))
+                })
+                .await
+            }
+        });
+        Ok((size, Box::pin(stream)))
+    }
+
+    async fn pin(
+        &self,
+        cid: &Cid,
+        reason: &PinReason,
+        expires_at: Option<SystemTime>,
+    ) -> Result<()> {
+        let s = self.clone();
+        let (cid, reason) = (*cid, reason.clone());
+        blocking(move || s.pin_sync(&cid, &reason, expires_at)).await
+    }
+
+    async fn unpin(&self, cid: &Cid, reason: &PinReason) -> Result<bool> {
+        let s = self.clone();
+        let (cid, reason) = (*cid, reason.clone());
+        blocking(move || s.unpin_sync(&cid, &reason)).await
+    }
+
+    async fn pins(&self) -> Result<Vec<Pin>> {
+        let s = self.clone();
+        blocking(move || s.pins_sync()).await
+    }
+
+    async fn gc(&self, opts: GcOptions) -> Result<GcReport> {
+        let s = self.clone();
+        blocking(move || s.gc_sync(opts)).await
+    }
+}

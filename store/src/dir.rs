@@ -177,8 +177,12 @@ impl HamtShape {
         ((hash >> shift) & u64::from(self.fanout - 1)) as u32
     }
 
-    fn prefix(&self, bucket: u32) -> String {
-        format!("{:0width$X}", bucket, width = self.pad)
+    /// Appends the bucket's link-name prefix (`%0*X`, uppercase hex).
+    fn put_prefix(&self, buf: &mut Vec<u8>, bucket: u32) {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        for i in (0..self.pad).rev() {
+            buf.push(HEX[((bucket >> (4 * i)) & 0xf) as usize]);
+        }
     }
 }
 
@@ -203,6 +207,7 @@ fn shard(
     let mut bitfield = vec![0u8; (shape.fanout as usize).div_ceil(8)];
     let mut block = Vec::with_capacity(items.len().min(shape.fanout as usize) * 60 + 48);
     let mut tsize = 0u64;
+    let mut name = Vec::with_capacity(64);
     let mut i = 0;
     while i < items.len() {
         let bucket = shape.bucket(items[i].hash, depth);
@@ -213,15 +218,16 @@ fn shard(
         // Bit `bucket` of a big-endian integer.
         let byte = bitfield.len() - 1 - (bucket as usize / 8);
         bitfield[byte] |= 1 << (bucket % 8);
-        let prefix = shape.prefix(bucket);
+        name.clear();
+        shape.put_prefix(&mut name, bucket);
         if j - i == 1 {
             let it = &items[i];
-            let name = format!("{prefix}{}", it.name);
-            pb::put_link(&mut block, &it.entry.cid, name.as_bytes(), it.entry.tsize);
+            name.extend_from_slice(it.name.as_bytes());
+            pb::put_link(&mut block, &it.entry.cid, &name, it.entry.tsize);
             tsize += it.entry.tsize;
         } else {
             let child = shard(params, shape, &items[i..j], depth + 1, sink)?;
-            pb::put_link(&mut block, &child.cid, prefix.as_bytes(), child.tsize);
+            pb::put_link(&mut block, &child.cid, &name, child.tsize);
             tsize += child.tsize;
         }
         i = j;

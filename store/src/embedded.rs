@@ -394,7 +394,9 @@ impl EmbeddedStore {
     /// sweep the rest (sparing anything younger than the grace period).
     pub fn gc_sync(&self, opts: GcOptions) -> Result<GcReport> {
         let now = UnixTime::now();
-        let cutoff = now.plus_secs(-i64::try_from(opts.grace.as_secs()).unwrap_or(i64::MAX));
+        // Rows written at or before `now - grace` may go (times are whole seconds).
+        let grace = i64::try_from(opts.grace.as_secs()).unwrap_or(i64::MAX / 2);
+        let cutoff = now.plus_secs(1 - grace);
         let mut report = GcReport {
             pins_expired: self.inner.db.write(|tx| pins::delete_expired(tx, now))? as u64,
             ..Default::default()
@@ -550,13 +552,17 @@ impl EmbeddedStore {
                 Err(e) => rep
                     .problems
                     .push(format!("file {} ({}): {e}", f.sha256, p.display())),
-                Ok(m) if m.len() != f.size => rep.problems.push(format!(
-                    "file {}: size {} on disk, {} in the index",
-                    f.sha256,
-                    m.len(),
-                    f.size
-                )),
+                Ok(m) if m.len() != f.size => {
+                    rep.problems.push(format!(
+                        "file {}: size {} on disk, {} in the index",
+                        f.sha256,
+                        m.len(),
+                        f.size
+                    ));
+                    sizes.insert(f.id, m.len());
+                }
                 Ok(_) => {
+                    sizes.insert(f.id, f.size);
                     if full {
                         let got = sha256_file(&p)?;
                         if got != f.sha256 {
@@ -566,7 +572,6 @@ impl EmbeddedStore {
                     }
                 }
             }
-            sizes.insert(f.id, f.size);
         }
         for e in self.inner.db.read(blocks::all)? {
             rep.blocks += 1;
@@ -590,9 +595,9 @@ impl EmbeddedStore {
                     match size {
                         None => rep
                             .problems
-                            .push(format!("block {}: its file row is missing", e.cid)),
+                            .push(format!("block {}: its file {} is missing", e.cid, r.sha256)),
                         Some(s) if r.offset + r.length > s => rep.problems.push(format!(
-                            "block {}: range {}..{} is past the end of file {} ({s} bytes)",
+                            "block {}: range {}..{} is past the end of file {} ({s} bytes on disk)",
                             e.cid,
                             r.offset,
                             r.offset + r.length,

@@ -181,10 +181,10 @@ impl Unixfs<'_> {
 
 /// Appends one encoded link (`PBNode.Links`, field 2). Name and Tsize are always written.
 pub fn put_link(buf: &mut Vec<u8>, cid: &Cid, name: &[u8], tsize: u64) {
-    let cid_bytes = cid.to_bytes();
+    let cid_len = cid.encoded_len();
     let inner = 1
-        + varint_len(cid_bytes.len() as u64)
-        + cid_bytes.len()
+        + varint_len(cid_len as u64)
+        + cid_len
         + 1
         + varint_len(name.len() as u64)
         + name.len()
@@ -192,7 +192,10 @@ pub fn put_link(buf: &mut Vec<u8>, cid: &Cid, name: &[u8], tsize: u64) {
         + varint_len(tsize);
     put_key(buf, 2, WIRE_LEN);
     put_varint(buf, inner as u64);
-    put_bytes(buf, 1, &cid_bytes);
+    put_key(buf, 1, WIRE_LEN);
+    put_varint(buf, cid_len as u64);
+    // Writing into a Vec cannot fail.
+    let _ = cid.write_bytes(&mut *buf);
     put_bytes(buf, 2, name);
     put_uint(buf, 3, tsize);
 }

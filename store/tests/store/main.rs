@@ -1,5 +1,9 @@
-//! Integration tests of the store crate, one binary: vectors, CAR fixtures, size tables,
-//! the store conformance suite.
+//! Integration tests of the store crate, one binary: the published CID vectors, the CAR
+//! fixtures, the size tables, the store conformance suite and the embedded store.
 
+mod car;
+mod conformance;
+mod embedded;
+mod sizes;
 mod support;
 mod vectors;

@@ -5,7 +5,7 @@ pub mod gorand;
 use std::io::Read;
 
 use chacha20::ChaCha20;
-use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use sha2::Digest;
 
 /// The ChaCha20 keystream (RFC 8439, 96-bit zero nonce, counter 0) keyed by SHA-256(seed),
@@ -23,6 +23,12 @@ impl ChaChaStream {
             cipher: ChaCha20::new(&key.into(), &nonce.into()),
             left: len,
         }
+    }
+
+    /// Bytes `offset..offset+len` of the stream (the stream position moves there).
+    pub fn bytes_at(&mut self, offset: u64, len: usize) -> Vec<u8> {
+        self.cipher.seek(offset);
+        self.next_bytes(len)
     }
 
     /// The next `n` bytes of the stream.
@@ -109,4 +115,35 @@ impl std::io::Write for HashWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A fresh embedded store in a temp dir (kept alive by the returned guard).
+pub fn temp_store() -> (tempfile::TempDir, cidmirror_store::EmbeddedStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store =
+        cidmirror_store::EmbeddedStore::open(&dir.path().join("store")).expect("open store");
+    (dir, store)
+}
+
+/// Collects a byte stream, hashing it: (length, SHA-256 hex).
+pub async fn drain_sha256(mut s: cidmirror_store::ByteStream) -> (u64, String) {
+    use futures::StreamExt;
+    let mut h = sha2::Sha256::new();
+    let mut n = 0u64;
+    while let Some(c) = s.next().await {
+        let c = c.expect("stream chunk");
+        n += c.len() as u64;
+        h.update(&c);
+    }
+    (n, hex::encode(h.finalize()))
+}
+
+/// Collects a byte stream into memory.
+pub async fn drain(mut s: cidmirror_store::ByteStream) -> Vec<u8> {
+    use futures::StreamExt;
+    let mut v = Vec::new();
+    while let Some(c) = s.next().await {
+        v.extend_from_slice(&c.expect("stream chunk"));
+    }
+    v
 }

@@ -39,6 +39,22 @@ pub enum FileSource {
     Path(PathBuf),
     /// Any byte stream (an HTTP body, stdin).
     Reader(Box<dyn AsyncRead + Send + Unpin>),
+    /// Buffers pushed as they arrive (e.g. the chunks of a download).
+    Chunks(ChunkStream),
+}
+
+/// Buffers of a file, in order; an error ends the import.
+pub type ChunkStream = StdPin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + 'static>>;
+
+impl FileSource {
+    /// The source as an `AsyncRead` (a path is opened lazily by the store instead).
+    pub fn into_async_read(self) -> Option<Box<dyn AsyncRead + Send + Unpin>> {
+        match self {
+            FileSource::Path(_) => None,
+            FileSource::Reader(r) => Some(r),
+            FileSource::Chunks(c) => Some(Box::new(tokio_util::io::StreamReader::new(c))),
+        }
+    }
 }
 
 impl fmt::Debug for FileSource {
@@ -46,6 +62,7 @@ impl fmt::Debug for FileSource {
         match self {
             FileSource::Path(p) => write!(f, "Path({})", p.display()),
             FileSource::Reader(_) => f.write_str("Reader(..)"),
+            FileSource::Chunks(_) => f.write_str("Chunks(..)"),
         }
     }
 }

@@ -53,9 +53,6 @@ use crate::{Error, Result};
 const TEMP_MIN_AGE: Duration = Duration::from_secs(10);
 /// Reads of kept files are streamed in pieces of this size.
 const READ_PIECE: u64 = 256 << 10;
-/// Blocks inserted per transaction during a CAR import are not limited (all or nothing),
-/// but the import reads them in batches of this many before verifying the next.
-const CAR_BATCH: usize = 256;
 
 /// A block store in a local directory. Cheap to clone; all clones share one index.
 #[derive(Clone)]
@@ -182,7 +179,7 @@ impl EmbeddedStore {
         lock.lock_shared()
             .map_err(|e| Error::io(self.inner.root.join("gc.lock"), e))?;
         let now = UnixTime::now();
-        let mut renamed = false;
+        let mut tmp = tmp;
         let res = self.inner.db.write(|tx| -> Result<()> {
             let present = files::touch(tx, &imported.sha256, now)?
                 && fs::metadata(&final_path).is_ok_and(|m| m.len() == imported.size);
@@ -190,8 +187,7 @@ impl EmbeddedStore {
                 let parent = final_path.parent().unwrap_or(&self.inner.root);
                 let new_dir = !parent.exists();
                 fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-                fs::rename(&tmp.path, &final_path).map_err(|e| Error::io(&final_path, e))?;
-                renamed = true;
+                tmp.rename_to(&final_path)?;
                 sync_dir(parent)?;
                 if new_dir {
                     sync_dir(&self.inner.root.join("files"))?;
@@ -221,9 +217,7 @@ impl EmbeddedStore {
             Ok(())
         });
         drop(lock);
-        if !renamed {
-            tmp.remove();
-        }
+        drop(tmp);
         res
     }
 
@@ -243,8 +237,9 @@ impl EmbeddedStore {
         })
     }
 
-    /// Imports a CAR stream in one transaction (blocking): nothing is kept unless every
-    /// block verified and the stream ended cleanly.
+    /// Imports a CAR stream (blocking): nothing is kept unless every block verified and the
+    /// stream ended cleanly. Verified blocks are staged in a temp file first, so a slow
+    /// stream never holds the index's write lock; the commit is one short transaction.
     pub fn import_car_sync(
         &self,
         reader: impl Read,
@@ -253,37 +248,41 @@ impl EmbeddedStore {
     ) -> Result<CarImport> {
         let mut car = CarReader::new(reader, what)?;
         let roots = car.roots().to_vec();
-        let now = UnixTime::now();
+        let staged = TempFile::create(&self.tmp_dir())?;
         let mut count = 0u64;
         let mut bytes = 0u64;
-        self.inner.db.write(|tx| -> Result<()> {
-            let mut batch = Vec::with_capacity(CAR_BATCH);
-            loop {
-                let next = car.next_block()?;
-                let done = next.is_none();
-                if let Some(b) = next {
-                    batch.push(b);
-                }
-                if done || batch.len() == CAR_BATCH {
-                    for (cid, data) in batch.drain(..) {
-                        count += 1;
-                        bytes += data.len() as u64;
-                        if identity_data(&cid).is_none() {
-                            blocks::insert(tx, &cid, InsertLocation::Inline(&data), now)?;
-                        }
+        {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, &staged.file);
+            w.write_all(&crate::car::encode_header(&roots))
+                .map_err(|e| Error::io(&staged.path, e))?;
+            while let Some((cid, data)) = car.next_block()? {
+                count += 1;
+                bytes += data.len() as u64;
+                w.write_all(&crate::car::encode_section(&cid, &data))
+                    .map_err(|e| Error::io(&staged.path, e))?;
+            }
+            w.flush().map_err(|e| Error::io(&staged.path, e))?;
+        }
+        let res = (|| {
+            let f = File::open(&staged.path).map_err(|e| Error::io(&staged.path, e))?;
+            let mut back = CarReader::new(std::io::BufReader::with_capacity(1 << 20, f), what)?;
+            let now = UnixTime::now();
+            self.inner.db.write(|tx| -> Result<()> {
+                while let Some((cid, data)) = back.next_block()? {
+                    if identity_data(&cid).is_none() {
+                        blocks::insert(tx, &cid, InsertLocation::Inline(&data), now)?;
                     }
                 }
-                if done {
-                    break;
+                if let Some(reason) = pin {
+                    for r in &roots {
+                        pins::add(tx, r, reason.as_str(), now, None)?;
+                    }
                 }
-            }
-            if let Some(reason) = pin {
-                for r in &roots {
-                    pins::add(tx, r, reason.as_str(), now, None)?;
-                }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })
+        })();
+        drop(staged);
+        res?;
         Ok(CarImport {
             roots,
             blocks: count,
@@ -672,10 +671,12 @@ fn sha256_file(p: &Path) -> Result<Sha256> {
     Ok(Sha256(h.finalize().into()))
 }
 
-/// A file under `tmp/`, locked by its writer for its whole life.
+/// A file under `tmp/`, locked by its writer for its whole life, removed when dropped
+/// unless it was renamed into place.
 struct TempFile {
     file: File,
     path: PathBuf,
+    renamed: bool,
 }
 
 impl TempFile {
@@ -693,7 +694,11 @@ impl TempFile {
                     file.try_lock().map_err(|e| {
                         Error::io(&path, std::io::Error::other(format!("locking: {e}")))
                     })?;
-                    return Ok(TempFile { file, path });
+                    return Ok(TempFile {
+                        file,
+                        path,
+                        renamed: false,
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(&path, e)),
@@ -705,9 +710,20 @@ impl TempFile {
         ))
     }
 
-    fn remove(self) {
-        // Best effort: a leftover is removed by the next open or gc.
-        let _ = fs::remove_file(&self.path);
+    /// Moves the file to `to` (it is then no longer removed on drop).
+    fn rename_to(&mut self, to: &Path) -> Result<()> {
+        fs::rename(&self.path, to).map_err(|e| Error::io(to, e))?;
+        self.renamed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            // Best effort: a leftover is removed by the next open or gc.
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -788,7 +804,10 @@ impl Store for EmbeddedStore {
         let s = self.clone();
         match source {
             FileSource::Path(p) => blocking(move || s.put_path(&p, &opts)).await,
-            FileSource::Reader(r) => {
+            other => {
+                let r = other
+                    .into_async_read()
+                    .ok_or_else(|| Error::Task("file source has no reader".into()))?;
                 let bridge = SyncIoBridge::new(r);
                 blocking(move || s.put_reader(bridge, &opts)).await
             }

@@ -29,7 +29,10 @@ const FIXTURES: &[&str] = &[
     "symlink.car",
 ];
 
-fn read_fixture(name: &str) -> (Vec<u8>, Vec<Cid>, Vec<(Cid, Vec<u8>)>) {
+/// A fixture's bytes, roots and blocks.
+type Fixture = (Vec<u8>, Vec<Cid>, Vec<(Cid, Vec<u8>)>);
+
+fn read_fixture(name: &str) -> Fixture {
     let bytes = std::fs::read(data_path(&format!("car/{name}"))).unwrap();
     let r = CarReader::new(&bytes[..], name).unwrap();
     let roots = r.roots().to_vec();

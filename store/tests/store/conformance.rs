@@ -104,6 +104,32 @@ async fn reads_and_ranges<S: Store>(store: &S) {
         store.read(&f.cid, Some(n..n + 1)).await,
         Err(Error::RangeNotSatisfiable { .. })
     ));
+    // The same bytes pushed in uneven buffers give the same file.
+    let pieces: Vec<std::io::Result<Bytes>> = data
+        .chunks(777)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let pushed = store
+        .put_file(
+            FileSource::Chunks(Box::pin(futures::stream::iter(pieces))),
+            opts(params),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pushed, f);
+    // A stream that fails mid-way is an error, not a shorter file.
+    let failing: Vec<std::io::Result<Bytes>> = vec![
+        Ok(Bytes::from_static(b"first part")),
+        Err(std::io::Error::other("connection reset by upstream")),
+    ];
+    let err = store
+        .put_file(
+            FileSource::Chunks(Box::pin(futures::stream::iter(failing))),
+            opts(params),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("connection reset"), "{err}");
     // The same bytes from a path give the same file.
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("f");

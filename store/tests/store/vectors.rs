@@ -374,3 +374,33 @@ fn the_vector_file_is_complete() {
     assert_eq!(v.iter().filter(|v| is_expensive(&v.name)).count(), 6);
     assert!(v.iter().any(|v| v.name == CAR_ONLY));
 }
+
+/// The 3 KiB vector's bytes are lost, but its CAR holds the root and two of its three
+/// 1 KiB leaves: the root must be the vector's CID, and each held leaf must be what
+/// importing its 1024 bytes under the vector's parameters gives.
+#[test]
+fn the_car_only_vector_matches_its_fixture() {
+    use cidmirror_store::car::CarReader;
+    use cidmirror_store::pb;
+    let v = vectors().into_iter().find(|v| v.name == CAR_ONLY).unwrap();
+    let car = std::fs::read(data_path("car/file-3k-and-3-blocks-missing-block.car")).unwrap();
+    let r = CarReader::new(&car[..], "3k").unwrap();
+    assert_eq!(r.roots()[0].to_string(), v.cid);
+    let blocks: Vec<_> = r.collect::<Result<_, _>>().unwrap();
+    let (_, root_block) = blocks.iter().find(|(c, _)| c.to_string() == v.cid).unwrap();
+    let root = pb::decode_node(root_block).unwrap();
+    assert_eq!(root.links.len(), 3);
+    let mut leaves = 0;
+    for (cid, block) in &blocks {
+        if cid.to_string() == v.cid {
+            continue;
+        }
+        let node = pb::decode_node(block).unwrap();
+        let data = pb::decode_unixfs(node.data.unwrap()).unwrap().data.unwrap();
+        assert_eq!(data.len(), 1024);
+        assert_eq!(bytes(&v.params, data).cid, *cid);
+        assert!(root.links.iter().any(|l| l.cid == *cid));
+        leaves += 1;
+    }
+    assert_eq!(leaves, 2, "the middle leaf is missing on purpose");
+}

@@ -90,7 +90,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     }
     bar.finish_and_clear();
     if failed > 0 {
-        eprintln!("{failed} of {} paths failed", args.paths.len());
+        if args.paths.len() > 1 {
+            eprintln!("{failed} of {} paths failed", args.paths.len());
+        }
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -159,7 +159,8 @@ impl<R: Read> CarReader<R> {
         let cid = Cid::read_bytes(&mut cur)
             .map_err(|e| self.err(&format!("section at byte {start}: bad CID: {e}")))?;
         let data = self.buf[cur.position() as usize..].to_vec();
-        verify_block(&cid, &data)?;
+        verify_block(&cid, &data)
+            .map_err(|e| self.err(&format!("section at byte {start}: {e}")))?;
         Ok(Some((cid, data)))
     }
 

@@ -149,6 +149,10 @@ impl EmbeddedStore {
         };
         let imported = importer::import(reader, &opts.params, &mut sink)?;
         let rows = sink.rows;
+        // Kept files never change: make that visible to anyone with a shell.
+        tmp.file
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            .map_err(|e| Error::io(&tmp.path, e))?;
         tmp.file.sync_all().map_err(|e| Error::io(&tmp.path, e))?;
         self.commit_file(tmp, &imported, rows, opts.pin.as_ref())?;
         Ok(imported)

@@ -132,6 +132,10 @@ fn verify_finds_damaged_files() {
     let f = put(&store, &data, Profile::UnixfsV1_2025);
     assert!(store.verify(true).unwrap().problems.is_empty());
     let path = store.whole_file(&f.cid).unwrap().unwrap().0;
+    let mode = fs::metadata(&path).unwrap().permissions();
+    assert!(mode.readonly(), "kept files are read-only");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
     let mut bytes = fs::read(&path).unwrap();
     bytes[500] ^= 1;
     fs::write(&path, &bytes).unwrap();

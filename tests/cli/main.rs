@@ -1,0 +1,11 @@
+//! End-to-end tests of the `cidmirror` binary: every test runs the real executable in its
+//! own temp directory. Expected CIDs come from published sources (Kubo's tests, the IPFS
+//! specs, the gateway conformance fixtures; see /work/shared/vectors/unixfs.json) or from
+//! properties (same CID on rerun, `cat` gives back the bytes that went in).
+
+mod add_cat;
+mod bad_input;
+mod car;
+mod concurrency;
+mod crash;
+mod support;

@@ -30,8 +30,10 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/cidmirror-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 FILE=$WORK/input.bin
 # Incompressible, deterministic bytes: AES-CTR keystream.
-openssl enc -aes-256-ctr -pass pass:cidmirror-bench -nosalt -pbkdf2 </dev/zero 2>/dev/null \
+# (`head` closes the pipe early: openssl's SIGPIPE is expected; the size is checked below.)
+{ openssl enc -aes-256-ctr -pass pass:cidmirror-bench -nosalt -pbkdf2 </dev/zero 2>/dev/null || true; } \
   | head -c $((MIB << 20)) >"$FILE"
+[ "$(stat -c %s "$FILE")" = $((MIB << 20)) ] || { echo "could not generate the input" >&2; exit 1; }
 cat "$FILE" >/dev/null
 
 # run NAME CMD... -> appends "wall_seconds max_rss_kib" to $WORK/NAME

@@ -27,32 +27,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store()?;
     let cid = unixfs::resolve(&store, &root, &path).await?;
     match args.output {
-        Some(out) => {
-            let tmp = out.with_file_name(format!(
-                ".{}.part",
-                out.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "export".into())
-            ));
-            let res: anyhow::Result<()> = async {
-                let f = tokio::fs::File::create(&tmp)
-                    .await
-                    .with_context(|| format!("creating {}", tmp.display()))?;
-                let mut w = tokio::io::BufWriter::new(f);
-                export_car(&store, &cid, &mut w).await?;
-                w.flush().await?;
-                w.get_ref().sync_all().await?;
-                tokio::fs::rename(&tmp, &out)
-                    .await
-                    .with_context(|| format!("renaming to {}", out.display()))?;
-                Ok(())
-            }
-            .await;
-            if res.is_err() {
-                let _ = tokio::fs::remove_file(&tmp).await;
-            }
-            res?;
-        }
+        Some(out) => export_to_file(&store, &cid, &out).await?,
         None => {
             ensure_not_terminal("a CAR")?;
             let mut w = tokio::io::BufWriter::new(tokio::io::stdout());
@@ -69,4 +44,38 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the CAR to a unique temp file beside `out`, fsyncs it and renames it into place:
+/// a failed or concurrent export never leaves a partial file under `out`.
+async fn export_to_file(
+    store: &cidmirror_store::EmbeddedStore,
+    cid: &cidmirror_store::Cid,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".cidmirror-export-")
+        .suffix(".part")
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    let (std_file, tmp_path) = tmp.into_parts();
+    let mut w = tokio::io::BufWriter::new(tokio::fs::File::from_std(std_file));
+    export_car(store, cid, &mut w)
+        .await
+        .with_context(|| format!("exporting {cid} to {}", out.display()))?;
+    w.flush()
+        .await
+        .with_context(|| format!("writing {}", out.display()))?;
+    w.get_ref()
+        .sync_all()
+        .await
+        .with_context(|| format!("writing {}", out.display()))?;
+    tmp_path
+        .persist(out)
+        .with_context(|| format!("renaming into {}", out.display()))?;
+    Ok(())
 }

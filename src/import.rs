@@ -43,11 +43,15 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         match store.import_car(reader, what.clone(), pin.clone()).await {
             Ok(imp) => {
                 for root in &imp.roots {
-                    let missing = unixfs::missing_blocks(&store, root).await?;
-                    if missing > 0 {
-                        eprintln!(
+                    match unixfs::missing_blocks(&store, root).await {
+                        Ok(0) => {}
+                        Ok(missing) => eprintln!(
                             "warning: {what}: root {root} is incomplete: {missing} blocks of its DAG are not held"
-                        );
+                        ),
+                        Err(e) => {
+                            eprintln!("error: {what}: checking root {root}: {e}");
+                            failed += 1;
+                        }
                     }
                     println!("{root} {what}");
                 }

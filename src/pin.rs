@@ -44,7 +44,14 @@ pub async fn run(ctx: &Context, cmd: Command) -> anyhow::Result<ExitCode> {
         } => {
             let (root, path) = parse_cid_path(&target)?;
             let cid = cidmirror_store::unixfs::resolve(&store, &root, &path).await?;
-            let exp = expire_in.map(|d| SystemTime::now() + d);
+            let exp = match expire_in {
+                Some(d) => Some(
+                    SystemTime::now()
+                        .checked_add(d)
+                        .ok_or_else(|| anyhow::anyhow!("--expire-in {d:?} is too far away"))?,
+                ),
+                None => None,
+            };
             store.pin(&cid, &reason, exp).await?;
             println!("{cid} {reason}");
         }

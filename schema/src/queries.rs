@@ -453,6 +453,11 @@ pub mod pins {
         Ok(n > 0)
     }
 
+    /// Removes every pin with this reason; returns how many.
+    pub fn remove_reason(tx: &WriteTx<'_>, reason: &str) -> Result<usize, Error> {
+        Ok(tx.execute("DELETE FROM pins WHERE reason = ?1", [reason])?)
+    }
+
     /// Every pin, expired or not, ordered by reason then CID.
     pub fn all(conn: &Connection) -> Result<Vec<Pin>, Error> {
         let mut stmt = conn

@@ -4,9 +4,15 @@
 //! directories are built bottom-up from their entries in name order; symlinks become UnixFS
 //! symlink nodes (a symlink given as a top-level path is followed). Hidden entries (names
 //! starting with `.`) inside directories are skipped unless asked for, as in Kubo.
+//!
+//! While a tree is being added, everything already stored is held by a session pin (with an
+//! expiry, in case the process dies), so a garbage collection running meanwhile cannot take
+//! the first files of a long import; at the end the root gets its real pin and the session
+//! pins go.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cid::Cid;
@@ -64,13 +70,41 @@ pub async fn add_path<S: Store + ?Sized>(
     on_added: &mut (dyn FnMut(&Added) + Send),
 ) -> Result<Added> {
     opts.params.validate()?;
-    let (entry, added) = add_entry(store, path.to_path_buf(), true, opts, on_added).await?;
-    if let (Some(s), Some(reason)) = (store, &opts.pin)
-        && added.kind != AddedKind::File
-    {
-        s.pin(&entry.cid, reason, None).await?;
+    let session = Session::new();
+    let res = add_entry(store, path.to_path_buf(), true, opts, &session, on_added).await;
+    if let Some(s) = store {
+        if let (Ok((entry, added)), Some(reason)) = (&res, &opts.pin)
+            && added.kind != AddedKind::File
+        {
+            s.pin(&entry.cid, reason, None).await?;
+        }
+        s.unpin_all(&session.reason).await?;
     }
-    Ok(added)
+    res.map(|(_, added)| added)
+}
+
+/// How long session pins outlive a process that died mid-import.
+const SESSION_PIN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The temporary pin reason of one `add_path` call.
+struct Session {
+    reason: PinReason,
+    expires_at: SystemTime,
+}
+
+impl Session {
+    fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let name = format!("add-session:{}-{nanos}", std::process::id());
+        Session {
+            // The name is printable and short, so it always parses.
+            reason: PinReason::from_str_unchecked(name),
+            expires_at: SystemTime::now() + SESSION_PIN_LIFETIME,
+        }
+    }
 }
 
 fn add_entry<'a, S: Store + ?Sized>(
@@ -78,6 +112,7 @@ fn add_entry<'a, S: Store + ?Sized>(
     path: PathBuf,
     top: bool,
     opts: &'a AddOptions,
+    session: &'a Session,
     on_added: &'a mut (dyn FnMut(&Added) + Send),
 ) -> BoxFuture<'a, Result<(DirEntry, Added)>> {
     Box::pin(async move {
@@ -107,13 +142,20 @@ fn add_entry<'a, S: Store + ?Sized>(
             names.sort();
             let mut dir = Directory::new();
             for name in names {
-                let (child, _) =
-                    add_entry(store, path.join(&name), false, opts, &mut *on_added).await?;
+                let (child, _) = add_entry(
+                    store,
+                    path.join(&name),
+                    false,
+                    opts,
+                    session,
+                    &mut *on_added,
+                )
+                .await?;
                 dir.insert(&name, child)?;
             }
             let mut sink = VecSink::default();
             let root = dir.build(&opts.params, &mut sink)?;
-            put_nodes(store, sink).await?;
+            put_nodes(store, sink, &root.cid, session).await?;
             (root, AddedKind::Directory, 0)
         } else if ft.is_symlink() {
             let target = fs::read_link(&path).map_err(|e| Error::io(&path, e))?;
@@ -126,10 +168,10 @@ fn add_entry<'a, S: Store + ?Sized>(
                 })?;
             let (cid, block) = importer::symlink_node(&opts.params, target.as_bytes())?;
             let tsize = block.len() as u64;
-            put_nodes(store, VecSink(vec![(cid, block)])).await?;
+            put_nodes(store, VecSink(vec![(cid, block)]), &cid, session).await?;
             (DirEntry { cid, tsize }, AddedKind::Symlink, 0)
         } else if ft.is_file() {
-            let f = add_file(store, &path, top, opts).await?;
+            let f = add_file(store, &path, top, opts, session).await?;
             (
                 DirEntry {
                     cid: f.cid,
@@ -160,12 +202,21 @@ async fn add_file<S: Store + ?Sized>(
     path: &Path,
     top: bool,
     opts: &AddOptions,
+    session: &Session,
 ) -> Result<ImportedFile> {
     match store {
         Some(s) => {
+            // A file on its own gets its real pin at once; a file in a tree is held by the
+            // session until the tree's root is pinned.
+            let (pin, pin_expires_at) = if top {
+                (opts.pin.clone(), None)
+            } else {
+                (Some(session.reason.clone()), Some(session.expires_at))
+            };
             let put = PutOptions {
                 params: opts.params,
-                pin: if top { opts.pin.clone() } else { None },
+                pin,
+                pin_expires_at,
                 progress: opts.progress.clone(),
             };
             s.put_file(FileSource::Path(path.to_path_buf()), put).await
@@ -209,7 +260,12 @@ impl BlockSink for ProgressSink {
     }
 }
 
-async fn put_nodes<S: Store + ?Sized>(store: Option<&S>, sink: VecSink) -> Result<()> {
+async fn put_nodes<S: Store + ?Sized>(
+    store: Option<&S>,
+    sink: VecSink,
+    root: &Cid,
+    session: &Session,
+) -> Result<()> {
     if let Some(s) = store {
         let blocks = sink
             .0
@@ -220,6 +276,8 @@ async fn put_nodes<S: Store + ?Sized>(store: Option<&S>, sink: VecSink) -> Resul
             })
             .collect();
         s.put_blocks(blocks).await?;
+        s.pin(root, &session.reason, Some(session.expires_at))
+            .await?;
     }
     Ok(())
 }

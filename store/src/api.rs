@@ -77,6 +77,8 @@ pub struct PutOptions {
     pub params: ImportParams,
     /// Pin the root under this reason, atomically with the import.
     pub pin: Option<PinReason>,
+    /// When that pin lapses, if ever.
+    pub pin_expires_at: Option<SystemTime>,
     /// Progress reports.
     pub progress: Option<Progress>,
 }
@@ -95,6 +97,12 @@ impl fmt::Debug for PutOptions {
 pub struct PinReason(String);
 
 impl PinReason {
+    /// A reason built by this crate from known-good parts (printable, at most 128 bytes).
+    pub(crate) fn from_str_unchecked(s: String) -> Self {
+        debug_assert!(!s.is_empty() && s.len() <= 128);
+        PinReason(s)
+    }
+
     /// The reason text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -212,6 +220,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes one pin; true if it existed.
     async fn unpin(&self, cid: &Cid, reason: &PinReason) -> Result<bool>;
+
+    /// Removes every pin with this reason (e.g. the temporary pins of an import session);
+    /// returns how many.
+    async fn unpin_all(&self, reason: &PinReason) -> Result<u64>;
 
     /// Every pin, expired or not.
     async fn pins(&self) -> Result<Vec<Pin>>;

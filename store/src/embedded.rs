@@ -48,11 +48,14 @@ use crate::pb;
 use crate::unixfs;
 use crate::{Error, Result};
 
-/// Temp files of dead writers younger than this are left alone when empty: the writer may
-/// have created the file and not yet locked it.
+/// Empty, unlocked temp files younger than this are left alone unless their writer is
+/// known to be dead: a live writer may have created the file and not yet locked it.
 const TEMP_MIN_AGE: Duration = Duration::from_secs(10);
 /// Reads of kept files are streamed in pieces of this size.
 const READ_PIECE: u64 = 256 << 10;
+/// Block bytes committed per transaction when importing a CAR: bounds how long other
+/// writers wait for the index.
+const COMMIT_BYTES: u64 = 64 << 20;
 
 /// A block store in a local directory. Cheap to clone; all clones share one index.
 #[derive(Clone)]
@@ -99,6 +102,7 @@ impl EmbeddedStore {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
+        sync_dir(dir)?;
         let db = Db::open(&dir.join("index.sqlite"))?;
         let s = EmbeddedStore {
             inner: Arc::new(Inner {
@@ -134,6 +138,24 @@ impl EmbeddedStore {
             .map_err(|e| Error::io(&p, e))
     }
 
+    /// Holds `gc.lock` shared: every write that adds rows or pins runs under it, so it
+    /// happens wholly before or wholly after a garbage collection (which holds it
+    /// exclusively from its mark to its sweep) and is never half-seen by one.
+    fn writing(&self) -> Result<File> {
+        let lock = self.gc_lock()?;
+        lock.lock_shared()
+            .map_err(|e| Error::io(self.inner.root.join("gc.lock"), e))?;
+        Ok(lock)
+    }
+
+    /// Holds `gc.lock` exclusively: no writer commits meanwhile.
+    fn collecting(&self) -> Result<File> {
+        let lock = self.gc_lock()?;
+        lock.lock()
+            .map_err(|e| Error::io(self.inner.root.join("gc.lock"), e))?;
+        Ok(lock)
+    }
+
     // -----------------------------------------------------------------------------------
     // Writing
 
@@ -154,7 +176,8 @@ impl EmbeddedStore {
             .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
             .map_err(|e| Error::io(&tmp.path, e))?;
         tmp.file.sync_all().map_err(|e| Error::io(&tmp.path, e))?;
-        self.commit_file(tmp, &imported, rows, opts.pin.as_ref())?;
+        let pin = opts.pin.as_ref().map(|r| (r, opts.pin_expires_at));
+        self.commit_file(tmp, &imported, rows, pin)?;
         Ok(imported)
     }
 
@@ -176,12 +199,10 @@ impl EmbeddedStore {
         tmp: TempFile,
         imported: &ImportedFile,
         rows: Vec<SinkRow>,
-        pin: Option<&PinReason>,
+        pin: Option<(&PinReason, Option<SystemTime>)>,
     ) -> Result<()> {
         let final_path = self.file_path(&imported.sha256);
-        let lock = self.gc_lock()?;
-        lock.lock_shared()
-            .map_err(|e| Error::io(self.inner.root.join("gc.lock"), e))?;
+        let lock = self.writing()?;
         let now = UnixTime::now();
         let mut tmp = tmp;
         let res = self.inner.db.write(|tx| -> Result<()> {
@@ -189,13 +210,14 @@ impl EmbeddedStore {
                 && fs::metadata(&final_path).is_ok_and(|m| m.len() == imported.size);
             if !present {
                 let parent = final_path.parent().unwrap_or(&self.inner.root);
-                let new_dir = !parent.exists();
-                fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                if !parent.exists() {
+                    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                }
                 tmp.rename_to(&final_path)?;
                 sync_dir(parent)?;
-                if new_dir {
-                    sync_dir(&self.inner.root.join("files"))?;
-                }
+                // Cheap, and makes the shard directory durable even if an earlier, failed
+                // commit created it.
+                sync_dir(&self.inner.root.join("files"))?;
             }
             let id = files::upsert(tx, &imported.sha256, imported.size, now)?;
             for row in &rows {
@@ -215,8 +237,8 @@ impl EmbeddedStore {
                 blocks::insert(tx, &row.cid, loc, now)?;
             }
             roots::insert(tx, &imported.cid, id)?;
-            if let Some(reason) = pin {
-                pins::add(tx, &imported.cid, reason.as_str(), now, None)?;
+            if let Some((reason, exp)) = pin {
+                pins::add(tx, &imported.cid, reason.as_str(), now, exp.map(to_unix))?;
             }
             Ok(())
         });
@@ -228,8 +250,9 @@ impl EmbeddedStore {
     /// Keeps blocks inline after checking each against its CID (blocking).
     pub fn put_blocks_sync(&self, blocks: &[Block]) -> Result<()> {
         for b in blocks {
-            verify_block(&b.cid, &b.data)?;
+            check_block(&b.cid, &b.data)?;
         }
+        let _lock = self.writing()?;
         let now = UnixTime::now();
         self.inner.db.write(|tx| -> Result<()> {
             for b in blocks {
@@ -243,7 +266,9 @@ impl EmbeddedStore {
 
     /// Imports a CAR stream (blocking): nothing is kept unless every block verified and the
     /// stream ended cleanly. Verified blocks are staged in a temp file first, so a slow
-    /// stream never holds the index's write lock; the commit is one short transaction.
+    /// stream never holds the index's write lock; they are then committed in transactions
+    /// of bounded size, the roots' pins in the last one (a crash in between leaves only
+    /// unpinned, verified blocks, which gc removes).
     pub fn import_car_sync(
         &self,
         reader: impl Read,
@@ -260,6 +285,10 @@ impl EmbeddedStore {
             w.write_all(&crate::car::encode_header(&roots))
                 .map_err(|e| Error::io(&staged.path, e))?;
             while let Some((cid, data)) = car.next_block()? {
+                check_block(&cid, &data).map_err(|e| Error::Car {
+                    what: what.to_string(),
+                    detail: e.to_string(),
+                })?;
                 count += 1;
                 bytes += data.len() as u64;
                 w.write_all(&crate::car::encode_section(&cid, &data))
@@ -267,26 +296,36 @@ impl EmbeddedStore {
             }
             w.flush().map_err(|e| Error::io(&staged.path, e))?;
         }
-        let res = (|| {
-            let f = File::open(&staged.path).map_err(|e| Error::io(&staged.path, e))?;
-            let mut back = CarReader::new(std::io::BufReader::with_capacity(1 << 20, f), what)?;
-            let now = UnixTime::now();
-            self.inner.db.write(|tx| -> Result<()> {
-                while let Some((cid, data)) = back.next_block()? {
+        let f = File::open(&staged.path).map_err(|e| Error::io(&staged.path, e))?;
+        // Our own staging file, verified as it was written: no second hashing.
+        let mut back =
+            CarReader::new(std::io::BufReader::with_capacity(1 << 20, f), what)?.trusted();
+        let _lock = self.writing()?;
+        let now = UnixTime::now();
+        loop {
+            let mut batch_bytes = 0u64;
+            let done = self.inner.db.write(|tx| -> Result<bool> {
+                while batch_bytes < COMMIT_BYTES {
+                    let Some((cid, data)) = back.next_block()? else {
+                        if let Some(reason) = pin {
+                            for r in &roots {
+                                pins::add(tx, r, reason.as_str(), now, None)?;
+                            }
+                        }
+                        return Ok(true);
+                    };
+                    batch_bytes += data.len() as u64;
                     if identity_data(&cid).is_none() {
                         blocks::insert(tx, &cid, InsertLocation::Inline(&data), now)?;
                     }
                 }
-                if let Some(reason) = pin {
-                    for r in &roots {
-                        pins::add(tx, r, reason.as_str(), now, None)?;
-                    }
-                }
-                Ok(())
-            })
-        })();
+                Ok(false)
+            })?;
+            if done {
+                break;
+            }
+        }
         drop(staged);
-        res?;
         Ok(CarImport {
             roots,
             blocks: count,
@@ -364,10 +403,19 @@ impl EmbeddedStore {
         expires_at: Option<SystemTime>,
     ) -> Result<()> {
         let exp = expires_at.map(to_unix);
+        let _lock = self.writing()?;
         Ok(self
             .inner
             .db
             .write(|tx| pins::add(tx, cid, reason.as_str(), UnixTime::now(), exp))?)
+    }
+
+    /// Removes every pin with this reason (blocking); returns how many.
+    pub fn unpin_all_sync(&self, reason: &PinReason) -> Result<u64> {
+        Ok(self
+            .inner
+            .db
+            .write(|tx| pins::remove_reason(tx, reason.as_str()))? as u64)
     }
 
     /// Removes a pin (blocking).
@@ -396,6 +444,9 @@ impl EmbeddedStore {
     /// Garbage collection (blocking): drop expired pins, mark everything live pins reach,
     /// sweep the rest (sparing anything younger than the grace period).
     pub fn gc_sync(&self, opts: GcOptions) -> Result<GcReport> {
+        // Exclusive from before the mark to after the sweep: a pin or import that commits
+        // meanwhile would otherwise be swept although it succeeded.
+        let lock = self.collecting()?;
         let now = UnixTime::now();
         // Rows written at or before `now - grace` may go (times are whole seconds).
         let grace = i64::try_from(opts.grace.as_secs()).unwrap_or(i64::MAX / 2);
@@ -409,23 +460,23 @@ impl EmbeddedStore {
         let mut marked: HashSet<Cid> = HashSet::new();
         let mut stack = live;
         while let Some(c) = stack.pop() {
-            if !marked.insert(c) {
+            if !marked.insert(c) || c.codec() != DAG_PB {
                 continue;
             }
-            if c.codec() != DAG_PB {
-                continue;
-            }
-            let Some(loc) = self.inner.db.read(|conn| blocks::get(conn, &c))? else {
-                continue;
+            let data = match identity_data(&c) {
+                Some(d) => d.to_vec(),
+                None => match self.inner.db.read(|conn| blocks::get(conn, &c))? {
+                    Some(Location::Inline(d)) => d,
+                    // Leaves have no links; blocks not held have nothing to keep.
+                    Some(_) | None => continue,
+                },
             };
-            if let Location::Inline(data) = loc {
-                stack.extend(unixfs::links_of(&c, &data)?);
+            match unixfs::links_of(&c, &data) {
+                Ok(links) => stack.extend(links),
+                Err(e) => tracing::warn!("gc: {e}; keeping it, without following its links"),
             }
         }
-        // Sweep, with writers kept out of their commit step.
-        let lock = self.gc_lock()?;
-        lock.lock()
-            .map_err(|e| Error::io(self.inner.root.join("gc.lock"), e))?;
+        // Sweep.
         let all = self.inner.db.read(blocks::all)?;
         let dead: Vec<&blocks::Entry> = all
             .iter()
@@ -508,7 +559,9 @@ impl EmbeddedStore {
         let mut out = Vec::new();
         let now = SystemTime::now();
         for p in read_dir(&self.tmp_dir())? {
-            let Ok(f) = File::options().write(true).open(&p) else {
+            // Read-only: a crashed writer may have made it read-only already, and flock
+            // works on any descriptor.
+            let Ok(f) = File::open(&p) else {
                 continue;
             };
             if f.try_lock().is_err() {
@@ -520,7 +573,7 @@ impl EmbeddedStore {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok())
                 .unwrap_or_default();
-            if meta.len() > 0 || age >= TEMP_MIN_AGE {
+            if meta.len() > 0 || age >= TEMP_MIN_AGE || !writer_alive(&p) {
                 match fs::remove_file(&p) {
                     Ok(()) => out.push(format!("removed stale temp file {}", p.display())),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -541,11 +594,12 @@ impl EmbeddedStore {
             ..Default::default()
         };
         {
-            let lock = self.gc_lock()?;
-            lock.lock()
-                .map_err(|e| Error::io(self.inner.root.join("gc.lock"), e))?;
+            let _lock = self.collecting()?;
             self.remove_unindexed_files(UnixTime::now().plus_secs(1), &mut rep.cleaned)?;
         }
+        // Shared: no gc removes anything while we look (writers may still add, so a block
+        // whose file is not in our list is looked up again before it is reported).
+        let _lock = self.writing()?;
         let all_files = self.inner.db.read(files::all)?;
         let mut sizes = std::collections::HashMap::new();
         for f in &all_files {
@@ -594,7 +648,13 @@ impl EmbeddedStore {
                     }
                 }
                 Location::Raw(r) | Location::PbFileLeaf(r) => {
-                    let size = sizes.get(&r.file).copied();
+                    let size = match sizes.get(&r.file) {
+                        Some(s) => Some(*s),
+                        // Added after we listed the files?
+                        None => fs::metadata(self.file_path(&r.sha256))
+                            .ok()
+                            .map(|m| m.len()),
+                    };
                     match size {
                         None => rep
                             .problems
@@ -622,6 +682,33 @@ impl EmbeddedStore {
         }
         Ok(rep)
     }
+}
+
+/// Whether the process named in a temp file's name (`put-<pid>-<rand>.part`) still runs.
+/// A dead writer's empty file can go at once; an unknown name counts as alive (the age
+/// rule then applies).
+fn writer_alive(temp: &Path) -> bool {
+    let pid = temp
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("put-"))
+        .and_then(|n| n.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    match pid {
+        Some(pid) if pid == std::process::id() => true,
+        Some(pid) => Path::new("/proc").join(pid.to_string()).exists(),
+        None => true,
+    }
+}
+
+/// A block is acceptable if it hashes to its CID and, for dag-pb, decodes: an undecodable
+/// dag-pb block would otherwise be pinned and then stop every walk over its DAG.
+fn check_block(cid: &Cid, data: &[u8]) -> Result<()> {
+    verify_block(cid, data)?;
+    if cid.codec() == DAG_PB {
+        pb::decode_node(data).map_err(|e| Error::malformed(cid, "dag-pb", e.0))?;
+    }
+    Ok(())
 }
 
 fn to_unix(t: SystemTime) -> UnixTime {
@@ -695,14 +782,17 @@ impl TempFile {
                 .open(&path)
             {
                 Ok(file) => {
-                    file.try_lock().map_err(|e| {
-                        Error::io(&path, std::io::Error::other(format!("locking: {e}")))
-                    })?;
-                    return Ok(TempFile {
+                    let temp = TempFile {
                         file,
                         path,
                         renamed: false,
-                    });
+                    };
+                    // Blocking: a cleaner may hold the lock for a moment while it looks at
+                    // this (young, empty, so kept) file.
+                    temp.file.lock().map_err(|e| {
+                        Error::io(&temp.path, std::io::Error::other(format!("locking: {e}")))
+                    })?;
+                    return Ok(temp);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(&path, e)),
@@ -891,6 +981,12 @@ impl Store for EmbeddedStore {
         let s = self.clone();
         let (cid, reason) = (*cid, reason.clone());
         blocking(move || s.unpin_sync(&cid, &reason)).await
+    }
+
+    async fn unpin_all(&self, reason: &PinReason) -> Result<u64> {
+        let s = self.clone();
+        let reason = reason.clone();
+        blocking(move || s.unpin_all_sync(&reason)).await
     }
 
     async fn pins(&self) -> Result<Vec<Pin>> {

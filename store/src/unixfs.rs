@@ -74,6 +74,42 @@ pub async fn need_block<S: Store + ?Sized>(store: &S, cid: &Cid) -> Result<Bytes
         .ok_or_else(|| Error::not_found(cid))
 }
 
+/// Checks a file node's links against its blocksizes and returns the size it declares:
+/// its own data plus the blocksizes (which must not overflow, and must agree with
+/// `filesize` when that is present).
+fn file_node_size(cid: &Cid, node: &pb::Node<'_>, u: &pb::Unixfs<'_>) -> Result<u64> {
+    if node.links.len() != u.blocksizes.len() {
+        return Err(Error::malformed(
+            cid,
+            "UnixFS file",
+            format!(
+                "{} links but {} blocksizes",
+                node.links.len(),
+                u.blocksizes.len()
+            ),
+        ));
+    }
+    let own = u.data.map_or(0, |d| d.len() as u64);
+    let sum = u
+        .blocksizes
+        .iter()
+        .try_fold(own, |acc, &b| acc.checked_add(b))
+        .ok_or_else(|| Error::malformed(cid, "UnixFS file", "sizes overflow 64 bits"))?;
+    match u.filesize {
+        Some(f) if f != sum && !node.links.is_empty() => Err(Error::malformed(
+            cid,
+            "UnixFS file",
+            format!("filesize {f} but data and blocksizes add up to {sum}"),
+        )),
+        Some(f) if node.links.is_empty() && f != own => Err(Error::malformed(
+            cid,
+            "UnixFS file",
+            format!("filesize {f} but the leaf holds {own} bytes"),
+        )),
+        _ => Ok(sum),
+    }
+}
+
 fn decode<'a>(cid: &Cid, block: &'a [u8]) -> Result<(pb::Node<'a>, pb::Unixfs<'a>)> {
     let node = pb::decode_node(block).map_err(|e| Error::malformed(cid, "dag-pb", e.0))?;
     let data = node
@@ -118,24 +154,7 @@ fn stat_block(cid: &Cid, block: &[u8]) -> Result<Stat> {
     }
     let (node, u) = decode(cid, block)?;
     let (kind, size) = match u.typ {
-        Some(DataType::File | DataType::Raw) => {
-            let size = match u.filesize {
-                Some(s) => s,
-                None => u.data.map_or(0, |d| d.len() as u64) + u.blocksizes.iter().sum::<u64>(),
-            };
-            if !node.links.is_empty() && node.links.len() != u.blocksizes.len() {
-                return Err(Error::malformed(
-                    cid,
-                    "UnixFS file",
-                    format!(
-                        "{} links but {} blocksizes",
-                        node.links.len(),
-                        u.blocksizes.len()
-                    ),
-                ));
-            }
-            (Kind::File, size)
-        }
+        Some(DataType::File | DataType::Raw) => (Kind::File, file_node_size(cid, &node, &u)?),
         Some(DataType::Directory) => (Kind::Directory, block.len() as u64),
         Some(DataType::HamtShard) => (Kind::HamtShard, block.len() as u64),
         Some(DataType::Symlink) => (
@@ -283,8 +302,14 @@ pub async fn resolve<S: Store + ?Sized>(store: &S, root: &Cid, path: &str) -> Re
 pub async fn list<S: Store + ?Sized>(store: &S, dir: &Cid) -> Result<Vec<DirLink>> {
     let mut out = Vec::new();
     let mut pending = vec![*dir];
+    let mut shards = HashSet::new();
     let mut first = true;
     while let Some(c) = pending.pop() {
+        if !shards.insert(c) {
+            // A valid HAMT never links one sub-shard twice; a hostile one could make the
+            // walk exponential.
+            return Err(Error::malformed(&c, "HAMT shard", "sub-shard linked twice"));
+        }
         let block = need_block(store, &c).await?;
         if c.codec() != DAG_PB {
             return Err(Error::NotADirectory(dir.to_string()));
@@ -303,15 +328,22 @@ pub async fn list<S: Store + ?Sized>(store: &S, dir: &Cid) -> Result<Vec<DirLink
             Some(DataType::HamtShard) => {
                 let (_, pad) = hamt_shape(&c, &u)?;
                 for l in &node.links {
-                    if l.name.len() < pad {
-                        return Err(Error::malformed(&c, "HAMT shard", "link name too short"));
+                    let hex = l.name.get(..pad).unwrap_or_default();
+                    if hex.len() < pad || !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return Err(Error::malformed(
+                            &c,
+                            "HAMT shard",
+                            "link name does not start with the bucket in hex",
+                        ));
                     }
                     if l.name.len() == pad {
                         pending.push(l.cid);
                     } else {
-                        let name = link_name(&c, l)?;
+                        let name = String::from_utf8(l.name[pad..].to_vec()).map_err(|_| {
+                            Error::malformed(&c, "directory", "entry name is not UTF-8")
+                        })?;
                         out.push(DirLink {
-                            name: name[pad..].to_string(),
+                            name,
                             cid: l.cid,
                             tsize: l.tsize,
                         });
@@ -357,31 +389,39 @@ pub async fn read<S: Store + Clone>(
         }
     }
     let want = clamp_range(cid, st.size, range)?;
-    Ok((st.size, file_stream(store.clone(), *cid, want)))
+    Ok((st.size, file_stream(store.clone(), *cid, st.size, want)))
 }
 
 struct ReadState<S> {
     store: S,
     want: Range<u64>,
-    /// (node, absolute offset of its first byte), next to visit on top.
-    stack: Vec<(Cid, u64)>,
+    /// (node, absolute offset of its first byte, the size its parent says it has), next to
+    /// visit on top.
+    stack: Vec<(Cid, u64, u64)>,
 }
 
-/// Streams bytes `want` of file `root`, visiting only the blocks that overlap `want`.
-pub fn file_stream<S: Store + Clone>(store: S, root: Cid, want: Range<u64>) -> ByteStream {
+/// Streams bytes `want` of file `root` (of `size` bytes, as its root says), visiting only
+/// the blocks that overlap `want`. Every node must hold exactly the size its parent gives
+/// it, so the stream is never longer or shorter than the range asked for.
+pub fn file_stream<S: Store + Clone>(
+    store: S,
+    root: Cid,
+    size: u64,
+    want: Range<u64>,
+) -> ByteStream {
     let state = ReadState {
         store,
         stack: if want.is_empty() {
             vec![]
         } else {
-            vec![(root, 0)]
+            vec![(root, 0, size)]
         },
         want,
     };
     Box::pin(stream::try_unfold(state, |mut st| async move {
-        while let Some((cid, start)) = st.stack.pop() {
+        while let Some((cid, start, len)) = st.stack.pop() {
             let block = need_block(&st.store, &cid).await?;
-            if let Some(out) = visit(&mut st, &cid, start, block)? {
+            if let Some(out) = visit(&mut st, &cid, start, len, block)? {
                 return Ok(Some((out, st)));
             }
         }
@@ -390,15 +430,33 @@ pub fn file_stream<S: Store + Clone>(store: S, root: Cid, want: Range<u64>) -> B
 }
 
 /// Handles one block of a file: returns its own bytes in range (if any) and queues children.
-fn visit<S>(st: &mut ReadState<S>, cid: &Cid, start: u64, block: Bytes) -> Result<Option<Bytes>> {
+fn visit<S>(
+    st: &mut ReadState<S>,
+    cid: &Cid,
+    start: u64,
+    expected: u64,
+    block: Bytes,
+) -> Result<Option<Bytes>> {
     let slice_of = |data: &Bytes, data_start: u64| -> Option<Bytes> {
         let end = data_start + data.len() as u64;
         let from = st.want.start.max(data_start);
         let to = st.want.end.min(end);
         (from < to).then(|| data.slice((from - data_start) as usize..(to - data_start) as usize))
     };
+    let wrong_size = |got: u64| {
+        Error::malformed(
+            cid,
+            "UnixFS file",
+            format!("holds {got} bytes where its parent says {expected}"),
+        )
+    };
     match cid.codec() {
-        RAW => return Ok(slice_of(&block, start)),
+        RAW => {
+            if block.len() as u64 != expected {
+                return Err(wrong_size(block.len() as u64));
+            }
+            return Ok(slice_of(&block, start));
+        }
         DAG_PB => {}
         other => {
             return Err(Error::Unsupported {
@@ -415,16 +473,9 @@ fn visit<S>(st: &mut ReadState<S>, cid: &Cid, start: u64, block: Bytes) -> Resul
             "child is not a file node",
         ));
     }
-    if node.links.len() != u.blocksizes.len() {
-        return Err(Error::malformed(
-            cid,
-            "UnixFS file",
-            format!(
-                "{} links but {} blocksizes",
-                node.links.len(),
-                u.blocksizes.len()
-            ),
-        ));
+    let total = file_node_size(cid, &node, &u)?;
+    if total != expected {
+        return Err(wrong_size(total));
     }
     let own = match u.data {
         Some(d) if !d.is_empty() => slice_of(&block.slice_ref(d), start),
@@ -433,9 +484,11 @@ fn visit<S>(st: &mut ReadState<S>, cid: &Cid, start: u64, block: Bytes) -> Resul
     let mut offset = start + u.data.map_or(0, |d| d.len() as u64);
     let mut children = Vec::new();
     for (l, &size) in node.links.iter().zip(&u.blocksizes) {
+        // Cannot overflow: file_node_size checked start-relative sums, and start + total
+        // is at most the root's size.
         let end = offset + size;
         if offset < st.want.end && end > st.want.start {
-            children.push((l.cid, offset));
+            children.push((l.cid, offset, size));
         }
         offset = end;
     }
@@ -452,7 +505,8 @@ pub async fn missing_blocks<S: Store + ?Sized>(store: &S, root: &Cid) -> Result<
         if !seen.insert(c) {
             continue;
         }
-        if identity_data(&c).is_some() {
+        if let Some(d) = identity_data(&c) {
+            stack.extend(links_of(&c, d)?);
             continue;
         }
         match store.get_block(&c).await? {

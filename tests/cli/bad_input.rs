@@ -190,7 +190,12 @@ fn strings_that_are_not_cids_are_named() {
         assert!(o.stdout.is_empty(), "{args:?} printed: {}", stdout(&o));
     }
     assert!(!t.path("out.car").exists());
-    assert!(!t.path(".out.car.part").exists());
+    let temps: Vec<_> = std::fs::read_dir(t.path("."))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(temps.is_empty(), "left behind: {temps:?}");
 }
 
 #[test]
@@ -241,5 +246,13 @@ fn export_of_an_incomplete_dag_leaves_no_file() {
         "bafybeiegxwlgmoh2cny7qlolykdf7aq7g6dlommarldrbm7c4hbckhfcke",
     ]);
     assert_car_blocks_verify(&std::fs::read(&out).unwrap(), "export of dag-pb");
-    assert!(!out_dir.join(".out.car.part").exists());
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("out.car")],
+        "only the CAR itself"
+    );
 }

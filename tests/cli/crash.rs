@@ -66,6 +66,8 @@ fn sigkill_during_add_leaves_a_consistent_store() {
         eprintln!("crash test: {when}: finished before the kill: {done}");
         crash.assert_consistent_on_disk(&when);
         crash.assert_verify(false);
+        let left = crash.tmp_entries();
+        assert!(left.is_empty(), "{when}: verify left temp files: {left:?}");
         let kept = crash.assert_consistent_on_disk(&format!("{when}, after verify"));
         if kept > 0 {
             // The add got as far as its commit. Drop it again so that the next kill also

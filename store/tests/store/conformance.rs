@@ -225,7 +225,7 @@ async fn gc_keeps_what_pins_reach<S: Store + Clone>(store: &S) {
             PutOptions {
                 params,
                 pin: Some(reason.clone()),
-                progress: None,
+                ..Default::default()
             },
         )
         .await

@@ -197,3 +197,172 @@ async fn gc_removes_files_no_pin_reaches() {
     let (_, s) = store.read(&g.cid, None).await.unwrap();
     assert_eq!(drain(s).await, data);
 }
+
+/// A garbage collection running all the time never takes anything a finished, pinned put
+/// holds (the mark and the sweep see every committed pin, or none of a pending one).
+#[test]
+fn gc_running_alongside_pinned_puts_never_takes_their_blocks() {
+    let (_dir, store) = temp_store();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                store
+                    .gc_sync(cidmirror_store::GcOptions {
+                        grace: std::time::Duration::ZERO,
+                    })
+                    .unwrap();
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let reason: cidmirror_store::PinReason = "race".parse().unwrap();
+    let params = cidmirror_store::ImportParams {
+        chunk_size: 4096,
+        max_links: 4,
+        ..Profile::UnixfsV1_2025.params()
+    };
+    for i in 0..40 {
+        let data = pseudo_random(&format!("race-{i}"), 50_000);
+        store
+            .put_reader(
+                &data[..],
+                &PutOptions {
+                    params,
+                    pin: Some(reason.clone()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut sink = VecSink::default();
+        importer::import(&data[..], &params, &mut sink).unwrap();
+        for (cid, _) in &sink.0 {
+            assert!(
+                store.has_sync(cid).unwrap(),
+                "put {i}: block {cid} of a pinned file gone"
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = collector.join().unwrap();
+    assert!(runs > 0);
+}
+
+/// `add` of a tree holds what it has stored with a session pin until the root is pinned:
+/// a gc in the middle of the walk takes nothing, and no session pin is left afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gc_in_the_middle_of_an_add_takes_nothing() {
+    use cidmirror_store::add::{AddOptions, add_path};
+    let (dir, store) = temp_store();
+    let tree = dir.path().join("tree");
+    for sub in ["a", "b", "c"] {
+        fs::create_dir_all(tree.join(sub)).unwrap();
+        for i in 0..3 {
+            fs::write(
+                tree.join(sub).join(format!("f{i}")),
+                pseudo_random(&format!("tree-{sub}-{i}"), 70_000),
+            )
+            .unwrap();
+        }
+    }
+    let gc_store = store.clone();
+    let mut gcs = 0;
+    let mut on_added = |_: &cidmirror_store::add::Added| {
+        // A gc with no grace at all, between every two entries.
+        tokio::task::block_in_place(|| {
+            gc_store
+                .gc_sync(cidmirror_store::GcOptions {
+                    grace: std::time::Duration::ZERO,
+                })
+                .unwrap();
+        });
+        gcs += 1;
+    };
+    let opts = AddOptions {
+        pin: Some("add".parse().unwrap()),
+        ..Default::default()
+    };
+    let root = add_path(Some(&store), &tree, &opts, &mut on_added)
+        .await
+        .unwrap();
+    assert_eq!(gcs, 13, "9 files, 3 directories and the root");
+    assert_eq!(
+        cidmirror_store::unixfs::missing_blocks(&store, &root.cid)
+            .await
+            .unwrap(),
+        0
+    );
+    let pins = store.pins().await.unwrap();
+    assert_eq!(pins.len(), 1, "{pins:?}");
+    assert_eq!(pins[0].cid, root.cid);
+    store
+        .gc(cidmirror_store::GcOptions {
+            grace: std::time::Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        cidmirror_store::unixfs::missing_blocks(&store, &root.cid)
+            .await
+            .unwrap(),
+        0,
+        "the real pin keeps it all"
+    );
+}
+
+/// A small dag-pb node inlined in an identity CID (Kubo's `--inline`) is never stored, but
+/// what it links to is kept by a pin on it.
+#[tokio::test]
+async fn gc_follows_links_inside_identity_cids() {
+    use cidmirror_store::hash::{DAG_PB, IDENTITY};
+    let (_dir, store) = temp_store();
+    let data = pseudo_random("behind-identity", 5000);
+    let f = store.put_reader(&data[..], &PutOptions::default()).unwrap();
+    let mut dir = cidmirror_store::dir::Directory::new();
+    dir.insert(
+        "x",
+        cidmirror_store::dir::DirEntry {
+            cid: f.cid,
+            tsize: f.tsize,
+        },
+    )
+    .unwrap();
+    let mut sink = VecSink::default();
+    dir.build(&Profile::UnixfsV1_2025.params(), &mut sink)
+        .unwrap();
+    let node = &sink.0.last().unwrap().1;
+    let mh = cidmirror_store::hash::Multihash::wrap(IDENTITY, node).unwrap();
+    let inline = cid::Cid::new_v1(DAG_PB, mh);
+    store
+        .pin(&inline, &"inline".parse().unwrap(), None)
+        .await
+        .unwrap();
+    store
+        .gc(cidmirror_store::GcOptions {
+            grace: std::time::Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    let x = cidmirror_store::unixfs::resolve(&store, &inline, "x")
+        .await
+        .unwrap();
+    let (_, s) = store.read(&x, None).await.unwrap();
+    assert_eq!(drain(s).await, data);
+}
+
+#[test]
+fn an_empty_temp_file_of_a_dead_writer_goes_at_once() {
+    let (_dir, store) = temp_store();
+    let tmp = store.path().join("tmp");
+    // PID 2^22 + 1 is above Linux's pid_max: no such process.
+    let dead = tmp.join("put-4194305-00000000deadbeef.part");
+    fs::write(&dead, b"").unwrap();
+    let mine = tmp.join(format!("put-{}-00000000000000aa.part", std::process::id()));
+    fs::write(&mine, b"").unwrap();
+    store.verify(false).unwrap();
+    assert!(!dead.exists(), "dead writer's empty file removed");
+    assert!(mine.exists(), "a live writer's young empty file is kept");
+}

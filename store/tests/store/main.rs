@@ -4,6 +4,7 @@
 mod car;
 mod conformance;
 mod embedded;
+mod hostile;
 mod sizes;
 mod support;
 mod vectors;

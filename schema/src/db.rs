@@ -43,8 +43,8 @@ impl Deref for WriteTx<'_> {
 impl Db {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Db, Error> {
-        let mut writer = open_connection(path)?;
-        migrations::apply(&mut writer)?;
+        let mut writer = retry_busy(|| open_connection(path))?;
+        retry_busy(|| migrations::apply(&mut writer))?;
         Ok(Db {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
@@ -68,7 +68,7 @@ impl Db {
         };
         let conn = match conn {
             Some(c) => c,
-            None => open_connection(&self.path)?,
+            None => retry_busy(|| open_connection(&self.path))?,
         };
         let out = f(&conn);
         let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
@@ -95,6 +95,29 @@ impl Db {
     }
 }
 
+/// Retries `f` while SQLite answers BUSY, up to [`BUSY_TIMEOUT`]. Needed where SQLite
+/// returns BUSY without waiting: switching a new database to WAL while another process
+/// opens it, and a read lock that cannot be upgraded (the migration check of a database
+/// that several processes create at once).
+fn retry_busy<T>(mut f: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match f() {
+            Err(Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn open_connection(path: &Path) -> Result<Connection, Error> {
     let conn = Connection::open_with_flags(
         path,
@@ -106,7 +129,11 @@ fn open_connection(path: &Path) -> Result<Connection, Error> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL: readers never block the writer; synchronous=FULL: a commit is on disk when it
     // returns, which the publisher relies on before it switches the current snapshot.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // The journal mode is stored in the file: only the first opener has to switch it.
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
@@ -147,5 +174,37 @@ mod tests {
             .read(|c| Ok::<_, Error>(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(v as usize, migrations::MIGRATIONS.len());
+    }
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    /// Many openers of one fresh database at once: each gets a migrated database.
+    #[test]
+    fn concurrent_first_opens_all_succeed() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join(format!("t{round}.sqlite"));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let p = p.clone();
+                    std::thread::spawn(move || {
+                        let db = Db::open(&p)?;
+                        db.write(|tx| {
+                            tx.execute(
+                                "INSERT INTO pins (cid, reason, created_at) VALUES (randomblob(36), 'r', 0)",
+                                [],
+                            )?;
+                            Ok::<_, Error>(())
+                        })
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap().unwrap();
+            }
+        }
     }
 }

@@ -196,7 +196,7 @@ pub mod blocks {
         let n = match location {
             InsertLocation::Inline(data) => tx.execute(
                 "INSERT INTO blocks (cid, kind, data, added_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (cid) DO UPDATE SET added_at = max(added_at, excluded.added_at)",
+                 ON CONFLICT (cid) DO NOTHING",
                 params![key, KIND_INLINE, data, now],
             )?,
             InsertLocation::Raw {
@@ -217,7 +217,7 @@ pub mod blocks {
                 tx.execute(
                     "INSERT INTO blocks (cid, kind, file_id, offset, length, added_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (cid) DO UPDATE SET added_at = max(added_at, excluded.added_at)",
+                     ON CONFLICT (cid) DO NOTHING",
                     params![
                         key,
                         kind,
@@ -229,6 +229,13 @@ pub mod blocks {
                 )?
             }
         };
+        if n == 0 {
+            // Known already: mark it as just written, so a gc's grace period covers it.
+            tx.execute(
+                "UPDATE blocks SET added_at = max(added_at, ?2) WHERE cid = ?1",
+                params![key, now],
+            )?;
+        }
         Ok(n > 0)
     }
 

@@ -218,6 +218,7 @@ async fn add_file<S: Store + ?Sized>(
                 pin,
                 pin_expires_at,
                 progress: opts.progress.clone(),
+                expect: None,
             };
             s.put_file(FileSource::Path(path.to_path_buf()), put).await
         }

@@ -20,6 +20,7 @@ use tokio::io::AsyncRead;
 use crate::importer::ImportedFile;
 use crate::params::ImportParams;
 use crate::{Error, Result};
+use cidmirror_schema::Sha256;
 
 /// A block: bytes and the CID that names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +80,30 @@ pub struct PutOptions {
     pub pin: Option<PinReason>,
     /// When that pin lapses, if ever.
     pub pin_expires_at: Option<SystemTime>,
+    /// What the file must be (from a repository index): the import fails, and nothing is
+    /// kept under the file's name, if the bytes differ; it stops reading as soon as there
+    /// are more bytes than expected.
+    pub expect: Option<Expected>,
     /// Progress reports.
     pub progress: Option<Progress>,
+}
+
+/// The size and SHA-256 a file must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: Sha256,
+}
+
+/// What `put_blocks` added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlocksWritten {
+    /// Blocks that were not held before.
+    pub new_blocks: u64,
+    /// Their bytes.
+    pub new_bytes: u64,
 }
 
 impl fmt::Debug for PutOptions {
@@ -88,6 +111,7 @@ impl fmt::Debug for PutOptions {
         f.debug_struct("PutOptions")
             .field("params", &self.params)
             .field("pin", &self.pin)
+            .field("expect", &self.expect)
             .finish_non_exhaustive()
     }
 }
@@ -188,8 +212,9 @@ pub trait Store: Send + Sync + 'static {
     /// root in the same step, so no garbage collection can fall in between).
     async fn put_file(&self, source: FileSource, opts: PutOptions) -> Result<ImportedFile>;
 
-    /// Keeps blocks, each first checked against its CID; all or nothing.
-    async fn put_blocks(&self, blocks: Vec<Block>) -> Result<()>;
+    /// Keeps blocks, each first checked against its CID; all or nothing. Says how many of
+    /// them were new.
+    async fn put_blocks(&self, blocks: Vec<Block>) -> Result<BlocksWritten>;
 
     /// Imports a CAR (every block verified), all or nothing, pinning its roots if asked.
     async fn import_car(

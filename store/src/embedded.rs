@@ -38,8 +38,8 @@ use tokio::io::AsyncRead;
 use tokio_util::io::SyncIoBridge;
 
 use crate::api::{
-    Block, ByteStream, CarImport, FileSource, GcOptions, GcReport, Pin, PinReason, PutOptions,
-    Store,
+    Block, BlocksWritten, ByteStream, CarImport, FileSource, GcOptions, GcReport, Pin, PinReason,
+    PutOptions, Store,
 };
 use crate::car::CarReader;
 use crate::hash::{DAG_PB, identity_data, verify_block};
@@ -162,6 +162,10 @@ impl EmbeddedStore {
     /// Imports a file from a reader (blocking).
     pub fn put_reader(&self, reader: impl Read + Send, opts: &PutOptions) -> Result<ImportedFile> {
         let tmp = TempFile::create(&self.tmp_dir())?;
+        let reader = Limited {
+            inner: reader,
+            left: opts.expect.map(|e| e.size),
+        };
         let mut sink = FileSink {
             file: &tmp.file,
             path: &tmp.path,
@@ -169,7 +173,24 @@ impl EmbeddedStore {
             written: 0,
             progress: opts.progress.as_deref(),
         };
-        let imported = importer::import(reader, &opts.params, &mut sink)?;
+        let imported = importer::import(reader, &opts.params, &mut sink).map_err(|e| match e {
+            Error::Stream { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => {
+                Error::TooLong {
+                    expected_size: opts.expect.map_or(0, |x| x.size),
+                }
+            }
+            other => other,
+        })?;
+        if let Some(exp) = opts.expect
+            && (exp.size != imported.size || exp.sha256 != imported.sha256)
+        {
+            return Err(Error::Mismatch {
+                expected_size: exp.size,
+                actual_size: imported.size,
+                expected_sha256: exp.sha256.to_hex(),
+                actual_sha256: imported.sha256.to_hex(),
+            });
+        }
         let rows = sink.rows;
         // Kept files never change: make that visible to anyone with a shell.
         tmp.file
@@ -248,19 +269,23 @@ impl EmbeddedStore {
     }
 
     /// Keeps blocks inline after checking each against its CID (blocking).
-    pub fn put_blocks_sync(&self, blocks: &[Block]) -> Result<()> {
+    pub fn put_blocks_sync(&self, blocks: &[Block]) -> Result<BlocksWritten> {
         for b in blocks {
             check_block(&b.cid, &b.data)?;
         }
         let _lock = self.writing()?;
         let now = UnixTime::now();
-        self.inner.db.write(|tx| -> Result<()> {
+        self.inner.db.write(|tx| -> Result<BlocksWritten> {
+            let mut w = BlocksWritten::default();
             for b in blocks {
-                if identity_data(&b.cid).is_none() {
-                    blocks::insert(tx, &b.cid, InsertLocation::Inline(&b.data), now)?;
+                if identity_data(&b.cid).is_none()
+                    && blocks::insert(tx, &b.cid, InsertLocation::Inline(&b.data), now)?
+                {
+                    w.new_blocks += 1;
+                    w.new_bytes += b.data.len() as u64;
                 }
             }
-            Ok(())
+            Ok(w)
         })
     }
 
@@ -684,6 +709,34 @@ impl EmbeddedStore {
     }
 }
 
+/// A reader that fails with `FileTooLarge` once more than `left` bytes have been read,
+/// without reading further: a download that is longer than its index entry stops there.
+struct Limited<R> {
+    inner: R,
+    left: Option<u64>,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(left) = self.left else {
+            return self.inner.read(buf);
+        };
+        // Ask for one byte more than allowed, so a longer input is noticed at once.
+        let cap = usize::try_from(left.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..cap])?;
+        if n as u64 > left {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "more bytes than expected",
+            ));
+        }
+        self.left = Some(left - n as u64);
+        Ok(n)
+    }
+}
+
 /// Whether the process named in a temp file's name (`put-<pid>-<rand>.part`) still runs.
 /// A dead writer's empty file can go at once; an unknown name counts as alive (the age
 /// rule then applies).
@@ -908,7 +961,7 @@ impl Store for EmbeddedStore {
         }
     }
 
-    async fn put_blocks(&self, blocks: Vec<Block>) -> Result<()> {
+    async fn put_blocks(&self, blocks: Vec<Block>) -> Result<BlocksWritten> {
         let s = self.clone();
         blocking(move || s.put_blocks_sync(&blocks)).await
     }

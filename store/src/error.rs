@@ -117,6 +117,26 @@ pub enum Error {
         /// The file's size.
         size: u64,
     },
+    /// A file whose bytes are not what its index entry says.
+    #[error(
+        "expected {expected_size} bytes with sha256 {expected_sha256}, got {actual_size} bytes with sha256 {actual_sha256}"
+    )]
+    Mismatch {
+        /// Size the index gives.
+        expected_size: u64,
+        /// Size received.
+        actual_size: u64,
+        /// SHA-256 the index gives.
+        expected_sha256: String,
+        /// SHA-256 of what was received.
+        actual_sha256: String,
+    },
+    /// A file that grew past the size its index entry gives (reading stopped there).
+    #[error("more than the expected {expected_size} bytes")]
+    TooLong {
+        /// Size the index gives.
+        expected_size: u64,
+    },
     /// A pin reason that is empty or unprintable.
     #[error("invalid pin reason {0:?}: use 1 to 128 printable characters")]
     InvalidPinReason(String),

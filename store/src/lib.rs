@@ -32,8 +32,8 @@ pub mod pb;
 pub mod unixfs;
 
 pub use api::{
-    Block, ByteStream, CarImport, ChunkStream, FileSource, GcOptions, GcReport, Pin, PinReason,
-    Progress, PutOptions, Store,
+    Block, BlocksWritten, ByteStream, CarImport, ChunkStream, Expected, FileSource, GcOptions,
+    GcReport, Pin, PinReason, Progress, PutOptions, Store,
 };
 pub use cid::Cid;
 pub use cidmirror_schema::Sha256;

@@ -21,6 +21,7 @@ pub async fn run<S: Store + Clone>(store: &S) {
     put_file_matches_an_independent_import(store).await;
     reads_and_ranges(store).await;
     put_blocks_verifies_all_or_nothing(store).await;
+    expected_size_and_hash_are_enforced(store).await;
     unknown_and_identity_blocks(store).await;
     pins_by_reason(store).await;
     gc_keeps_what_pins_reach(store).await;
@@ -163,14 +164,105 @@ async fn put_blocks_verifies_all_or_nothing<S: Store>(store: &S) {
         !store.has(&good_cid).await.unwrap(),
         "nothing of a bad batch is kept"
     );
-    store
-        .put_blocks(vec![Block {
+    let one = || {
+        vec![Block {
             cid: good_cid,
             data: good.clone(),
-        }])
+        }]
+    };
+    let w = store.put_blocks(one()).await.unwrap();
+    assert_eq!((w.new_blocks, w.new_bytes), (1, good.len() as u64));
+    let again = store.put_blocks(one()).await.unwrap();
+    assert_eq!(again.new_blocks, 0, "a held block is not new");
+    assert_eq!(store.get_block(&good_cid).await.unwrap(), Some(good));
+}
+
+async fn expected_size_and_hash_are_enforced<S: Store + Clone>(store: &S) {
+    use cidmirror_store::Expected;
+    let params = small_params();
+    let data = pseudo_random("conformance-expected", 20_000);
+    let sha = cidmirror_store::Sha256(sha2::Sha256::digest(&data).into());
+    let mut blocks = VecSink::default();
+    let cid = importer::import(&data[..], &params, &mut blocks)
+        .unwrap()
+        .cid;
+    let with = |expect: Expected| PutOptions {
+        params,
+        expect: Some(expect),
+        ..Default::default()
+    };
+    // A flipped byte: same size, other hash.
+    let mut flipped = data.clone();
+    flipped[12_345] ^= 1;
+    let err = store
+        .put_file(
+            reader(flipped),
+            with(Expected {
+                size: 20_000,
+                sha256: sha,
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Mismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&sha.to_hex()), "{err}");
+    // Short.
+    let err = store
+        .put_file(
+            reader(data[..19_999].to_vec()),
+            with(Expected {
+                size: 20_000,
+                sha256: sha,
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("19999 bytes"), "{err}");
+    // Longer than expected: reading stops at once, it does not drain the source.
+    let pulled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = pulled.clone();
+    let endless = futures::stream::repeat_with(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Bytes::from(vec![7u8; 1000]))
+    });
+    let err = store
+        .put_file(
+            FileSource::Chunks(Box::pin(endless)),
+            with(Expected {
+                size: 20_000,
+                sha256: sha,
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLong {
+                expected_size: 20_000
+            }
+        ),
+        "{err}"
+    );
+    assert!(pulled.load(std::sync::atomic::Ordering::Relaxed) < 100);
+    for (c, _) in &blocks.0 {
+        assert!(
+            !store.has(c).await.unwrap(),
+            "nothing of a failed import is kept: {c}"
+        );
+    }
+    // The right bytes pass.
+    let ok = store
+        .put_file(
+            reader(data),
+            with(Expected {
+                size: 20_000,
+                sha256: sha,
+            }),
+        )
         .await
         .unwrap();
-    assert_eq!(store.get_block(&good_cid).await.unwrap(), Some(good));
+    assert_eq!(ok.cid, cid);
 }
 
 async fn unknown_and_identity_blocks<S: Store>(store: &S) {

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::{Error, migrations};
+use crate::Error;
+use crate::migrations::{self, Schema};
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,10 +42,11 @@ impl Deref for WriteTx<'_> {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Db, Error> {
+    /// Opens (creating if needed) the database at `path` and brings it up to the newest
+    /// version of `schema`.
+    pub fn open(path: &Path, schema: Schema) -> Result<Db, Error> {
         let mut writer = retry_busy(|| open_connection(path))?;
-        retry_busy(|| migrations::apply(&mut writer))?;
+        retry_busy(|| migrations::apply(&mut writer, schema))?;
         Ok(Db {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
@@ -146,7 +148,7 @@ mod tests {
     #[test]
     fn write_rolls_back_on_error() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.sqlite")).unwrap();
+        let db = Db::open(&dir.path().join("t.sqlite"), Schema::Store).unwrap();
         let r: Result<(), Error> = db.write(|tx| {
             tx.execute(
                 "INSERT INTO files (sha256, size, added_at) VALUES (zeroblob(32), 1, 0)",
@@ -168,12 +170,12 @@ mod tests {
     fn reopen_keeps_schema_version() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.sqlite");
-        drop(Db::open(&p).unwrap());
-        let db = Db::open(&p).unwrap();
+        drop(Db::open(&p, Schema::Store).unwrap());
+        let db = Db::open(&p, Schema::Store).unwrap();
         let v: u32 = db
             .read(|c| Ok::<_, Error>(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .unwrap();
-        assert_eq!(v as usize, migrations::MIGRATIONS.len());
+        assert_eq!(v as usize, migrations::STORE.len());
     }
 }
 
@@ -191,7 +193,7 @@ mod open_tests {
                 .map(|_| {
                     let p = p.clone();
                     std::thread::spawn(move || {
-                        let db = Db::open(&p)?;
+                        let db = Db::open(&p, Schema::Store)?;
                         db.write(|tx| {
                             tx.execute(
                                 "INSERT INTO pins (cid, reason, created_at) VALUES (randomblob(36), 'r', 0)",

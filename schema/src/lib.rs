@@ -7,9 +7,9 @@
 //! loose strings or byte vectors.
 //!
 //! ```no_run
-//! use cidmirror_schema::{Db, Sha256, files};
+//! use cidmirror_schema::{Db, Schema, Sha256, files};
 //! # fn main() -> Result<(), cidmirror_schema::Error> {
-//! let db = Db::open(std::path::Path::new("/var/lib/cidmirror/store.sqlite"))?;
+//! let db = Db::open(std::path::Path::new("/var/lib/cidmirror/store.sqlite"), Schema::Store)?;
 //! let sha: Sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse()?;
 //! let known = db.read(|conn| files::get(conn, &sha))?;
 //! println!("{known:?}");
@@ -18,10 +18,12 @@
 
 mod db;
 pub mod migrations;
+pub mod publisher;
 mod queries;
 mod types;
 
 pub use db::{Db, WriteTx};
+pub use migrations::Schema;
 pub use queries::{blocks, files, pins, roots};
 pub use types::{FileId, Sha256, UnixTime};
 

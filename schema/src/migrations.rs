@@ -1,5 +1,10 @@
 //! Numbered schema migrations, tracked in SQLite's `user_version`.
 //!
+//! There are two databases, each with its own list: the embedded store's index
+//! ([`Schema::Store`]: blocks, files, pins) and the publisher's ([`Schema::Publisher`]:
+//! snapshots, their entries, imports, syncs, the feed). They are separate files because the
+//! store may be a Kubo node instead, and the publisher's state must not depend on which.
+//!
 //! Migration N (1-based) takes the schema from version N-1 to N. They run in one
 //! `BEGIN IMMEDIATE` transaction, so two processes opening a fresh database at once do not
 //! both apply them. A database newer than this build is refused rather than guessed at.
@@ -10,8 +15,27 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::Error;
 
-/// The migrations, in order. Never edit one that has shipped: add a new one.
-pub const MIGRATIONS: &[&str] = &[
+/// Which database a [`crate::Db`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// The embedded store's index.
+    Store,
+    /// The publisher's snapshots and bookkeeping.
+    Publisher,
+}
+
+impl Schema {
+    /// The migrations of this database, in order.
+    pub fn migrations(self) -> &'static [&'static str] {
+        match self {
+            Schema::Store => STORE,
+            Schema::Publisher => PUBLISHER,
+        }
+    }
+}
+
+/// The embedded store's migrations. Never edit one that has shipped: add a new one.
+pub const STORE: &[&str] = &[
     // 1: the embedded store.
     r#"
     -- Whole files kept by the embedded store, named on disk by their SHA-256.
@@ -57,15 +81,96 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// Brings the database up to the newest version.
-pub(crate) fn apply(conn: &mut Connection) -> Result<(), Error> {
-    let known = u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX);
+/// The publisher's migrations. Never edit one that has shipped: add a new one.
+pub const PUBLISHER: &[&str] = &[
+    // 1: snapshots and what the publisher knows.
+    r#"
+    -- Fixed choices of this publisher (profile, upstream): changing them changes every CID.
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Every published snapshot. The signature covers (seq, root, previous).
+    CREATE TABLE snapshots (
+        seq          INTEGER PRIMARY KEY CHECK (seq > 0),
+        root         BLOB    NOT NULL,
+        previous     BLOB,
+        upstream     TEXT    NOT NULL,
+        state        TEXT    NOT NULL,
+        profile      TEXT    NOT NULL,
+        manifest     BLOB    NOT NULL,
+        signature    BLOB    NOT NULL CHECK (length(signature) = 64),
+        published_at INTEGER NOT NULL,
+        packages     INTEGER NOT NULL,
+        new_bytes    INTEGER NOT NULL
+    );
+
+    -- The current snapshot: one row, switched in the transaction that publishes.
+    CREATE TABLE current_snapshot (
+        id  INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL REFERENCES snapshots(seq)
+    );
+
+    -- Every file of every snapshot's <repo>/os/<arch>/ directory.
+    CREATE TABLE entries (
+        seq        INTEGER NOT NULL REFERENCES snapshots(seq) ON DELETE CASCADE,
+        repo       TEXT    NOT NULL,
+        arch       TEXT    NOT NULL,
+        filename   TEXT    NOT NULL,
+        kind       TEXT    NOT NULL,
+        alias      TEXT,
+        package    TEXT,
+        size       INTEGER NOT NULL,
+        sha256     BLOB    NOT NULL CHECK (length(sha256) = 32),
+        cid        BLOB    NOT NULL,
+        tsize      INTEGER NOT NULL,
+        desc_cid   BLOB,
+        desc_tsize INTEGER,
+        PRIMARY KEY (seq, repo, arch, filename)
+    ) WITHOUT ROWID;
+
+    -- Files already imported under a profile: never downloaded again.
+    CREATE TABLE imported (
+        sha256  BLOB    NOT NULL CHECK (length(sha256) = 32),
+        profile TEXT    NOT NULL,
+        cid     BLOB    NOT NULL,
+        size    INTEGER NOT NULL,
+        tsize   INTEGER NOT NULL,
+        PRIMARY KEY (sha256, profile)
+    ) WITHOUT ROWID;
+
+    -- One row per sync attempt: what `status` reports.
+    CREATE TABLE syncs (
+        id          INTEGER PRIMARY KEY,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        upstream    TEXT    NOT NULL,
+        state       TEXT,
+        outcome     TEXT    NOT NULL
+            CHECK (outcome IN ('running', 'published', 'unchanged', 'failed')),
+        detail      TEXT,
+        seq         INTEGER
+    );
+
+    -- The feed: snapshots in the order they were announced.
+    CREATE TABLE feed (
+        seq          INTEGER PRIMARY KEY REFERENCES snapshots(seq),
+        published_at INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// Brings the database up to the newest version of its schema.
+pub(crate) fn apply(conn: &mut Connection, schema: Schema) -> Result<(), Error> {
+    let migrations = schema.migrations();
+    let known = u32::try_from(migrations.len()).unwrap_or(u32::MAX);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > known {
         return Err(Error::TooNew { found, known });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (i, sql) in migrations.iter().enumerate().skip(found as usize) {
         tx.execute_batch(sql)?;
         tx.pragma_update(
             None,

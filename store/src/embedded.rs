@@ -103,7 +103,7 @@ impl EmbeddedStore {
             fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
         sync_dir(dir)?;
-        let db = Db::open(&dir.join("index.sqlite"))?;
+        let db = Db::open(&dir.join("index.sqlite"), cidmirror_schema::Schema::Store)?;
         let s = EmbeddedStore {
             inner: Arc::new(Inner {
                 root: dir.to_path_buf(),

@@ -1,0 +1,595 @@
+//! Typed queries on the publisher's database ([`crate::Schema::Publisher`]).
+
+use cid::Cid;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::{Error, Sha256, UnixTime, WriteTx};
+
+fn cid_of(blob: Vec<u8>, what: &'static str) -> Result<Cid, Error> {
+    Cid::try_from(blob.as_slice()).map_err(|e| Error::Invalid {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+fn i64_of(v: u64, what: &'static str) -> Result<i64, Error> {
+    i64::try_from(v).map_err(|_| Error::Invalid {
+        what,
+        detail: format!("{v} does not fit in SQLite's INTEGER"),
+    })
+}
+
+fn u64_of(v: i64, what: &'static str) -> Result<u64, Error> {
+    u64::try_from(v).map_err(|_| Error::Invalid {
+        what,
+        detail: format!("negative value {v}"),
+    })
+}
+
+/// Fixed choices of the publisher.
+pub mod settings {
+    use super::*;
+
+    /// A setting's value.
+    pub fn get(conn: &Connection, key: &str) -> Result<Option<String>, Error> {
+        Ok(conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Sets a setting.
+    pub fn set(tx: &WriteTx<'_>, key: &str, value: &str) -> Result<(), Error> {
+        tx.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}
+
+/// A published snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Sequence number (1, 2, ...).
+    pub seq: u64,
+    /// Root CID of the listing.
+    pub root: Cid,
+    /// Root of the snapshot before it, if any.
+    pub previous: Option<Cid>,
+    /// The upstream it mirrors.
+    pub upstream: String,
+    /// The upstream state (its `lastupdate`).
+    pub state: String,
+    /// Import profile.
+    pub profile: String,
+    /// `manifest.json` as published.
+    pub manifest: Vec<u8>,
+    /// ed25519 signature over (seq, root, previous).
+    pub signature: Vec<u8>,
+    /// When it became current.
+    pub published_at: UnixTime,
+    /// Packages in it.
+    pub packages: u64,
+    /// Bytes of blocks and files that were new with it.
+    pub new_bytes: u64,
+}
+
+/// One file of a snapshot's `<repo>/os/<arch>/` directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Repository.
+    pub repo: String,
+    /// Architecture.
+    pub arch: String,
+    /// File name.
+    pub filename: String,
+    /// What it is (`package`, `signature`, `database`, ...).
+    pub kind: String,
+    /// A second name with the same bytes (`core.db` for `core.db.tar.gz`).
+    pub alias: Option<String>,
+    /// Package name, for packages and their signatures.
+    pub package: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256.
+    pub sha256: Sha256,
+    /// Root CID.
+    pub cid: Cid,
+    /// Cumulative DAG size.
+    pub tsize: u64,
+    /// CID of the package's `desc` entry (`index/<repo>/<arch>/<name>`).
+    pub desc_cid: Option<Cid>,
+    /// Its cumulative size.
+    pub desc_tsize: Option<u64>,
+}
+
+/// Snapshots, their entries, the current pointer and the feed.
+pub mod snapshots {
+    use super::*;
+
+    fn row(r: &Row<'_>) -> rusqlite::Result<RawSnapshot> {
+        Ok(RawSnapshot {
+            seq: r.get(0)?,
+            root: r.get(1)?,
+            previous: r.get(2)?,
+            upstream: r.get(3)?,
+            state: r.get(4)?,
+            profile: r.get(5)?,
+            manifest: r.get(6)?,
+            signature: r.get(7)?,
+            published_at: r.get(8)?,
+            packages: r.get(9)?,
+            new_bytes: r.get(10)?,
+        })
+    }
+
+    struct RawSnapshot {
+        seq: i64,
+        root: Vec<u8>,
+        previous: Option<Vec<u8>>,
+        upstream: String,
+        state: String,
+        profile: String,
+        manifest: Vec<u8>,
+        signature: Vec<u8>,
+        published_at: UnixTime,
+        packages: i64,
+        new_bytes: i64,
+    }
+
+    impl RawSnapshot {
+        fn build(self) -> Result<Snapshot, Error> {
+            Ok(Snapshot {
+                seq: u64_of(self.seq, "snapshot seq")?,
+                root: cid_of(self.root, "snapshot root")?,
+                previous: self
+                    .previous
+                    .map(|p| cid_of(p, "previous snapshot root"))
+                    .transpose()?,
+                upstream: self.upstream,
+                state: self.state,
+                profile: self.profile,
+                manifest: self.manifest,
+                signature: self.signature,
+                published_at: self.published_at,
+                packages: u64_of(self.packages, "package count")?,
+                new_bytes: u64_of(self.new_bytes, "new bytes")?,
+            })
+        }
+    }
+
+    const COLUMNS: &str = "s.seq, s.root, s.previous, s.upstream, s.state, s.profile, \
+                           s.manifest, s.signature, s.published_at, s.packages, s.new_bytes";
+
+    /// The current snapshot, if any was published.
+    pub fn current(conn: &Connection) -> Result<Option<Snapshot>, Error> {
+        conn.query_row(
+            &format!("SELECT {COLUMNS} FROM current_snapshot c JOIN snapshots s ON s.seq = c.seq"),
+            [],
+            row,
+        )
+        .optional()?
+        .map(RawSnapshot::build)
+        .transpose()
+    }
+
+    /// The snapshot with this sequence number.
+    pub fn get(conn: &Connection, seq: u64) -> Result<Option<Snapshot>, Error> {
+        conn.query_row(
+            &format!("SELECT {COLUMNS} FROM snapshots s WHERE s.seq = ?1"),
+            [i64_of(seq, "seq")?],
+            row,
+        )
+        .optional()?
+        .map(RawSnapshot::build)
+        .transpose()
+    }
+
+    /// The newest snapshots first, at most `limit`.
+    pub fn recent(conn: &Connection, limit: u32) -> Result<Vec<Snapshot>, Error> {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM snapshots s ORDER BY s.seq DESC LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map([limit], row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r?.build()?);
+        }
+        Ok(out)
+    }
+
+    /// Records `snap` with its entries, makes it current and appends it to the feed, in the
+    /// caller's transaction.
+    pub fn publish(tx: &WriteTx<'_>, snap: &Snapshot, entries: &[Entry]) -> Result<(), Error> {
+        let seq = i64_of(snap.seq, "seq")?;
+        tx.execute(
+            "INSERT INTO snapshots (seq, root, previous, upstream, state, profile, manifest,
+                                    signature, published_at, packages, new_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                seq,
+                snap.root.to_bytes(),
+                snap.previous.map(|p| p.to_bytes()),
+                snap.upstream,
+                snap.state,
+                snap.profile,
+                snap.manifest,
+                snap.signature,
+                snap.published_at,
+                i64_of(snap.packages, "package count")?,
+                i64_of(snap.new_bytes, "new bytes")?,
+            ],
+        )?;
+        let mut stmt = tx.prepare(
+            "INSERT INTO entries (seq, repo, arch, filename, kind, alias, package, size, sha256,
+                                  cid, tsize, desc_cid, desc_tsize)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for e in entries {
+            stmt.execute(params![
+                seq,
+                e.repo,
+                e.arch,
+                e.filename,
+                e.kind,
+                e.alias,
+                e.package,
+                i64_of(e.size, "size")?,
+                e.sha256,
+                e.cid.to_bytes(),
+                i64_of(e.tsize, "tsize")?,
+                e.desc_cid.map(|c| c.to_bytes()),
+                e.desc_tsize.map(|t| i64_of(t, "tsize")).transpose()?,
+            ])?;
+        }
+        tx.execute(
+            "INSERT INTO current_snapshot (id, seq) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq",
+            [seq],
+        )?;
+        tx.execute(
+            "INSERT INTO feed (seq, published_at) VALUES (?1, ?2)",
+            params![seq, snap.published_at],
+        )?;
+        Ok(())
+    }
+
+    /// The entries of snapshot `seq`, ordered by repo, arch, file name.
+    pub fn entries(conn: &Connection, seq: u64) -> Result<Vec<Entry>, Error> {
+        let mut stmt = conn.prepare(
+            "SELECT repo, arch, filename, kind, alias, package, size, sha256, cid, tsize,
+                    desc_cid, desc_tsize
+             FROM entries WHERE seq = ?1 ORDER BY repo, arch, filename",
+        )?;
+        let rows = stmt.query_map([i64_of(seq, "seq")?], |r| {
+            Ok((
+                (
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ),
+                (
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, Sha256>(7)?,
+                    r.get::<_, Vec<u8>>(8)?,
+                    r.get::<_, i64>(9)?,
+                    r.get::<_, Option<Vec<u8>>>(10)?,
+                    r.get::<_, Option<i64>>(11)?,
+                ),
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let ((repo, arch, filename, kind, alias, package), (size, sha256, cid, tsize, dc, dt)) =
+                r?;
+            out.push(Entry {
+                repo,
+                arch,
+                filename,
+                kind,
+                alias,
+                package,
+                size: u64_of(size, "size")?,
+                sha256,
+                cid: cid_of(cid, "entry cid")?,
+                tsize: u64_of(tsize, "tsize")?,
+                desc_cid: dc.map(|c| cid_of(c, "desc cid")).transpose()?,
+                desc_tsize: dt.map(|t| u64_of(t, "desc tsize")).transpose()?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The next free sequence number.
+    pub fn next_seq(conn: &Connection) -> Result<u64, Error> {
+        let max: Option<i64> =
+            conn.query_row("SELECT max(seq) FROM snapshots", [], |r| r.get(0))?;
+        Ok(max.map_or(Ok(0), |m| u64_of(m, "seq"))? + 1)
+    }
+}
+
+/// A file imported under a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    /// SHA-256 of the file.
+    pub sha256: Sha256,
+    /// Root CID under the profile.
+    pub cid: Cid,
+    /// Size.
+    pub size: u64,
+    /// Cumulative DAG size.
+    pub tsize: u64,
+}
+
+/// Files already imported: a package with a known SHA-256 is never downloaded again.
+pub mod imported {
+    use super::*;
+
+    /// The import of `sha256` under `profile`, if any.
+    pub fn get(
+        conn: &Connection,
+        sha256: &Sha256,
+        profile: &str,
+    ) -> Result<Option<Imported>, Error> {
+        conn.query_row(
+            "SELECT cid, size, tsize FROM imported WHERE sha256 = ?1 AND profile = ?2",
+            params![sha256, profile],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .optional()?
+        .map(|(cid, size, tsize)| {
+            Ok(Imported {
+                sha256: *sha256,
+                cid: cid_of(cid, "imported cid")?,
+                size: u64_of(size, "size")?,
+                tsize: u64_of(tsize, "tsize")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records an import.
+    pub fn put(tx: &WriteTx<'_>, imp: &Imported, profile: &str) -> Result<(), Error> {
+        tx.execute(
+            "INSERT INTO imported (sha256, profile, cid, size, tsize) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (sha256, profile) DO UPDATE SET cid = excluded.cid,
+                 size = excluded.size, tsize = excluded.tsize",
+            params![
+                imp.sha256,
+                profile,
+                imp.cid.to_bytes(),
+                i64_of(imp.size, "size")?,
+                i64_of(imp.tsize, "tsize")?
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets an import (its blocks were found missing).
+    pub fn forget(tx: &WriteTx<'_>, sha256: &Sha256, profile: &str) -> Result<(), Error> {
+        tx.execute(
+            "DELETE FROM imported WHERE sha256 = ?1 AND profile = ?2",
+            params![sha256, profile],
+        )?;
+        Ok(())
+    }
+}
+
+/// One sync attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sync {
+    /// Row id.
+    pub id: i64,
+    /// When it started.
+    pub started_at: UnixTime,
+    /// When it ended (None while running, or if the process died).
+    pub finished_at: Option<UnixTime>,
+    /// The upstream.
+    pub upstream: String,
+    /// The upstream state it saw.
+    pub state: Option<String>,
+    /// `running`, `published`, `unchanged` or `failed`.
+    pub outcome: String,
+    /// What happened, for people.
+    pub detail: Option<String>,
+    /// The snapshot it published.
+    pub seq: Option<u64>,
+}
+
+/// Sync attempts, for `status`.
+pub mod syncs {
+    use super::*;
+
+    /// Records the start of a sync; returns its id.
+    pub fn start(tx: &WriteTx<'_>, upstream: &str, now: UnixTime) -> Result<i64, Error> {
+        tx.execute(
+            "INSERT INTO syncs (started_at, upstream, outcome) VALUES (?1, ?2, 'running')",
+            params![now, upstream],
+        )?;
+        Ok(tx.last_insert_rowid())
+    }
+
+    /// Records how a sync ended.
+    pub fn finish(
+        tx: &WriteTx<'_>,
+        id: i64,
+        outcome: &str,
+        state: Option<&str>,
+        detail: Option<&str>,
+        seq: Option<u64>,
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        tx.execute(
+            "UPDATE syncs SET finished_at = ?2, outcome = ?3, state = ?4, detail = ?5, seq = ?6
+             WHERE id = ?1",
+            params![
+                id,
+                now,
+                outcome,
+                state,
+                detail,
+                seq.map(|s| i64_of(s, "seq")).transpose()?
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The most recent syncs, newest first.
+    pub fn recent(conn: &Connection, limit: u32) -> Result<Vec<Sync>, Error> {
+        let mut stmt = conn.prepare(
+            "SELECT id, started_at, finished_at, upstream, state, outcome, detail, seq
+             FROM syncs ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, UnixTime>(1)?,
+                r.get::<_, Option<UnixTime>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, started_at, finished_at, upstream, state, outcome, detail, seq) = r?;
+            out.push(Sync {
+                id,
+                started_at,
+                finished_at,
+                upstream,
+                state,
+                outcome,
+                detail,
+                seq: seq.map(|s| u64_of(s, "seq")).transpose()?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Db, Schema};
+
+    fn cid(n: u8) -> Cid {
+        let mh = cid::multihash::Multihash::<64>::wrap(0x12, &[n; 32]).unwrap();
+        Cid::new_v1(0x70, mh)
+    }
+
+    fn snap(seq: u64, prev: Option<Cid>) -> Snapshot {
+        Snapshot {
+            seq,
+            root: cid(seq as u8),
+            previous: prev,
+            upstream: "http://127.0.0.1/".into(),
+            state: format!("{}", 1000 + seq),
+            profile: "unixfs-v1-2025".into(),
+            manifest: b"{}".to_vec(),
+            signature: vec![7; 64],
+            published_at: UnixTime(5),
+            packages: 2,
+            new_bytes: 99,
+        }
+    }
+
+    fn entry(file: &str) -> Entry {
+        Entry {
+            repo: "core".into(),
+            arch: "x86_64".into(),
+            filename: file.into(),
+            kind: "package".into(),
+            alias: None,
+            package: Some("foo".into()),
+            size: 10,
+            sha256: Sha256([1; 32]),
+            cid: cid(9),
+            tsize: 10,
+            desc_cid: Some(cid(8)),
+            desc_tsize: Some(3),
+        }
+    }
+
+    #[test]
+    fn publish_makes_current_and_keeps_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("p.sqlite"), Schema::Publisher).unwrap();
+        assert_eq!(db.read(snapshots::current).unwrap(), None);
+        assert_eq!(db.read(snapshots::next_seq).unwrap(), 1);
+        let s1 = snap(1, None);
+        db.write(|tx| snapshots::publish(tx, &s1, &[entry("b.pkg"), entry("a.pkg")]))
+            .unwrap();
+        let s2 = snap(2, Some(s1.root));
+        db.write(|tx| snapshots::publish(tx, &s2, &[entry("c.pkg")]))
+            .unwrap();
+        assert_eq!(db.read(snapshots::current).unwrap(), Some(s2.clone()));
+        assert_eq!(db.read(snapshots::next_seq).unwrap(), 3);
+        let e1 = db.read(|c| snapshots::entries(c, 1)).unwrap();
+        assert_eq!(
+            e1.iter().map(|e| e.filename.as_str()).collect::<Vec<_>>(),
+            ["a.pkg", "b.pkg"]
+        );
+        assert_eq!(e1[0], entry("a.pkg"));
+        // A sequence number is used once.
+        assert!(db.write(|tx| snapshots::publish(tx, &s2, &[])).is_err());
+        assert_eq!(db.read(|c| snapshots::recent(c, 10)).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn imports_settings_and_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("p.sqlite"), Schema::Publisher).unwrap();
+        let imp = Imported {
+            sha256: Sha256([3; 32]),
+            cid: cid(3),
+            size: 5,
+            tsize: 5,
+        };
+        db.write(|tx| imported::put(tx, &imp, "unixfs-v1-2025"))
+            .unwrap();
+        assert_eq!(
+            db.read(|c| imported::get(c, &imp.sha256, "unixfs-v1-2025"))
+                .unwrap(),
+            Some(imp)
+        );
+        assert_eq!(
+            db.read(|c| imported::get(c, &imp.sha256, "unixfs-v0-2015"))
+                .unwrap(),
+            None
+        );
+        db.write(|tx| settings::set(tx, "profile", "unixfs-v1-2025"))
+            .unwrap();
+        assert_eq!(
+            db.read(|c| settings::get(c, "profile")).unwrap().as_deref(),
+            Some("unixfs-v1-2025")
+        );
+        let id = db.write(|tx| syncs::start(tx, "u", UnixTime(1))).unwrap();
+        db.write(|tx| syncs::finish(tx, id, "failed", Some("7"), Some("boom"), None, UnixTime(2)))
+            .unwrap();
+        let last = &db.read(|c| syncs::recent(c, 1)).unwrap()[0];
+        assert_eq!(
+            (last.outcome.as_str(), last.detail.as_deref()),
+            ("failed", Some("boom"))
+        );
+        assert!(
+            db.write(|tx| syncs::finish(tx, id, "bogus", None, None, None, UnixTime(3)))
+                .is_err(),
+            "outcomes are checked"
+        );
+    }
+}

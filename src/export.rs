@@ -60,6 +60,7 @@ async fn export_to_file(
     let tmp = tempfile::Builder::new()
         .prefix(".cidmirror-export-")
         .suffix(".part")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
     let (std_file, tmp_path) = tmp.into_parts();

@@ -13,8 +13,11 @@ mod cat;
 mod export;
 mod gc;
 mod import;
+mod key;
+mod mirror;
 mod output;
 mod pin;
+mod status;
 mod verify;
 
 /// Turn Linux package repositories into content-addressed data on IPFS.
@@ -48,8 +51,15 @@ enum Command {
     Pin(pin::Command),
     /// Remove expired pins and everything no pin reaches.
     Gc(gc::Args),
-    /// Check the store's files and index for consistency.
+    /// Check the store: re-hash every file and block, report corruption.
     Verify(verify::Args),
+    /// Follow a pacman repository upstream and publish snapshots.
+    Mirror(mirror::Args),
+    /// The current snapshot, its age and counts, and the last sync's outcome.
+    Status,
+    /// The publisher's signing key.
+    #[command(subcommand)]
+    Key(key::Command),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +94,9 @@ fn main() -> ExitCode {
             Command::Pin(c) => pin::run(&ctx, c).await,
             Command::Gc(a) => gc::run(&ctx, a).await,
             Command::Verify(a) => verify::run(&ctx, a).await,
+            Command::Mirror(a) => mirror::run(&ctx, a).await,
+            Command::Status => status::run(&ctx).await,
+            Command::Key(c) => key::run(&ctx, c).await,
         }
     });
     match result {

@@ -58,3 +58,27 @@ pub fn ensure_not_terminal(what: &str) -> anyhow::Result<()> {
 pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
     humantime::parse_duration(s).with_context(|| format!("invalid duration {s:?}"))
 }
+
+/// Whether stderr is a terminal (progress bars) or a log (plain lines).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

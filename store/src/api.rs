@@ -127,6 +127,11 @@ impl PinReason {
         PinReason(s)
     }
 
+    /// `manual`: the reason of a pin nobody named.
+    pub fn default_reason() -> Self {
+        PinReason("manual".to_string())
+    }
+
     /// The reason text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -621,7 +621,7 @@ impl DataDir {
         let args: &[&str] = if full {
             &["verify", "--full"]
         } else {
-            &["verify"]
+            &["verify", "--quick"]
         };
         let o = self.run(args);
         assert_ok(&o, &args.join(" "));

@@ -1,0 +1,252 @@
+//! Mirror settings: a TOML file (`--config`), command-line flags over it, defaults under both.
+//!
+//! ```toml
+//! upstream = "https://geo.mirror.pkgbuild.com/"
+//! repos = ["core", "extra"]
+//! arches = ["x86_64"]
+//! interval = "5m"
+//! concurrency = 4
+//! profile = "unixfs-v1-2025"
+//! keep_snapshots = 10
+//! grace = "14days"
+//! stall_timeout = "30s"
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use cidmirror_store::Profile;
+use serde::Deserialize;
+
+use crate::pacman::{Arch, RepoName};
+use crate::upstream::FetchOptions;
+use crate::{Error, Result};
+
+/// Settings as written (file or flags); every field optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The upstream mirror (http, https, file URL or a directory).
+    pub upstream: Option<String>,
+    /// Repositories to follow.
+    #[serde(default)]
+    pub repos: Vec<String>,
+    /// Architectures to follow (default x86_64).
+    #[serde(default)]
+    pub arches: Vec<String>,
+    /// Import profile (default unixfs-v1-2025); fixed once a publisher has published.
+    pub profile: Option<String>,
+    /// Time between syncs in `--interval` mode (e.g. `5m`).
+    pub interval: Option<String>,
+    /// Downloads at once (default 4).
+    pub concurrency: Option<usize>,
+    /// Snapshots kept pinned (default 10).
+    pub keep_snapshots: Option<u32>,
+    /// How long files that left upstream stay pinned (default 14 days).
+    pub grace: Option<String>,
+    /// A transfer that receives nothing for this long fails (default 30 s).
+    pub stall_timeout: Option<String>,
+}
+
+impl MirrorConfig {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<MirrorConfig> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// These settings with every value `over` sets replacing this one's.
+    pub fn overridden_by(self, over: MirrorConfig) -> MirrorConfig {
+        MirrorConfig {
+            upstream: over.upstream.or(self.upstream),
+            repos: if over.repos.is_empty() {
+                self.repos
+            } else {
+                over.repos
+            },
+            arches: if over.arches.is_empty() {
+                self.arches
+            } else {
+                over.arches
+            },
+            profile: over.profile.or(self.profile),
+            interval: over.interval.or(self.interval),
+            concurrency: over.concurrency.or(self.concurrency),
+            keep_snapshots: over.keep_snapshots.or(self.keep_snapshots),
+            grace: over.grace.or(self.grace),
+            stall_timeout: over.stall_timeout.or(self.stall_timeout),
+        }
+    }
+}
+
+/// Validated settings with defaults applied.
+#[derive(Debug, Clone)]
+pub struct MirrorOptions {
+    /// The upstream as given.
+    pub upstream: String,
+    /// Repositories.
+    pub repos: Vec<RepoName>,
+    /// Architectures.
+    pub arches: Vec<Arch>,
+    /// Import profile.
+    pub profile: Profile,
+    /// Time between syncs.
+    pub interval: Duration,
+    /// Downloads at once.
+    pub concurrency: usize,
+    /// Snapshots kept pinned.
+    pub keep_snapshots: u32,
+    /// Grace period of files that left upstream.
+    pub grace: Duration,
+    /// Transfer behaviour.
+    pub fetch: FetchOptions,
+}
+
+fn duration(field: &str, v: Option<&str>, default: Duration) -> Result<Duration> {
+    match v {
+        None => Ok(default),
+        Some(s) => {
+            humantime::parse_duration(s).map_err(|e| Error::Config(format!("{field} = {s:?}: {e}")))
+        }
+    }
+}
+
+impl MirrorOptions {
+    /// Checks the settings and fills in defaults.
+    pub fn from_config(c: MirrorConfig) -> Result<MirrorOptions> {
+        let upstream = c
+            .upstream
+            .ok_or_else(|| Error::Config("no upstream: give --upstream or `upstream =`".into()))?;
+        if c.repos.is_empty() {
+            return Err(Error::Config(
+                "no repository: give --repo (e.g. --repo core --repo extra) or `repos = [...]`"
+                    .into(),
+            ));
+        }
+        let repos = c
+            .repos
+            .iter()
+            .map(|r| {
+                r.parse::<RepoName>()
+                    .map_err(|e| Error::Config(format!("repository {r:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let arch_names = if c.arches.is_empty() {
+            vec!["x86_64".to_string()]
+        } else {
+            c.arches
+        };
+        let arches = arch_names
+            .iter()
+            .map(|a| {
+                a.parse::<Arch>()
+                    .map_err(|e| Error::Config(format!("architecture {a:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let profile = match &c.profile {
+            None => Profile::default(),
+            Some(p) => p
+                .parse::<Profile>()
+                .map_err(|e| Error::Config(e.to_string()))?,
+        };
+        let concurrency = c.concurrency.unwrap_or(4);
+        if !(1..=256).contains(&concurrency) {
+            return Err(Error::Config(format!(
+                "concurrency {concurrency} must be between 1 and 256"
+            )));
+        }
+        let keep_snapshots = c.keep_snapshots.unwrap_or(10);
+        if keep_snapshots == 0 {
+            return Err(Error::Config("keep_snapshots must be at least 1".into()));
+        }
+        let fetch = FetchOptions {
+            stall_timeout: duration(
+                "stall_timeout",
+                c.stall_timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+            ..FetchOptions::default()
+        };
+        Ok(MirrorOptions {
+            upstream,
+            repos,
+            arches,
+            profile,
+            interval: duration("interval", c.interval.as_deref(), Duration::from_secs(300))?,
+            concurrency,
+            keep_snapshots,
+            grace: duration(
+                "grace",
+                c.grace.as_deref(),
+                Duration::from_secs(14 * 24 * 3600),
+            )?,
+            fetch,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags_then_defaults() {
+        let file: MirrorConfig = toml::from_str(
+            r#"
+            upstream = "http://a/"
+            repos = ["core", "extra"]
+            interval = "10m"
+            grace = "7days"
+            "#,
+        )
+        .unwrap();
+        let flags = MirrorConfig {
+            upstream: Some("http://b/".into()),
+            concurrency: Some(8),
+            ..Default::default()
+        };
+        let o = MirrorOptions::from_config(file.overridden_by(flags)).unwrap();
+        assert_eq!(o.upstream, "http://b/");
+        assert_eq!(
+            o.repos.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            ["core", "extra"]
+        );
+        assert_eq!(o.arches[0].as_str(), "x86_64");
+        assert_eq!(o.interval, Duration::from_secs(600));
+        assert_eq!(o.grace, Duration::from_secs(7 * 86400));
+        assert_eq!(o.concurrency, 8);
+        assert_eq!(o.keep_snapshots, 10);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        for (toml, needle) in [
+            ("repos = [\"core\"]", "no upstream"),
+            ("upstream = \"x\"", "no repository"),
+            (
+                "upstream = \"x\"\nrepos = [\"../etc\"]",
+                "repository \"../etc\"",
+            ),
+            (
+                "upstream = \"x\"\nrepos = [\"core\"]\ninterval = \"soon\"",
+                "interval",
+            ),
+            (
+                "upstream = \"x\"\nrepos = [\"core\"]\nprofile = \"v9\"",
+                "unknown profile",
+            ),
+            (
+                "upstream = \"x\"\nrepos = [\"core\"]\nconcurrency = 0",
+                "concurrency",
+            ),
+        ] {
+            let c: MirrorConfig = toml::from_str(toml).unwrap();
+            let err = MirrorOptions::from_config(c).unwrap_err().to_string();
+            assert!(err.contains(needle), "{toml}: {err}");
+        }
+        assert!(toml::from_str::<MirrorConfig>("upstrem = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! cidmirror's publisher: follow a pacman repository upstream, verify every file, publish
+//! each upstream state as one signed, immutable snapshot.
+//!
+//! - [`upstream`] reads an upstream mirror (HTTP(S) or a local directory) with stall
+//!   timeouts, retries and resumed downloads;
+//! - [`pacman`] parses and validates repository databases;
+//! - [`listing`] lays a snapshot out as a UnixFS tree (packages, index, by-sha256,
+//!   manifest, changes);
+//! - [`publish::Publisher`] runs a sync end to end and records snapshots;
+//! - [`keys`] signs them.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn cidmirror_store::Store>) -> cidmirror_ingest::Result<()> {
+//! use cidmirror_ingest::config::{MirrorConfig, MirrorOptions};
+//! use cidmirror_ingest::publish::{NoProgress, Outcome, Publisher};
+//! let opts = MirrorOptions::from_config(MirrorConfig {
+//!     upstream: Some("https://geo.mirror.pkgbuild.com/".into()),
+//!     repos: vec!["core".into()],
+//!     ..Default::default()
+//! })?;
+//! let p = Publisher::open("/var/lib/cidmirror".as_ref(), store, opts, std::sync::Arc::new(NoProgress))?;
+//! if let Outcome::Published(s) = p.sync_once().await? {
+//!     println!("snapshot {} is {}", s.seq, s.root);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+mod error;
+pub mod keys;
+pub mod listing;
+pub mod pacman;
+pub mod publish;
+pub mod upstream;
+
+pub use error::{Error, Result};

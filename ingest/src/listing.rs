@@ -1,0 +1,525 @@
+//! The snapshot listing: what one published upstream state looks like as a UnixFS tree.
+//!
+//! ```text
+//! <root>/
+//!   manifest.json                 format, profile, upstream and its lastupdate, repos with
+//!                                 counts, previous snapshot, changes CID
+//!   changes.jsonl                 one line per file added, changed or removed since the
+//!                                 previous snapshot
+//!   <repo>/os/<arch>/             packages, their .sig, the db and files archives under both
+//!                                 names pacman uses (core.db and core.db.tar.gz), their .sig
+//!   index/<repo>/<arch>/<name>    each package's desc entry, verbatim
+//!   by-sha256/<2 hex>/<64 hex>    each package by its SHA-256
+//! ```
+//! The tree is a pure function of its items, the upstream state and the profile: two
+//! publishers of the same upstream state compute the same root. Nothing from the local
+//! clock goes in (the manifest's `created` is the upstream's own `lastupdate` time).
+//! Unchanged subtrees come out with the same CIDs as before, so storing the new listing
+//! writes only the blocks that changed.
+
+use std::collections::BTreeMap;
+
+use cid::Cid;
+use cidmirror_schema::Sha256;
+use cidmirror_schema::publisher::Entry;
+use cidmirror_store::dir::{DirEntry, Tree};
+use cidmirror_store::importer::{self, VecSink};
+use cidmirror_store::{ImportParams, Profile};
+use serde::Serialize;
+
+use crate::Result;
+
+/// Version of the listing layout, written into every manifest.
+pub const FORMAT: u32 = 1;
+
+/// A file kept by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileRef {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256.
+    pub sha256: Sha256,
+    /// Root CID.
+    pub cid: Cid,
+    /// Cumulative DAG size.
+    pub tsize: u64,
+}
+
+impl FileRef {
+    fn dir_entry(&self) -> DirEntry {
+        DirEntry {
+            cid: self.cid,
+            tsize: self.tsize,
+        }
+    }
+}
+
+/// What an item of `<repo>/os/<arch>/` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ItemKind {
+    /// A package.
+    Package,
+    /// The repository database (`core.db`).
+    Database,
+    /// The files database (`core.files`).
+    Files,
+}
+
+impl ItemKind {
+    /// The name used in `entries.kind` and `changes.jsonl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Package => "package",
+            ItemKind::Database => "database",
+            ItemKind::Files => "files",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ItemKind> {
+        [ItemKind::Package, ItemKind::Database, ItemKind::Files]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+const SIGNATURE: &str = "signature";
+
+/// One file of `<repo>/os/<arch>/` with its signature, aliases and index entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// Repository.
+    pub repo: String,
+    /// Architecture.
+    pub arch: String,
+    /// What it is.
+    pub kind: ItemKind,
+    /// Its file name.
+    pub filename: String,
+    /// A second name with the same bytes (`core.db` beside `core.db.tar.gz`).
+    pub alias: Option<String>,
+    /// The file.
+    pub file: FileRef,
+    /// Its detached signature (`<filename>.sig`, and `<alias>.sig`), if upstream has one.
+    pub sig: Option<FileRef>,
+    /// Package name and `desc` entry, for packages.
+    pub package: Option<(String, DirEntry)>,
+}
+
+impl Item {
+    fn key(&self) -> (&str, &str, &str) {
+        (&self.repo, &self.arch, &self.filename)
+    }
+
+    /// The rows this item is recorded as (the file, then its signature).
+    pub fn to_entries(&self) -> Vec<Entry> {
+        let mut out = vec![Entry {
+            repo: self.repo.clone(),
+            arch: self.arch.clone(),
+            filename: self.filename.clone(),
+            kind: self.kind.as_str().to_string(),
+            alias: self.alias.clone(),
+            package: self.package.as_ref().map(|p| p.0.clone()),
+            size: self.file.size,
+            sha256: self.file.sha256,
+            cid: self.file.cid,
+            tsize: self.file.tsize,
+            desc_cid: self.package.as_ref().map(|p| p.1.cid),
+            desc_tsize: self.package.as_ref().map(|p| p.1.tsize),
+        }];
+        if let Some(sig) = &self.sig {
+            out.push(Entry {
+                repo: self.repo.clone(),
+                arch: self.arch.clone(),
+                filename: format!("{}.sig", self.filename),
+                kind: SIGNATURE.to_string(),
+                alias: self.alias.as_ref().map(|a| format!("{a}.sig")),
+                package: self.package.as_ref().map(|p| p.0.clone()),
+                size: sig.size,
+                sha256: sig.sha256,
+                cid: sig.cid,
+                tsize: sig.tsize,
+                desc_cid: None,
+                desc_tsize: None,
+            });
+        }
+        out
+    }
+
+    /// Rebuilds items from recorded rows (signature rows join their file).
+    pub fn from_entries(entries: &[Entry]) -> Vec<Item> {
+        let mut items: BTreeMap<(String, String, String), Item> = BTreeMap::new();
+        let mut sigs = Vec::new();
+        for e in entries {
+            let r = |e: &Entry| FileRef {
+                size: e.size,
+                sha256: e.sha256,
+                cid: e.cid,
+                tsize: e.tsize,
+            };
+            if e.kind == SIGNATURE {
+                sigs.push(e);
+                continue;
+            }
+            let Some(kind) = ItemKind::parse(&e.kind) else {
+                continue;
+            };
+            let package = match (&e.package, e.desc_cid, e.desc_tsize) {
+                (Some(name), Some(cid), Some(tsize)) => {
+                    Some((name.clone(), DirEntry { cid, tsize }))
+                }
+                _ => None,
+            };
+            items.insert(
+                (e.repo.clone(), e.arch.clone(), e.filename.clone()),
+                Item {
+                    repo: e.repo.clone(),
+                    arch: e.arch.clone(),
+                    kind,
+                    filename: e.filename.clone(),
+                    alias: e.alias.clone(),
+                    file: r(e),
+                    sig: None,
+                    package,
+                },
+            );
+        }
+        for s in sigs {
+            let Some(base) = s.filename.strip_suffix(".sig") else {
+                continue;
+            };
+            if let Some(it) = items.get_mut(&(s.repo.clone(), s.arch.clone(), base.to_string())) {
+                it.sig = Some(FileRef {
+                    size: s.size,
+                    sha256: s.sha256,
+                    cid: s.cid,
+                    tsize: s.tsize,
+                });
+            }
+        }
+        items.into_values().collect()
+    }
+}
+
+/// One repository/architecture of a snapshot, as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepoSummary {
+    /// Repository.
+    pub repo: String,
+    /// Architecture.
+    pub arch: String,
+    /// Number of packages.
+    pub packages: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// The database archive's file name.
+    pub database: String,
+    /// The files archive's file name, if upstream has one.
+    pub files: Option<String>,
+    /// Whether the database is signed upstream (a `.db.sig` exists): followers then fetch
+    /// it verbatim instead of rebuilding it from `index/`.
+    pub signed: bool,
+}
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    format: u32,
+    profile: &'a str,
+    upstream: &'a str,
+    lastupdate: &'a str,
+    created: Option<String>,
+    repos: &'a [RepoSummary],
+    previous: Option<String>,
+    changes: String,
+    changed_files: u64,
+}
+
+#[derive(Serialize)]
+struct ChangeLine<'a> {
+    op: &'static str,
+    repo: &'a str,
+    arch: &'a str,
+    kind: &'static str,
+    name: Option<&'a str>,
+    filename: &'a str,
+    alias: Option<&'a str>,
+    size: u64,
+    sha256: String,
+    cid: String,
+    desc_cid: Option<String>,
+    sig_cid: Option<String>,
+}
+
+impl<'a> ChangeLine<'a> {
+    fn new(op: &'static str, it: &'a Item) -> Self {
+        ChangeLine {
+            op,
+            repo: &it.repo,
+            arch: &it.arch,
+            kind: it.kind.as_str(),
+            name: it.package.as_ref().map(|p| p.0.as_str()),
+            filename: &it.filename,
+            alias: it.alias.as_deref(),
+            size: it.file.size,
+            sha256: it.file.sha256.to_hex(),
+            cid: it.file.cid.to_string(),
+            desc_cid: it.package.as_ref().map(|p| p.1.cid.to_string()),
+            sig_cid: it.sig.map(|s| s.cid.to_string()),
+        }
+    }
+}
+
+/// Everything that goes into one listing.
+pub struct ListingInput<'a> {
+    /// The profile (fixes every CID).
+    pub profile: Profile,
+    /// The upstream's canonical URL.
+    pub upstream: &'a str,
+    /// Its `lastupdate` (or the state derived from its databases).
+    pub lastupdate: &'a str,
+    /// Every item of every followed repository.
+    pub items: &'a [Item],
+    /// The repositories, in order.
+    pub repos: &'a [RepoSummary],
+    /// The previous snapshot: its root and items.
+    pub previous: Option<(Cid, &'a [Item])>,
+}
+
+/// A built listing: its blocks (not stored yet) and what it says.
+pub struct Listing {
+    /// The root.
+    pub root: DirEntry,
+    /// Every block of the listing's own nodes: directories, manifest, changes.
+    pub blocks: Vec<(Cid, Vec<u8>)>,
+    /// `manifest.json`.
+    pub manifest: Vec<u8>,
+    /// Lines in `changes.jsonl`.
+    pub changed: u64,
+}
+
+/// The lines of `changes.jsonl`: removals, changes and additions, sorted by repository,
+/// architecture and file name.
+pub fn changes(previous: &[Item], items: &[Item]) -> Result<(Vec<u8>, u64)> {
+    let old: BTreeMap<_, &Item> = previous.iter().map(|i| (i.key(), i)).collect();
+    let new: BTreeMap<_, &Item> = items.iter().map(|i| (i.key(), i)).collect();
+    let mut lines: Vec<((&str, &str, &str), u8, ChangeLine<'_>)> = Vec::new();
+    for (k, o) in &old {
+        match new.get(k) {
+            None => lines.push((*k, 0, ChangeLine::new("remove", o))),
+            Some(n)
+                if n.file != o.file
+                    || n.sig != o.sig
+                    || n.package != o.package
+                    || n.alias != o.alias =>
+            {
+                lines.push((*k, 1, ChangeLine::new("change", n)));
+            }
+            Some(_) => {}
+        }
+    }
+    for (k, n) in &new {
+        if !old.contains_key(k) {
+            lines.push((*k, 2, ChangeLine::new("add", n)));
+        }
+    }
+    lines.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut out = Vec::new();
+    for (_, _, l) in &lines {
+        serde_json::to_writer(&mut out, l)
+            .map_err(|e| crate::Error::Config(format!("encoding changes: {e}")))?;
+        out.push(b'\n');
+    }
+    Ok((out, lines.len() as u64))
+}
+
+fn import_bytes(params: &ImportParams, bytes: &[u8], sink: &mut VecSink) -> Result<DirEntry> {
+    let f = importer::import(bytes, params, sink)?;
+    Ok(DirEntry {
+        cid: f.cid,
+        tsize: f.tsize,
+    })
+}
+
+/// The `created` time of a manifest: the upstream's `lastupdate` when it is a Unix time.
+fn created_of(lastupdate: &str) -> Option<String> {
+    let secs: u64 = lastupdate.trim().parse().ok()?;
+    let t = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))?;
+    Some(humantime::format_rfc3339_seconds(t).to_string())
+}
+
+/// Builds the listing: every directory node, `manifest.json` and `changes.jsonl`.
+pub fn build(input: &ListingInput<'_>) -> Result<Listing> {
+    let params = input.profile.params();
+    let mut sink = VecSink::default();
+    let (changes_bytes, changed) = changes(
+        input.previous.map_or(&[][..], |(_, items)| items),
+        input.items,
+    )?;
+    let changes_entry = import_bytes(&params, &changes_bytes, &mut sink)?;
+    let manifest = Manifest {
+        format: FORMAT,
+        profile: input.profile.name(),
+        upstream: input.upstream,
+        lastupdate: input.lastupdate,
+        created: created_of(input.lastupdate),
+        repos: input.repos,
+        previous: input.previous.map(|(c, _)| c.to_string()),
+        changes: changes_entry.cid.to_string(),
+        changed_files: changed,
+    };
+    let mut manifest_bytes = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| crate::Error::Config(format!("encoding the manifest: {e}")))?;
+    manifest_bytes.push(b'\n');
+    let manifest_entry = import_bytes(&params, &manifest_bytes, &mut sink)?;
+
+    let mut tree = Tree::new();
+    tree.insert("manifest.json", manifest_entry)?;
+    tree.insert("changes.jsonl", changes_entry)?;
+    for r in input.repos {
+        // Every followed repository has its directories, even when empty.
+        tree.mkdir(&format!("{}/os/{}", r.repo, r.arch))?;
+        tree.mkdir(&format!("index/{}/{}", r.repo, r.arch))?;
+    }
+    tree.mkdir("by-sha256")?;
+    for it in input.items {
+        let dir = format!("{}/os/{}", it.repo, it.arch);
+        let mut names = vec![&it.filename];
+        names.extend(it.alias.as_ref());
+        for n in names {
+            tree.insert(&format!("{dir}/{n}"), it.file.dir_entry())?;
+            if let Some(sig) = &it.sig {
+                tree.insert(&format!("{dir}/{n}.sig"), sig.dir_entry())?;
+            }
+        }
+        if let Some((name, desc)) = &it.package {
+            tree.insert(&format!("index/{}/{}/{name}", it.repo, it.arch), *desc)?;
+            let hex = it.file.sha256.to_hex();
+            let path = format!("by-sha256/{}/{hex}", &hex[..2]);
+            // The same package in two repositories is one file.
+            match tree.insert(&path, it.file.dir_entry()) {
+                Ok(()) | Err(cidmirror_store::Error::DuplicateName(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let root = tree.build(&params, &mut sink)?;
+    Ok(Listing {
+        root,
+        blocks: sink.0,
+        manifest: manifest_bytes,
+        changed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cidmirror_store::hash::{HashAlg, raw_cid};
+
+    fn fref(tag: &str) -> FileRef {
+        FileRef {
+            size: tag.len() as u64,
+            sha256: Sha256(<sha2::Sha256 as sha2::Digest>::digest(tag.as_bytes()).into()),
+            cid: raw_cid(HashAlg::Sha2_256, tag.as_bytes()),
+            tsize: tag.len() as u64,
+        }
+    }
+
+    fn pkg(name: &str, ver: &str) -> Item {
+        let filename = format!("{name}-{ver}-x86_64.pkg.tar.zst");
+        Item {
+            repo: "core".into(),
+            arch: "x86_64".into(),
+            kind: ItemKind::Package,
+            file: fref(&filename),
+            sig: Some(fref(&format!("{filename}.sig"))),
+            package: Some((
+                name.into(),
+                DirEntry {
+                    cid: raw_cid(HashAlg::Sha2_256, format!("desc {name} {ver}").as_bytes()),
+                    tsize: 10,
+                },
+            )),
+            filename,
+            alias: None,
+        }
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let mut db = pkg("db", "x");
+        db.kind = ItemKind::Database;
+        db.filename = "core.db.tar.gz".into();
+        db.alias = Some("core.db".into());
+        db.package = None;
+        let items = vec![db, pkg("a", "1"), pkg("b", "2")];
+        let rows: Vec<Entry> = items.iter().flat_map(Item::to_entries).collect();
+        assert_eq!(rows.len(), 6);
+        let mut back = Item::from_entries(&rows);
+        let mut want = items.clone();
+        back.sort_by(|a, b| a.filename.cmp(&b.filename));
+        want.sort_by(|a, b| a.filename.cmp(&b.filename));
+        assert_eq!(back, want);
+    }
+
+    #[test]
+    fn changes_name_removals_changes_and_additions() {
+        let old = vec![pkg("a", "1"), pkg("b", "1"), pkg("c", "1")];
+        let mut c2 = pkg("c", "1");
+        c2.sig = None; // same file, signature gone
+        let new = vec![pkg("a", "1"), pkg("b", "2"), c2, pkg("d", "1")];
+        let (bytes, n) = changes(&old, &new).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let ops: Vec<(String, String)> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["op"].as_str().unwrap().into(),
+                    v["filename"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        assert_eq!(n, 4);
+        assert_eq!(
+            ops,
+            [
+                ("remove".into(), "b-1-x86_64.pkg.tar.zst".into()),
+                ("add".into(), "b-2-x86_64.pkg.tar.zst".into()),
+                ("change".into(), "c-1-x86_64.pkg.tar.zst".into()),
+                ("add".into(), "d-1-x86_64.pkg.tar.zst".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn same_input_same_root_and_order_does_not_matter() {
+        let items = vec![pkg("a", "1"), pkg("b", "1")];
+        let rev: Vec<Item> = items.iter().rev().cloned().collect();
+        let repos = vec![RepoSummary {
+            repo: "core".into(),
+            arch: "x86_64".into(),
+            packages: 2,
+            bytes: 10,
+            database: "core.db.tar.gz".into(),
+            files: None,
+            signed: false,
+        }];
+        let mk = |items: &[Item]| {
+            build(&ListingInput {
+                profile: Profile::UnixfsV1_2025,
+                upstream: "http://127.0.0.1:1/",
+                lastupdate: "1700000000",
+                items,
+                repos: &repos,
+                previous: None,
+            })
+            .unwrap()
+        };
+        let (a, b) = (mk(&items), mk(&rev));
+        assert_eq!(a.root, b.root);
+        let m: serde_json::Value = serde_json::from_slice(&a.manifest).unwrap();
+        assert_eq!(m["created"], "2023-11-14T22:13:20Z");
+        assert_eq!(m["previous"], serde_json::Value::Null);
+        assert_eq!(m["changed_files"], 2);
+    }
+}

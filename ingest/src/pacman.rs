@@ -1,0 +1,741 @@
+//! pacman repository databases: the `<repo>.db` and `<repo>.files` archives that `repo-add`
+//! writes and pacman downloads.
+//!
+//! The publisher needs three things from a database: the list of package files to fetch, the
+//! size and SHA-256 to verify each of them against, and every entry's `desc` file byte for byte
+//! (it is published verbatim under `index/<repo>/<arch>/<pkgname>`). Everything here comes from
+//! an upstream that is not trusted: compression is recognised by its magic bytes, never by the
+//! file name; decompression is bounded; archive member paths and `%FILENAME%` values are
+//! checked before any of them can become a path.
+//!
+//! - [`parse_db`] and [`parse_files_db`] read a whole database into a [`RepoDb`];
+//! - [`Desc`] is one entry's `desc` file: its raw bytes and its `%FIELD%` sections;
+//! - [`Package`] is a validated entry; [`PkgFilename`], [`RepoName`] and [`Arch`] are the names
+//!   that end up in paths.
+//!
+//! ```
+//! use cidmirror_ingest::pacman::{Compression, RepoName, parse_db};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let repo: RepoName = "core".parse()?;
+//! // What `repo-add` writes when no packages remain: an empty tar archive.
+//! let db = parse_db(&repo, "core.db", &[0u8; 10240])?;
+//! assert_eq!(db.compression, Compression::None);
+//! assert!(db.packages.is_empty());
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read};
+use std::str::FromStr;
+
+use base64::Engine as _;
+use cidmirror_schema::Sha256;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The most a database may decompress to. Arch's largest, `extra.files`, unpacks to a few
+/// hundred MiB; anything near this bound is a decompression bomb, not a repository.
+pub const MAX_DB_UNPACKED: u64 = 4 << 30;
+
+/// The largest `desc` file accepted. Real ones are well under 4 KiB (a `%PGPSIG%` of a
+/// 16 KiB signature is the largest legitimate field).
+pub const MAX_DESC_SIZE: u64 = 1 << 20;
+
+/// Memory the xz decoder may use. `xz -9` needs about 65 MiB to decompress; the format allows
+/// dictionaries of 1.5 GiB, which a hostile upstream could otherwise make us allocate.
+const XZ_MEMLIMIT: u64 = 256 << 20;
+
+/// How a database archive is compressed. `repo-add` picks it from the name it is given
+/// (`core.db.tar.zst`); upstreams then publish it as `core.db`, so it is detected from the
+/// content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// A plain tar archive.
+    None,
+    /// gzip (`.tar.gz`).
+    Gzip,
+    /// Zstandard (`.tar.zst`), what Arch uses today.
+    Zstd,
+    /// xz (`.tar.xz`).
+    Xz,
+    /// bzip2 (`.tar.bz2`).
+    Bzip2,
+}
+
+impl Compression {
+    /// Recognises the compression from the first bytes of a file (at least 262 bytes for a
+    /// plain tar archive, 1024 for an empty one; a few for the compressed formats). `None` for
+    /// anything else, for instance an HTML error page served in place of the database.
+    pub fn detect(head: &[u8]) -> Option<Compression> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Self::Gzip)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Self::Zstd)
+        } else if head.starts_with(&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]) {
+            Some(Self::Xz)
+        } else if head.starts_with(b"BZh") {
+            Some(Self::Bzip2)
+        } else if head.get(257..262) == Some(b"ustar".as_slice()) {
+            Some(Self::None)
+        } else if head.len() >= 1024 && head[..1024].iter().all(|&b| b == 0) {
+            // The end-of-archive marker alone: an empty database as `repo-add` writes it
+            // (`bsdtar -cf - -T /dev/null`), which has no header and so no `ustar` magic.
+            Some(Self::None)
+        } else {
+            None
+        }
+    }
+
+    /// The suffix `repo-add` uses for this compression (`core.db.tar.gz`).
+    pub fn archive_suffix(self) -> &'static str {
+        match self {
+            Self::None => ".tar",
+            Self::Gzip => ".tar.gz",
+            Self::Zstd => ".tar.zst",
+            Self::Xz => ".tar.xz",
+            Self::Bzip2 => ".tar.bz2",
+        }
+    }
+
+    /// A streaming decoder of `bytes`.
+    fn decoder(self, bytes: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+        Ok(match self {
+            Self::None => Box::new(bytes),
+            Self::Gzip => Box::new(flate2::bufread::GzDecoder::new(bytes)),
+            Self::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(bytes)?),
+            Self::Xz => {
+                let stream = liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
+                    .map_err(io::Error::other)?;
+                Box::new(liblzma::bufread::XzDecoder::new_stream(bytes, stream))
+            }
+            Self::Bzip2 => Box::new(bzip2::bufread::BzDecoder::new(bytes)),
+        })
+    }
+}
+
+/// Why a name was refused: which kind of name, the value, and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {value:?}: {rule}")]
+pub struct NameError {
+    /// What the name was meant to be ("package file name", "repository name", ...).
+    pub what: &'static str,
+    /// The refused value.
+    pub value: String,
+    /// The rule it breaks.
+    pub rule: String,
+}
+
+/// The file name of a package (`%FILENAME%`): it becomes a path under the snapshot and in
+/// the store, so it must be one plain file name that cannot lead anywhere else: not empty,
+/// at most 255 bytes, no `/`, no `..`, no NUL or other control character, no leading dot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PkgFilename(String);
+
+impl PkgFilename {
+    /// The file name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn check(s: &str) -> Option<String> {
+        if s.is_empty() {
+            Some("empty".into())
+        } else if s.len() > 255 {
+            Some(format!("{} bytes long, more than the 255 allowed", s.len()))
+        } else if s.contains('\0') {
+            Some("contains a NUL byte".into())
+        } else if s.chars().any(char::is_control) {
+            Some("contains a control character".into())
+        } else if s.contains("..") {
+            Some("contains \"..\": a file name must not lead out of its directory".into())
+        } else if s.contains('/') {
+            Some("contains '/': a file name, not a path, is expected".into())
+        } else if s.starts_with('.') {
+            Some("starts with '.': hidden files are not package files".into())
+        } else {
+            None
+        }
+    }
+}
+
+/// A repository name (`core`, `extra`, `multilib-testing`): it becomes a directory of the
+/// snapshot. Non-empty, at most 64 bytes of `A-Z a-z 0-9 . _ + -`, not starting with `.`
+/// or `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RepoName(String);
+
+impl RepoName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An architecture (`x86_64`, `aarch64`, `any`): a directory of the snapshot, with the same
+/// rules as [`RepoName`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Arch(String);
+
+impl Arch {
+    /// The architecture.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The rules shared by [`RepoName`] and [`Arch`].
+fn check_short_name(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return Some("empty".into());
+    }
+    if s.len() > 64 {
+        return Some(format!("{} bytes long, more than the 64 allowed", s.len()));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')))
+    {
+        return Some(format!(
+            "contains {c:?}: only A-Z a-z 0-9 . _ + - are allowed"
+        ));
+    }
+    if s.starts_with(['.', '-']) {
+        return Some("starts with '.' or '-'".into());
+    }
+    None
+}
+
+/// The rules makepkg applies to `pkgname`: `A-Z a-z 0-9 @ . _ + -`, not starting with `.`
+/// or `-`. The name becomes a file name under `index/`.
+fn check_pkgname(s: &str) -> Option<String> {
+    if s.len() > 255 {
+        return Some(format!("{} bytes long, more than the 255 allowed", s.len()));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '_' | '+' | '-')))
+    {
+        return Some(format!(
+            "contains {c:?}: only A-Z a-z 0-9 @ . _ + - are allowed"
+        ));
+    }
+    if s.starts_with(['.', '-']) {
+        return Some("starts with '.' or '-'".into());
+    }
+    None
+}
+
+macro_rules! name_newtype {
+    ($ty:ident, $what:literal, $check:expr) => {
+        impl FromStr for $ty {
+            type Err = NameError;
+
+            fn from_str(s: &str) -> std::result::Result<Self, NameError> {
+                match $check(s) {
+                    Some(rule) => Err(NameError {
+                        what: $what,
+                        value: s.to_owned(),
+                        rule,
+                    }),
+                    None => Ok($ty(s.to_owned())),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = NameError;
+
+            fn try_from(s: String) -> std::result::Result<Self, NameError> {
+                match $check(&s) {
+                    Some(rule) => Err(NameError {
+                        what: $what,
+                        value: s,
+                        rule,
+                    }),
+                    None => Ok($ty(s)),
+                }
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(v: $ty) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+name_newtype!(PkgFilename, "package file name", PkgFilename::check);
+name_newtype!(RepoName, "repository name", check_short_name);
+name_newtype!(Arch, "architecture", check_short_name);
+
+/// One entry's `desc` file: `%FIELD%` header lines, each followed by its value lines and a
+/// blank line. The raw bytes are kept verbatim because they are published byte for byte;
+/// the fields are kept in file order, unknown ones included, for everything that reads them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Desc {
+    raw: Vec<u8>,
+    fields: Vec<(String, Vec<String>)>,
+}
+
+impl fmt::Debug for Desc {
+    /// The fields, and the size of the raw bytes rather than the bytes themselves.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Desc")
+            .field("raw_len", &self.raw.len())
+            .field("fields", &self.fields)
+            .finish()
+    }
+}
+
+impl Desc {
+    /// Parses a `desc` file. Accepted as pacman writes it (`\n` line ends, UTF-8) and
+    /// tolerating what pacman's reader tolerates: no blank line after the last section, no
+    /// final newline, extra blank lines between sections. Refused: anything not UTF-8, NUL
+    /// bytes, carriage returns, a value before any header, a header not of the form
+    /// `%NAME%`, a field given twice, a field with no values, and a file with no fields.
+    /// The error says what is wrong and on which line; the caller adds repo and entry.
+    pub fn parse(raw: Vec<u8>) -> std::result::Result<Desc, String> {
+        let text = std::str::from_utf8(&raw).map_err(|e| format!("not UTF-8: {e}"))?;
+        let line_of = |pos: usize| text[..pos].matches('\n').count() + 1;
+        if let Some(pos) = text.find('\0') {
+            return Err(format!("NUL byte on line {}", line_of(pos)));
+        }
+        if let Some(pos) = text.find('\r') {
+            return Err(format!(
+                "carriage return on line {}: lines must end with \\n only",
+                line_of(pos)
+            ));
+        }
+
+        let mut fields: Vec<(String, Vec<String>)> = Vec::new();
+        // The open section: its field name, the line of its header, its values so far.
+        let mut open: Option<(String, usize, Vec<String>)> = None;
+        let close = |fields: &mut Vec<(String, Vec<String>)>,
+                     (name, line, values): (String, usize, Vec<String>)| {
+            if values.is_empty() {
+                return Err(format!("field %{name}% on line {line} has no values"));
+            }
+            fields.push((name, values));
+            Ok(())
+        };
+
+        for (i, line) in text.split('\n').enumerate() {
+            let lineno = i + 1;
+            if line.is_empty() {
+                if let Some(section) = open.take() {
+                    close(&mut fields, section)?;
+                }
+                continue;
+            }
+            if let Some((_, _, values)) = &mut open {
+                values.push(line.to_owned());
+                continue;
+            }
+            let Some(name) = header_name(line) else {
+                return Err(if fields.is_empty() {
+                    format!("line {lineno}: value {line:?} before any %FIELD% header")
+                } else {
+                    format!("line {lineno}: expected a %FIELD% header, found {line:?}")
+                });
+            };
+            if fields.iter().any(|(n, _)| n == name) {
+                return Err(format!("line {lineno}: field %{name}% given twice"));
+            }
+            open = Some((name.to_owned(), lineno, Vec::new()));
+        }
+        if let Some(section) = open.take() {
+            close(&mut fields, section)?;
+        }
+        if fields.is_empty() {
+            return Err("no fields".into());
+        }
+        Ok(Desc { raw, fields })
+    }
+
+    /// The file exactly as read.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The fields in file order: name without `%` signs, and values.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    /// The values of `field`, named without `%` signs (`"DEPENDS"`).
+    pub fn get(&self, field: &str) -> Option<&[String]> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == field)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of `field`, for the fields that have one (`"NAME"`).
+    pub fn one(&self, field: &str) -> Option<&str> {
+        self.get(field).and_then(|v| v.first()).map(String::as_str)
+    }
+}
+
+/// `NAME` if `line` is a `%NAME%` header (ASCII letters, digits and `_`).
+fn header_name(line: &str) -> Option<&str> {
+    let name = line.strip_prefix('%')?.strip_suffix('%')?;
+    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .then_some(name)
+}
+
+/// One package of a database, validated: what the publisher fetches and verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    /// The entry's directory in the database archive (`foo-1.0-1`, always `%NAME%-%VERSION%`).
+    pub entry: String,
+    /// `%NAME%`.
+    pub name: String,
+    /// `%VERSION%` (`[epoch:]pkgver-pkgrel`).
+    pub version: String,
+    /// `%FILENAME%`: the package file next to the database.
+    pub filename: PkgFilename,
+    /// `%CSIZE%`: the size of that file.
+    pub csize: u64,
+    /// `%SHA256SUM%`: its SHA-256.
+    pub sha256: Sha256,
+    /// `%PGPSIG%`, base64-decoded: the package's detached signature, when the database
+    /// carries it instead of (or as well as) a `.sig` file.
+    pub pgpsig: Option<Vec<u8>>,
+    /// The whole `desc` file.
+    pub desc: Desc,
+}
+
+impl Package {
+    /// Validates one entry (`entry` is its directory in the archive). Errors are
+    /// [`Error::Entry`] naming the field (`%FILENAME%`, ...) or `desc` for the entry as a
+    /// whole.
+    pub fn from_desc(repo: &RepoName, entry: &str, desc: Desc) -> Result<Package> {
+        let err = |field: &str, detail: String| Error::Entry {
+            repo: repo.to_string(),
+            entry: entry.to_owned(),
+            field: field.to_owned(),
+            detail,
+        };
+        let single = |name: &str| -> Result<Option<&str>> {
+            match desc.get(name) {
+                None => Ok(None),
+                Some([one]) => Ok(Some(one.as_str())),
+                Some(many) => Err(err(
+                    &format!("%{name}%"),
+                    format!("{} values, expected one", many.len()),
+                )),
+            }
+        };
+        let required = |name: &str| -> Result<&str> {
+            single(name)?.ok_or_else(|| err(&format!("%{name}%"), "missing".into()))
+        };
+
+        let filename: PkgFilename = required("FILENAME")?
+            .parse()
+            .map_err(|e: NameError| err("%FILENAME%", e.to_string()))?;
+        let name = required("NAME")?;
+        if let Some(rule) = check_pkgname(name) {
+            return Err(err(
+                "%NAME%",
+                format!("invalid package name {name:?}: {rule}"),
+            ));
+        }
+        let version = required("VERSION")?;
+        let csize_text = required("CSIZE")?;
+        let csize = csize_text
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| csize_text.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| {
+                err(
+                    "%CSIZE%",
+                    format!("{csize_text:?} is not a decimal size in bytes"),
+                )
+            })?;
+        let sha256: Sha256 = required("SHA256SUM")?
+            .parse()
+            .map_err(|e: cidmirror_schema::Error| err("%SHA256SUM%", e.to_string()))?;
+        let pgpsig = single("PGPSIG")?
+            .map(|s| base64::engine::general_purpose::STANDARD.decode(s))
+            .transpose()
+            .map_err(|e| err("%PGPSIG%", format!("not valid base64: {e}")))?;
+        let expected_entry = format!("{name}-{version}");
+        if entry != expected_entry {
+            return Err(err(
+                "desc",
+                format!("entry directory does not match %NAME%-%VERSION% ({expected_entry})"),
+            ));
+        }
+
+        Ok(Package {
+            entry: entry.to_owned(),
+            name: name.to_owned(),
+            version: version.to_owned(),
+            filename,
+            csize,
+            sha256,
+            pgpsig,
+            desc,
+        })
+    }
+}
+
+/// A whole repository database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoDb {
+    /// How the archive was compressed (to rebuild it the same way).
+    pub compression: Compression,
+    /// Every package, sorted by name (names are unique).
+    pub packages: Vec<Package>,
+}
+
+/// Reads a `<repo>.db` database (`file` is its name, for messages): every `<entry>/desc`
+/// member, parsed and validated. Other members (directories, `files` lists) are skipped. A
+/// database that cannot be read as a whole is [`Error::Db`]; a bad entry, or two entries with
+/// the same `%NAME%` or `%FILENAME%`, is [`Error::Entry`].
+pub fn parse_db(repo: &RepoName, file: &str, bytes: &[u8]) -> Result<RepoDb> {
+    parse_db_limited(repo, file, bytes, MAX_DB_UNPACKED)
+}
+
+/// [`parse_db`] with a smaller bound on the decompressed size than [`MAX_DB_UNPACKED`].
+pub fn parse_db_limited(
+    repo: &RepoName,
+    file: &str,
+    bytes: &[u8],
+    max_unpacked: u64,
+) -> Result<RepoDb> {
+    parse_archive(repo, file, bytes, max_unpacked, false)
+}
+
+/// Reads a `<repo>.files` database: as [`parse_db`], and every entry must also have its
+/// `files` list (which is not read). The publisher compares the result with the `.db` to
+/// check that both list the same packages.
+pub fn parse_files_db(repo: &RepoName, file: &str, bytes: &[u8]) -> Result<RepoDb> {
+    parse_archive(repo, file, bytes, MAX_DB_UNPACKED, true)
+}
+
+/// The members of one entry directory, in archive order.
+struct RawEntry {
+    name: String,
+    desc: Option<Vec<u8>>,
+    has_files: bool,
+}
+
+/// A reader that fails once more than `limit` bytes came through.
+struct Bounded<R> {
+    inner: R,
+    count: u64,
+    limit: u64,
+    exceeded: bool,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        if self.count > self.limit {
+            self.exceeded = true;
+            return Err(io::Error::other("decompressed size limit exceeded"));
+        }
+        Ok(n)
+    }
+}
+
+fn parse_archive(
+    repo: &RepoName,
+    file: &str,
+    bytes: &[u8],
+    limit: u64,
+    want_files: bool,
+) -> Result<RepoDb> {
+    let db_err = |detail: String| Error::Db {
+        repo: repo.to_string(),
+        file: file.to_owned(),
+        detail,
+    };
+    let compression = Compression::detect(bytes).ok_or_else(|| {
+        db_err(
+            "not a pacman database: neither a tar archive nor gzip/zstd/xz/bzip2 compressed".into(),
+        )
+    })?;
+    let decoder = compression
+        .decoder(bytes)
+        .map_err(|e| db_err(format!("cannot start decompression: {e}")))?;
+    let mut input = Bounded {
+        inner: decoder,
+        count: 0,
+        limit,
+        exceeded: false,
+    };
+    let too_large = || db_err(format!("decompresses to more than {limit} bytes"));
+
+    let entries = read_members(&mut input, &db_err);
+    if input.exceeded {
+        return Err(too_large());
+    }
+    let entries = entries?;
+    // The tar reader stops at the end-of-archive marker; read the rest so that truncated or
+    // corrupt compressed data (checked at the end of the stream) is noticed.
+    if let Err(e) = io::copy(&mut input, &mut io::sink()) {
+        return Err(if input.exceeded {
+            too_large()
+        } else {
+            db_err(format!("reading the archive: {e}"))
+        });
+    }
+
+    let entry_err = |entry: &str, field: &str, detail: String| Error::Entry {
+        repo: repo.to_string(),
+        entry: entry.to_owned(),
+        field: field.to_owned(),
+        detail,
+    };
+    let mut packages: Vec<Package> = Vec::with_capacity(entries.len());
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    let mut by_filename: HashMap<PkgFilename, usize> = HashMap::new();
+    for raw in entries {
+        let Some(desc) = raw.desc else {
+            return Err(entry_err(
+                &raw.name,
+                "desc",
+                "entry has no desc file".into(),
+            ));
+        };
+        if want_files && !raw.has_files {
+            return Err(entry_err(
+                &raw.name,
+                "files",
+                "entry has no files list (is this a .db rather than a .files database?)".into(),
+            ));
+        }
+        let desc = Desc::parse(desc).map_err(|d| entry_err(&raw.name, "desc", d))?;
+        let pkg = Package::from_desc(repo, &raw.name, desc)?;
+        if let Some(&other) = by_name.get(&pkg.name) {
+            return Err(entry_err(
+                &pkg.entry,
+                "%NAME%",
+                format!(
+                    "duplicate package name {:?}: also in entry {}",
+                    pkg.name, packages[other].entry
+                ),
+            ));
+        }
+        if let Some(&other) = by_filename.get(&pkg.filename) {
+            return Err(entry_err(
+                &pkg.entry,
+                "%FILENAME%",
+                format!(
+                    "duplicate package file name {:?}: also in entry {}",
+                    pkg.filename.as_str(),
+                    packages[other].entry
+                ),
+            ));
+        }
+        by_name.insert(pkg.name.clone(), packages.len());
+        by_filename.insert(pkg.filename.clone(), packages.len());
+        packages.push(pkg);
+    }
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(RepoDb {
+        compression,
+        packages,
+    })
+}
+
+/// Reads the tar stream: collects every `<entry>/desc` (bounded) and notes every
+/// `<entry>/files`; refuses member paths that are absolute or contain `..`.
+fn read_members(input: &mut dyn Read, db_err: &dyn Fn(String) -> Error) -> Result<Vec<RawEntry>> {
+    let io_err = |e: io::Error| db_err(format!("reading the archive: {e}"));
+    let mut archive = tar::Archive::new(input);
+    let mut entries: Vec<RawEntry> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for member in archive.entries().map_err(io_err)? {
+        let mut member = member.map_err(io_err)?;
+        let path = member.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&path).into_owned();
+        if path.first() == Some(&b'/') || path.split(|&b| b == b'/').any(|c| c == b"..") {
+            return Err(db_err(format!(
+                "member {shown:?} leads out of the archive (absolute path or \"..\")"
+            )));
+        }
+        let kind = member.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        let trimmed = path.strip_suffix(b"/").unwrap_or(&path);
+        let leaf = trimmed.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        if leaf != b"desc" && leaf != b"files" {
+            continue;
+        }
+        let dir = match trimmed.split(|&b| b == b'/').collect::<Vec<_>>().as_slice() {
+            [dir, _] if !dir.is_empty() => *dir,
+            _ => {
+                return Err(db_err(format!(
+                    "member {shown:?}: pacman expects <entry>/{} at the top level",
+                    String::from_utf8_lossy(leaf)
+                )));
+            }
+        };
+        if !kind.is_file() {
+            return Err(db_err(format!("member {shown:?} is not a regular file")));
+        }
+        let dir = std::str::from_utf8(dir)
+            .map_err(|_| db_err(format!("member {shown:?}: entry name is not UTF-8")))?;
+        let at = *index.entry(dir.to_owned()).or_insert_with(|| {
+            entries.push(RawEntry {
+                name: dir.to_owned(),
+                desc: None,
+                has_files: false,
+            });
+            entries.len() - 1
+        });
+        let raw = &mut entries[at];
+        if leaf == b"files" {
+            if raw.has_files {
+                return Err(db_err(format!("member {shown:?} appears twice")));
+            }
+            raw.has_files = true;
+            continue;
+        }
+        if raw.desc.is_some() {
+            return Err(db_err(format!("member {shown:?} appears twice")));
+        }
+        let size = member.size();
+        if size > MAX_DESC_SIZE {
+            return Err(db_err(format!(
+                "member {shown:?} is {size} bytes, more than the {MAX_DESC_SIZE} allowed for a desc file"
+            )));
+        }
+        let mut desc = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        (&mut member)
+            .take(MAX_DESC_SIZE + 1)
+            .read_to_end(&mut desc)
+            .map_err(io_err)?;
+        if desc.len() as u64 > MAX_DESC_SIZE {
+            return Err(db_err(format!(
+                "member {shown:?} is more than the {MAX_DESC_SIZE} bytes allowed for a desc file"
+            )));
+        }
+        raw.desc = Some(desc);
+    }
+    Ok(entries)
+}

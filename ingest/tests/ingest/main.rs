@@ -1,0 +1,4 @@
+mod pacman;
+mod publish;
+mod support;
+mod upstream;

@@ -1,0 +1,217 @@
+//! `cidmirror mirror`: follow an upstream and publish snapshots.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cidmirror_ingest::config::{MirrorConfig, MirrorOptions};
+use cidmirror_ingest::publish::{Outcome, Publisher, SyncProgress};
+use cidmirror_store::Store;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::Context;
+
+/// Exit status when the upstream had nothing new (`--once`).
+pub const EXIT_UNCHANGED: u8 = 3;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The upstream mirror: http(s):// URL of its root, file:// URL or a directory.
+    #[arg(long)]
+    upstream: Option<String>,
+
+    /// A repository to follow (repeat: --repo core --repo extra).
+    #[arg(long = "repo", value_name = "REPO")]
+    repos: Vec<String>,
+
+    /// An architecture to follow (repeat; default x86_64).
+    #[arg(long = "arch", value_name = "ARCH")]
+    arches: Vec<String>,
+
+    /// Sync once and exit: 0 published, 3 nothing new, 1 failed.
+    #[arg(long, conflicts_with = "interval")]
+    once: bool,
+
+    /// Time between syncs (default 5m); failures retry sooner, with backoff.
+    #[arg(long)]
+    interval: Option<String>,
+
+    /// Downloads at once (default 4).
+    #[arg(long)]
+    concurrency: Option<usize>,
+
+    /// Settings file (TOML); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Import profile (default unixfs-v1-2025); fixed once the publisher has published.
+    #[arg(long)]
+    profile: Option<String>,
+
+    /// Snapshots kept pinned (default 10).
+    #[arg(long)]
+    keep_snapshots: Option<u32>,
+
+    /// How long files that left upstream stay pinned (default 14days).
+    #[arg(long)]
+    grace: Option<String>,
+
+    /// A transfer that receives nothing for this long fails (default 30s).
+    #[arg(long)]
+    stall_timeout: Option<String>,
+
+    /// No progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(p) => MirrorConfig::load(p)?,
+        None => MirrorConfig::default(),
+    };
+    let flags = MirrorConfig {
+        upstream: args.upstream,
+        repos: args.repos,
+        arches: args.arches,
+        profile: args.profile,
+        interval: args.interval,
+        concurrency: args.concurrency,
+        keep_snapshots: args.keep_snapshots,
+        grace: args.grace,
+        stall_timeout: args.stall_timeout,
+    };
+    let opts = MirrorOptions::from_config(file.overridden_by(flags))?;
+    let store: Arc<dyn Store> = Arc::new(ctx.open_store()?);
+    let progress: Arc<dyn SyncProgress> =
+        if args.no_progress || !crate::output::stderr_is_terminal() {
+            Arc::new(LogProgress)
+        } else {
+            Arc::new(BarProgress::new())
+        };
+    let publisher = Publisher::open(&ctx.data_dir, store, opts, progress)?;
+    if args.once {
+        let outcome = publisher.sync_once().await?;
+        return Ok(report(&outcome));
+    }
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        crate::output::shutdown_signal().await;
+        tracing::info!("stopping");
+        stop.cancel();
+    });
+    let last = publisher.run(cancel).await?;
+    report(&last);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(outcome: &Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Published(p) => {
+            println!(
+                "published snapshot {} {}: {} packages; fetched {} files ({} bytes); {} changes",
+                p.seq, p.root, p.packages, p.fetched_files, p.fetched_bytes, p.changed
+            );
+            ExitCode::SUCCESS
+        }
+        Outcome::Unchanged { seq, state } => {
+            match seq {
+                Some(s) => println!("nothing new: upstream state {state} is snapshot {s}"),
+                None => println!("stopped"),
+            }
+            ExitCode::from(EXIT_UNCHANGED)
+        }
+        Outcome::Failed { problems } => {
+            eprintln!(
+                "error: sync failed ({} problem{}); the previous snapshot stays current:",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Progress as log lines (not a terminal).
+struct LogProgress;
+
+impl SyncProgress for LogProgress {
+    fn phase(&self, msg: &str) {
+        tracing::info!("{msg}");
+    }
+    fn planned(&self, files: u64, bytes: u64) {
+        tracing::info!("{files} files to fetch ({bytes} bytes)");
+    }
+    fn file_done(&self, name: &str, ok: bool) {
+        if ok {
+            tracing::debug!("fetched {name}");
+        } else {
+            tracing::warn!("failed {name}");
+        }
+    }
+}
+
+/// Progress bars on a terminal: files, and bytes with rate and ETA.
+struct BarProgress {
+    multi: MultiProgress,
+    files: ProgressBar,
+    bytes: ProgressBar,
+}
+
+impl BarProgress {
+    fn new() -> Self {
+        let multi = MultiProgress::new();
+        let files = multi.add(
+            ProgressBar::new(0).with_style(
+                ProgressStyle::with_template("{msg:30} {pos}/{len} files")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+        );
+        let bytes = multi.add(
+            ProgressBar::new(0).with_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+        );
+        files.enable_steady_tick(Duration::from_millis(250));
+        BarProgress {
+            multi,
+            files,
+            bytes,
+        }
+    }
+}
+
+impl SyncProgress for BarProgress {
+    fn phase(&self, msg: &str) {
+        self.files.set_message(msg.to_string());
+        if msg == "published" {
+            self.files.finish_and_clear();
+            self.bytes.finish_and_clear();
+            let _ = self.multi.clear();
+        }
+    }
+    fn planned(&self, files: u64, bytes: u64) {
+        self.files.set_length(files);
+        self.files.set_position(0);
+        self.bytes.set_length(bytes);
+        self.bytes.set_position(0);
+    }
+    fn transferred(&self, bytes: u64) {
+        self.bytes.inc(bytes);
+    }
+    fn file_done(&self, name: &str, ok: bool) {
+        self.files.inc(1);
+        if !ok {
+            self.multi.suspend(|| eprintln!("failed: {name}"));
+        }
+    }
+}

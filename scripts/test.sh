@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run`). Installs what the tests need first.
 #
-# Today the tests need only the Rust toolchain; the end-to-end tests of later parts
-# (pacman, apt, an IPFS node) install their packages here.
+# The publisher's tests build real pacman repositories (makepkg, repo-add, gpg), so pacman's
+# tools come from Debian first. Later parts (apt, an IPFS node) add theirs here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+packages=(pacman-package-manager makepkg libarchive-tools fakeroot gnupg openssl zstd)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null \
+    || { "${sudo[@]}" apt-get update >/dev/null && "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+fi
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 

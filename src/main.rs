@@ -64,7 +64,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The publisher is a long-running job: its progress goes to the log by default.
+    let base = u8::from(matches!(cli.command, Command::Mirror(_)));
+    init_logging(cli.verbose.saturating_add(base));
     let data_dir = match cli.data_dir.clone().or_else(default_data_dir) {
         Some(d) => d,
         None => {

@@ -30,6 +30,13 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
             PublisherKey::load_or_create(&key_path)?.public_hex()
         );
     }
+    if !ctx.data_dir.join("publisher.sqlite").exists() {
+        println!(
+            "current        none (no publisher state in {} yet)",
+            ctx.data_dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let db = open_state(&ctx.data_dir)?;
     match db.read(snapshots::current)? {
         None => println!("current        none (nothing published yet)"),

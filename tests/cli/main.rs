@@ -8,4 +8,5 @@ mod bad_input;
 mod car;
 mod concurrency;
 mod crash;
+mod mirror;
 mod support;

@@ -479,7 +479,9 @@ fn feed(
         let limit = feed.cut.map_or(feed.end, |(at, _)| at);
         let mut n = (limit - feed.pos).min(PIECE);
         if let Some(rate) = feed.rate {
-            n = n.min((rate / 20).max(1));
+            // One twentieth of the rate every 50 ms (not capped by PIECE, or fast rates
+            // would silently become 320 KiB/s).
+            n = (limit - feed.pos).min((rate / 20).max(1));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let piece = feed

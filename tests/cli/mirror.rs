@@ -1,0 +1,267 @@
+//! `cidmirror mirror`, `status` and `key` through the real binary, against real mirrors
+//! (makepkg + repo-add) in a directory or behind the test upstream server on 127.0.0.1.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+#[path = "../../ingest/tests/ingest/support/fixture.rs"]
+mod fixture;
+#[path = "../../ingest/tests/ingest/support/server.rs"]
+#[allow(dead_code)]
+mod server;
+
+use fixture::{change_standard_mirror, standard_mirror};
+use server::{Fault, TestUpstream};
+
+/// A runtime for the test upstream server, on its own threads: the test itself blocks on
+/// child processes.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn mirror_args<'a>(upstream: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "mirror",
+        "--upstream",
+        upstream,
+        "--repo",
+        "core",
+        "--repo",
+        "extra",
+        "--no-progress",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// The root CID from `published snapshot N ROOT: ...`.
+fn published_root(out: &str) -> String {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("published snapshot "))
+        .unwrap_or_else(|| panic!("no publish line in {out:?}"));
+    line.split_whitespace()
+        .nth(3)
+        .expect("root on the publish line")
+        .trim_end_matches(':')
+        .to_string()
+}
+
+/// The current root from `status`.
+fn status_root(d: &DataDir) -> Option<String> {
+    let out = d.ok_text(&["status"]);
+    out.lines()
+        .find(|l| l.starts_with("current "))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .map(str::to_string)
+}
+
+#[test]
+fn mirror_once_publishes_then_finds_nothing_new_then_reports_failures() {
+    let t = TestDir::new();
+    let m = standard_mirror();
+    let d = t.data("data");
+    let up = m.root().to_str().unwrap();
+
+    let o = d.run(&mirror_args(up, &["--once"]));
+    assert_eq!(o.status.code(), Some(0), "published: {}", stderr(&o));
+    let root = published_root(&stdout(&o));
+    assert!(stdout(&o).contains("5 packages"), "{}", stdout(&o));
+
+    let o = d.run(&mirror_args(up, &["--once"]));
+    assert_eq!(o.status.code(), Some(3), "nothing new: {}", stderr(&o));
+    assert!(stdout(&o).contains("nothing new"), "{}", stdout(&o));
+
+    // The published files read back through the same data directory.
+    let db = d.ok(&["cat", &format!("{root}/core/os/x86_64/core.db")]);
+    assert_eq!(
+        db,
+        std::fs::read(m.repo_dir("core", "x86_64").join("core.db")).unwrap()
+    );
+
+    let key = d.ok_text(&["key", "show"]).trim().to_string();
+    assert_eq!(key.len(), 64);
+    assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+    let status = d.ok_text(&["status"]);
+    assert!(status.contains(&key), "{status}");
+    assert!(status.contains(&format!("snapshot 1 {root}")), "{status}");
+    assert!(status.contains("last sync      unchanged"), "{status}");
+
+    // A broken upstream: exit 1, every problem on stderr, the snapshot stays.
+    std::fs::write(
+        m.repo_dir("core", "x86_64").join("core.db.tar.gz"),
+        b"not a db",
+    )
+    .unwrap();
+    m.set_lastupdate(1_700_000_500);
+    let o = d.run(&mirror_args(up, &["--once"]));
+    assert_eq!(o.status.code(), Some(1), "failed: {}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("error: sync failed") && err.contains("core.db"),
+        "{err}"
+    );
+    assert!(err.contains("previous snapshot stays current"), "{err}");
+    assert_eq!(status_root(&d).as_deref(), Some(root.as_str()));
+    assert!(d.ok_text(&["status"]).contains("last sync      failed"));
+    d.assert_verify(true);
+}
+
+#[test]
+fn a_config_file_and_flags_over_it() {
+    let t = TestDir::new();
+    let m = standard_mirror();
+    let d = t.data("data");
+    let conf = t.write(
+        "mirror.toml",
+        b"upstream = \"/nonexistent\"\nrepos = [\"core\"]\nconcurrency = 2\n",
+    );
+    // The flag's upstream wins over the file's; the file's repository list stands.
+    let o = d.run(&[
+        "mirror",
+        "--config",
+        s(&conf),
+        "--upstream",
+        m.root().to_str().unwrap(),
+        "--once",
+        "--no-progress",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("3 packages"),
+        "only core: {}",
+        stdout(&o)
+    );
+    let bad = t.write("bad.toml", b"upstream = 5\n");
+    let o = d.run(&["mirror", "--config", s(&bad), "--once"]);
+    assert_one_error(&o, "a config file of the wrong shape", &["bad.toml"]);
+}
+
+#[test]
+fn interval_mode_follows_upstream_until_sigterm() {
+    let rt = runtime();
+    let t = TestDir::new();
+    let m = standard_mirror();
+    let up = rt.block_on(TestUpstream::start(m.root()));
+    let d = t.data("data");
+    let mut child = d
+        .cmd(mirror_args(&up.url, &["--interval", "300ms"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning mirror");
+    let wait_for = |seq: &str| {
+        let start = Instant::now();
+        loop {
+            let out = d.ok_text(&["status"]);
+            if out.contains(&format!("current        snapshot {seq} ")) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no snapshot {seq}: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("1");
+    change_standard_mirror(&m);
+    wait_for("2");
+    // SIGTERM: a clean stop.
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("stops after SIGTERM");
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+/// SIGKILL at random points of a sync; a rerun always finishes and publishes the root an
+/// uninterrupted sync publishes.
+#[test]
+fn sigkill_during_a_sync_then_the_rerun_publishes_the_same_root() {
+    const KILLS: usize = 12;
+    let rt = runtime();
+    let t = TestDir::new();
+    let m = standard_mirror();
+    let up = rt.block_on(TestUpstream::start(m.root()));
+    // Slow the two big packages so a sync takes about a second and kills land all over it.
+    for f in [
+        "gamma-1.0-1-x86_64.pkg.tar.zst",
+        "epsilon-1.0-1-x86_64.pkg.tar.zst",
+    ] {
+        up.set_fault(
+            &format!(
+                "{}/os/x86_64/{f}",
+                if f.starts_with("gamma") {
+                    "core"
+                } else {
+                    "extra"
+                }
+            ),
+            Fault::Slow {
+                bytes_per_sec: 4 << 20,
+            },
+        );
+    }
+    let reference = t.data("reference");
+    let start = Instant::now();
+    let out = reference.ok_text(&mirror_args(&up.url, &["--once"]));
+    let duration = start.elapsed();
+    let expected = published_root(&out);
+
+    let seed = std::env::var("CIDMIRROR_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x0005_eed0_fc1d_u64);
+    let mut rng = XorShift::new(seed);
+    let span = duration.mul_f64(1.2);
+    eprintln!("mirror crash test: seed {seed}, an uninterrupted sync takes {duration:?}");
+    let mut killed_mid_sync = 0;
+    for i in 0..KILLS {
+        let d = t.data(&format!("crash-{i}"));
+        let delay = span.mul_f64((i as f64 + rng.next_f64()) / KILLS as f64);
+        let mut child = d
+            .cmd(mirror_args(&up.url, &["--once"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning mirror");
+        std::thread::sleep(delay);
+        if child.try_wait().expect("polling").is_none() {
+            killed_mid_sync += 1;
+        }
+        let _ = child.kill();
+        assert!(
+            wait_timeout(&mut child, TIMEOUT).is_some(),
+            "mirror did not die"
+        );
+        // The store is consistent whatever the kill interrupted.
+        d.assert_verify(false);
+        let o = d.run(&mirror_args(&up.url, &["--once"]));
+        let root = match o.status.code() {
+            Some(0) => published_root(&stdout(&o)),
+            Some(3) => status_root(&d).expect("a current snapshot when nothing is new"),
+            other => panic!(
+                "rerun after a kill at {delay:?} (seed {seed}) exited {other:?}:\n{}",
+                stderr(&o)
+            ),
+        };
+        assert_eq!(root, expected, "kill {i} at {delay:?} (seed {seed})");
+        d.assert_verify(true);
+    }
+    assert!(
+        killed_mid_sync >= KILLS / 2,
+        "most kills land inside the sync: {killed_mid_sync}"
+    );
+}

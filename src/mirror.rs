@@ -112,8 +112,14 @@ fn report(outcome: &Outcome) -> ExitCode {
     match outcome {
         Outcome::Published(p) => {
             println!(
-                "published snapshot {} {}: {} packages; fetched {} files ({} bytes); {} changes",
-                p.seq, p.root, p.packages, p.fetched_files, p.fetched_bytes, p.changed
+                "published snapshot {} {}: {} packages; fetched {} files ({} bytes); {} changes; {} bytes of new blocks",
+                p.seq,
+                p.root,
+                p.packages,
+                p.fetched_files,
+                p.fetched_bytes,
+                p.changed,
+                p.new_block_bytes
             );
             ExitCode::SUCCESS
         }

@@ -111,6 +111,8 @@ pub struct Published {
 
 /// A publisher: one upstream, one profile, one store, one data directory.
 pub struct Publisher {
+    /// Held (flock) for the publisher's lifetime: one publisher per data directory.
+    _lock: std::fs::File,
     store: Arc<dyn Store>,
     db: Db,
     key: PublisherKey,
@@ -155,6 +157,23 @@ impl Publisher {
             path: data_dir.to_path_buf(),
             source,
         })?;
+        let lock_path = data_dir.join("publisher.lock");
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| Error::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(Error::Config(format!(
+                "another cidmirror mirror is running on {} (it holds {})",
+                data_dir.display(),
+                lock_path.display()
+            )));
+        }
         let db = Db::open(&data_dir.join("publisher.sqlite"), Schema::Publisher)?;
         let key = PublisherKey::load_or_create(&data_dir.join("publisher.key"))?;
         let upstream = Upstream::parse(&opts.upstream, opts.fetch.clone())?;
@@ -170,6 +189,7 @@ impl Publisher {
             None => db.write(|tx| settings::set(tx, "profile", profile))?,
         }
         Ok(Publisher {
+            _lock: lock,
             store,
             db,
             key,

@@ -676,3 +676,26 @@ async fn a_publisher_refuses_to_change_its_profile() {
 /// Keeps `Bytes` and `Path` in use for helpers above that some builds do not need.
 #[allow(dead_code)]
 fn _unused(_: Bytes, _: &Path) {}
+
+#[tokio::test]
+async fn one_publisher_per_data_directory() {
+    let mirror = standard_mirror();
+    let e = env(mirror.root().to_str().unwrap());
+    let second = Publisher::open(
+        e.data.path(),
+        Arc::new(e.store.clone()),
+        options(mirror.root().to_str().unwrap(), 10),
+        Arc::new(NoProgress),
+    );
+    let err = second.err().unwrap().to_string();
+    assert!(err.contains("another cidmirror mirror is running"), "{err}");
+    drop(e.publisher);
+    // Once the first is gone, a new one may start.
+    Publisher::open(
+        e.data.path(),
+        Arc::new(e.store.clone()),
+        options(mirror.root().to_str().unwrap(), 10),
+        Arc::new(NoProgress),
+    )
+    .unwrap();
+}

@@ -82,6 +82,9 @@ impl MirrorConfig {
     }
 }
 
+/// Names a repository cannot have: the snapshot listing's own top-level entries.
+const RESERVED: &[&str] = &["index", "by-sha256", "manifest.json", "changes.jsonl"];
+
 /// Validated settings with defaults applied.
 #[derive(Debug, Clone)]
 pub struct MirrorOptions {
@@ -126,26 +129,36 @@ impl MirrorOptions {
                     .into(),
             ));
         }
-        let repos = c
+        let mut repos = c
             .repos
             .iter()
             .map(|r| {
+                if RESERVED.contains(&r.as_str()) {
+                    return Err(Error::Config(format!(
+                        "repository {r:?}: the name of a snapshot's own {r}/"
+                    )));
+                }
                 r.parse::<RepoName>()
                     .map_err(|e| Error::Config(format!("repository {r:?}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
+        // The order flags are given in must not change the snapshot (its manifest lists them).
+        repos.sort();
+        repos.dedup();
         let arch_names = if c.arches.is_empty() {
             vec!["x86_64".to_string()]
         } else {
             c.arches
         };
-        let arches = arch_names
+        let mut arches = arch_names
             .iter()
             .map(|a| {
                 a.parse::<Arch>()
                     .map_err(|e| Error::Config(format!("architecture {a:?}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
+        arches.sort();
+        arches.dedup();
         let profile = match &c.profile {
             None => Profile::default(),
             Some(p) => p
@@ -241,6 +254,10 @@ mod tests {
             (
                 "upstream = \"x\"\nrepos = [\"core\"]\nconcurrency = 0",
                 "concurrency",
+            ),
+            (
+                "upstream = \"x\"\nrepos = [\"index\"]",
+                "snapshot's own index/",
             ),
         ] {
             let c: MirrorConfig = toml::from_str(toml).unwrap();

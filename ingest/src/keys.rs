@@ -92,28 +92,33 @@ impl PublisherKey {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let tmp = path.with_extension("tmp");
+        // A temp name of our own (two first runs at once must not share one), linked into
+        // place only if no key is there yet.
+        let tmp = path.with_extension(format!(
+            "tmp.{}.{}",
+            std::process::id(),
+            hex::encode(&seed[..4])
+        ));
         {
             let mut f = std::fs::File::options()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(io)?;
             f.write_all(&seed).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
-        // A concurrent first run may have won: keep whichever key landed first.
-        match std::fs::hard_link(&tmp, path) {
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
             Ok(()) => {}
+            // A concurrent first run won: use its key.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = std::fs::remove_file(&tmp);
                 return Self::load_or_create(path);
             }
             Err(e) => return Err(io(e)),
         }
-        let _ = std::fs::remove_file(&tmp);
         if let Some(dir) = path.parent() {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())

@@ -233,6 +233,9 @@ struct Manifest<'a> {
     changed_files: u64,
 }
 
+/// One line of `changes.jsonl`: everything a follower needs to put the entry into (or take
+/// it out of) its copy of the previous listing without fetching anything else: names, CIDs
+/// and the cumulative sizes the directory links carry.
 #[derive(Serialize)]
 struct ChangeLine<'a> {
     op: &'static str,
@@ -245,8 +248,13 @@ struct ChangeLine<'a> {
     size: u64,
     sha256: String,
     cid: String,
+    tsize: u64,
     desc_cid: Option<String>,
+    desc_tsize: Option<u64>,
     sig_cid: Option<String>,
+    sig_size: Option<u64>,
+    sig_sha256: Option<String>,
+    sig_tsize: Option<u64>,
 }
 
 impl<'a> ChangeLine<'a> {
@@ -262,8 +270,13 @@ impl<'a> ChangeLine<'a> {
             size: it.file.size,
             sha256: it.file.sha256.to_hex(),
             cid: it.file.cid.to_string(),
+            tsize: it.file.tsize,
             desc_cid: it.package.as_ref().map(|p| p.1.cid.to_string()),
+            desc_tsize: it.package.as_ref().map(|p| p.1.tsize),
             sig_cid: it.sig.map(|s| s.cid.to_string()),
+            sig_size: it.sig.map(|s| s.size),
+            sig_sha256: it.sig.map(|s| s.sha256.to_hex()),
+            sig_tsize: it.sig.map(|s| s.tsize),
         }
     }
 }

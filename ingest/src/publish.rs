@@ -1,26 +1,30 @@
 //! One sync: from an upstream state to a published snapshot (DESIGN.md, "Publisher data
 //! flow").
 //!
-//! 1. Read the upstream's `lastupdate`; fetch every followed repository's databases.
-//! 2. Unchanged since the current snapshot: done. Otherwise plan: packages already
-//!    imported under this profile (same SHA-256) are reused, the rest are fetched, a few at a
-//!    time, each streamed straight into the store, which refuses it (nothing kept under its
-//!    name) unless its size and SHA-256 are what the database says.
-//! 3. Read `lastupdate` again: if it moved, start over on the new state (never mix two).
-//! 4. Any failure: report every problem, keep the previous snapshot current (what was
+//! 1. Catch up on retention a crash may have skipped; read the upstream's `lastupdate`: the
+//!    state of the current snapshot means nothing new, without fetching anything else.
+//! 2. Fetch every followed repository's databases (`.db` and `.files` must list the same
+//!    packages) and check that no two files of a directory would share a name.
+//! 3. Plan: packages already imported under this profile (same SHA-256) are pinned for the
+//!    sync and reused if still complete in the store; the rest are fetched, a few at a time,
+//!    each streamed straight into the store, which refuses it (nothing kept under its name)
+//!    unless its size and SHA-256 are what the database says.
+//! 4. Read `lastupdate` again: if it moved, start over on the new state (never mix two).
+//! 5. Any failure: report every problem, keep the previous snapshot current (what was
 //!    fetched stays, held by a session pin, so a retry does not fetch it again).
-//! 5. Build the listing, store its blocks, pin the root, sign it, then in one transaction
+//! 6. Build the listing, store its blocks, pin the root, sign it, then in one transaction
 //!    record it with its entries, make it current and append it to the feed.
-//! 6. Retention: unpin snapshots beyond the newest N; files that left upstream keep a pin
-//!    that expires after the grace period.
+//! 7. Retention: files that left upstream get a pin that expires after the grace period,
+//!    then snapshots beyond the newest N are unpinned and the session pin dropped. A
+//!    crash before this step is caught up at the start of the next sync.
 //!
 //! Every step can be repeated: a rerun after a kill at any point computes the same listing
 //! from the same upstream state and publishes the same root.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use cid::Cid;
@@ -28,7 +32,7 @@ use cidmirror_schema::publisher::{self, Imported, Snapshot, imported, settings, 
 use cidmirror_schema::{Db, Schema, Sha256, UnixTime};
 use cidmirror_store::dir::DirEntry;
 use cidmirror_store::importer::{self, VecSink};
-use cidmirror_store::{Block, Expected, FileSource, PinReason, PutOptions, Store};
+use cidmirror_store::{Block, Expected, FileSource, PinReason, PutOptions, Store, unixfs};
 use futures::StreamExt;
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
@@ -48,12 +52,18 @@ const MAX_SIG: u64 = 64 << 10;
 const MAX_LASTUPDATE: u64 = 4096;
 /// How often a sync starts over because the upstream changed under it, before giving up.
 const MAX_RESTARTS: usize = 3;
-/// Pin of files fetched by a sync that has not published yet.
+/// Pin of files a sync fetched or reuses, until it has published.
 const SESSION_PIN: &str = "sync-in-progress";
 /// How long the session pin outlives a publisher that stopped.
 const SESSION_PIN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Pin of files that left upstream, during their grace period.
 const LEFT_UPSTREAM_PIN: &str = "left-upstream";
+/// Setting: the last snapshot whose retention step has run.
+const RETAINED_THROUGH: &str = "retained_through";
+/// Imports recorded per transaction while packages arrive.
+const IMPORT_BATCH: usize = 128;
+/// Upstream states derived from databases (no `lastupdate`) start with this.
+const DERIVED: &str = "sha256:";
 
 /// Reports progress of a sync (a terminal progress bar, or log lines).
 pub trait SyncProgress: Send + Sync {
@@ -103,7 +113,8 @@ pub struct Published {
     pub fetched_files: u64,
     /// Bytes downloaded for it.
     pub fetched_bytes: u64,
-    /// Bytes of blocks that were new in the store (listing, index entries, databases).
+    /// Bytes of blocks that were new in the store (listing, index entries, signatures,
+    /// databases).
     pub new_block_bytes: u64,
     /// Lines of `changes.jsonl`.
     pub changed: u64,
@@ -132,6 +143,12 @@ struct RepoFetch {
     files_sig: Option<Bytes>,
 }
 
+impl RepoFetch {
+    fn label(&self) -> String {
+        format!("{}/{}", self.repo.as_str(), self.arch.as_str())
+    }
+}
+
 struct NamedBytes {
     bytes: Bytes,
     /// The archive's own name (`core.db.tar.gz`).
@@ -140,13 +157,21 @@ struct NamedBytes {
     alias: Option<String>,
 }
 
+/// Counts of what a sync fetched and wrote.
+#[derive(Debug, Clone, Copy, Default)]
+struct FetchStats {
+    files: u64,
+    bytes: u64,
+    new_block_bytes: u64,
+}
+
 fn sha256_of(b: &[u8]) -> Sha256 {
     Sha256(sha2::Sha256::digest(b).into())
 }
 
 impl Publisher {
     /// Opens the publisher's state in `data_dir` (database `publisher.sqlite`, key
-    /// `publisher.key`, both created on first use).
+    /// `publisher.key`, both created on first use). One publisher per data directory.
     pub fn open(
         data_dir: &Path,
         store: Arc<dyn Store>,
@@ -167,12 +192,21 @@ impl Publisher {
                 path: lock_path.clone(),
                 source,
             })?;
-        if lock.try_lock().is_err() {
-            return Err(Error::Config(format!(
-                "another cidmirror mirror is running on {} (it holds {})",
-                data_dir.display(),
-                lock_path.display()
-            )));
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Config(format!(
+                    "another cidmirror mirror is running on {} (it holds {})",
+                    data_dir.display(),
+                    lock_path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(Error::Io {
+                    path: lock_path,
+                    source,
+                });
+            }
         }
         let db = Db::open(&data_dir.join("publisher.sqlite"), Schema::Publisher)?;
         let key = PublisherKey::load_or_create(&data_dir.join("publisher.key"))?;
@@ -204,20 +238,33 @@ impl Publisher {
         self.key.public_hex()
     }
 
+    /// The current snapshot, if any.
+    pub fn current(&self) -> Result<Option<Snapshot>> {
+        Ok(self.db.read(snapshots::current)?)
+    }
+
     /// Syncs once, recording the attempt for `status`.
     pub async fn sync_once(&self) -> Result<Outcome> {
         let url = self.upstream.url();
         let id = self
             .db
             .write(|tx| syncs::start(tx, &url, UnixTime::now()))?;
+        let started = Instant::now();
         let res = self.sync_inner().await;
+        let took = started.elapsed();
         let (outcome, state, detail, seq) = match &res {
             Ok((Outcome::Published(p), state)) => (
                 "published",
                 Some(state.clone()),
                 format!(
-                    "snapshot {} {}: {} packages, {} files ({} bytes) fetched, {} changes",
-                    p.seq, p.root, p.packages, p.fetched_files, p.fetched_bytes, p.changed
+                    "snapshot {} {}: {} packages, {} files ({} bytes) fetched, {} changes, in {:.1} s",
+                    p.seq,
+                    p.root,
+                    p.packages,
+                    p.fetched_files,
+                    p.fetched_bytes,
+                    p.changed,
+                    took.as_secs_f64()
                 ),
                 Some(p.seq),
             ),
@@ -253,7 +300,9 @@ impl Publisher {
         loop {
             let outcome = tokio::select! {
                 o = self.sync_once() => o,
-                () = cancel.cancelled() => return Ok(Outcome::Unchanged { seq: None, state: "stopped".into() }),
+                () = cancel.cancelled() => {
+                    return Ok(Outcome::Unchanged { seq: None, state: "stopped".into() });
+                }
             };
             let wait = match &outcome {
                 Ok(Outcome::Failed { problems }) => {
@@ -294,12 +343,65 @@ impl Publisher {
             .filter(|s| !s.is_empty()))
     }
 
+    /// The state recorded for a snapshot: the upstream state and the followed repositories.
+    fn state_of(&self, lastupdate: &str) -> String {
+        let mut v = Vec::new();
+        for r in &self.opts.repos {
+            for a in &self.opts.arches {
+                v.push(format!("{}/{}", r.as_str(), a.as_str()));
+            }
+        }
+        format!("{lastupdate} {}", v.join(","))
+    }
+
+    fn is_current(&self, current: Option<&Snapshot>, state: &str) -> Option<u64> {
+        current
+            .filter(|c| {
+                c.state == state
+                    && c.upstream == self.upstream.url()
+                    && c.profile == self.opts.profile.name()
+            })
+            .map(|c| c.seq)
+    }
+
     /// The sync proper; also returns the upstream state it saw.
     async fn sync_inner(&self) -> Result<(Outcome, String)> {
+        self.catch_up_retention().await?;
         let mut last_state = String::new();
         for _ in 0..MAX_RESTARTS {
             self.progress.phase("reading upstream state");
             let before = self.read_lastupdate().await?;
+            let current = self.db.read(snapshots::current)?;
+            match &before {
+                Some(lu) => {
+                    let state = self.state_of(lu);
+                    if let Some(seq) = self.is_current(current.as_ref(), &state) {
+                        // Nothing new: not even the databases are fetched.
+                        return Ok((
+                            Outcome::Unchanged {
+                                seq: Some(seq),
+                                state: state.clone(),
+                            },
+                            state,
+                        ));
+                    }
+                }
+                None => {
+                    if let Some(c) = &current
+                        && !c.state.starts_with(DERIVED)
+                    {
+                        return Ok((
+                            Outcome::Failed {
+                                problems: vec![format!(
+                                    "{}lastupdate: missing upstream (it had one); retrying later",
+                                    self.upstream.url()
+                                )],
+                            },
+                            c.state.clone(),
+                        ));
+                    }
+                }
+            }
             self.progress.phase("fetching repository databases");
             let repos = match self.fetch_repos().await {
                 Ok(r) => r,
@@ -311,20 +413,24 @@ impl Publisher {
                 Some(s) => s.clone(),
                 None => derived_state(&repos),
             };
-            let state = format!("{lastupdate} {}", self.repo_set());
+            let state = self.state_of(&lastupdate);
             last_state = state.clone();
-            let current = self.db.read(snapshots::current)?;
-            if let Some(cur) = &current
-                && cur.state == state
-                && cur.upstream == self.upstream.url()
-                && cur.profile == self.opts.profile.name()
-            {
+            if let Some(seq) = self.is_current(current.as_ref(), &state) {
                 return Ok((
                     Outcome::Unchanged {
-                        seq: Some(cur.seq),
+                        seq: Some(seq),
                         state,
                     },
                     last_state,
+                ));
+            }
+            let collisions = name_collisions(&repos);
+            if !collisions.is_empty() {
+                return Ok((
+                    Outcome::Failed {
+                        problems: collisions,
+                    },
+                    state,
                 ));
             }
             let prepared = self.prepare(&repos, current.as_ref()).await?;
@@ -336,11 +442,7 @@ impl Publisher {
                     Err(problems) => return Ok((Outcome::Failed { problems }, state)),
                 },
             };
-            let moved = match (&before, &after) {
-                (Some(b), a) => a.as_ref() != Some(b),
-                (None, a) => a.as_deref() != Some(lastupdate.as_str()),
-            };
-            if moved {
+            if after.as_deref() != Some(lastupdate.as_str()) {
                 tracing::info!(
                     "upstream changed during the sync ({} -> {}): starting over",
                     lastupdate,
@@ -348,12 +450,12 @@ impl Publisher {
                 );
                 continue;
             }
-            let (items, stats) = match prepared {
+            let (items, sidecar, stats) = match prepared {
                 Ok(p) => p,
                 Err(problems) => return Ok((Outcome::Failed { problems }, state)),
             };
             let published = self
-                .publish(&repos, &lastupdate, &state, items, current, stats)
+                .publish(&repos, &lastupdate, &state, items, sidecar, current, stats)
                 .await?;
             return Ok((Outcome::Published(published), last_state));
         }
@@ -368,16 +470,6 @@ impl Publisher {
         ))
     }
 
-    fn repo_set(&self) -> String {
-        let mut v = Vec::new();
-        for r in &self.opts.repos {
-            for a in &self.opts.arches {
-                v.push(format!("{}/{}", r.as_str(), a.as_str()));
-            }
-        }
-        v.join(",")
-    }
-
     /// Fetches and parses the databases of every followed repository. Errors are problems
     /// for the report.
     async fn fetch_repos(&self) -> Result<Vec<RepoFetch>, Vec<String>> {
@@ -387,7 +479,7 @@ impl Publisher {
             for arch in &self.opts.arches {
                 match self.fetch_repo(repo, arch).await {
                     Ok(r) => out.push(r),
-                    Err(e) => problems.push(e.to_string()),
+                    Err(e) => problems.push(format!("{}/{}: {e}", repo.as_str(), arch.as_str())),
                 }
             }
         }
@@ -421,6 +513,7 @@ impl Publisher {
             None => (None, None),
             Some(fb) => {
                 let parsed = pacman::parse_files_db(repo, &files_short, &fb)?;
+                same_packages(repo, &short, &db, &files_short, &parsed)?;
                 let named = self
                     .name_archive(&dir, &files_short, parsed.compression)
                     .await?;
@@ -488,7 +581,8 @@ impl Publisher {
         }
     }
 
-    async fn put_bytes(&self, bytes: Bytes) -> Result<FileRef> {
+    /// A database archive: kept as a whole file, held by the session pin.
+    async fn put_archive(&self, bytes: Bytes) -> Result<FileRef> {
         let size = bytes.len() as u64;
         let f = self
             .store
@@ -505,94 +599,150 @@ impl Publisher {
         })
     }
 
-    /// Brings every file of the new state into the store: reused when already imported,
-    /// fetched and verified otherwise. Returns the items, or every problem found.
+    /// A small file (signature, index entry) imported into blocks collected in `sink`.
+    fn small_file(&self, bytes: &[u8], sink: &mut VecSink) -> Result<FileRef> {
+        let f = importer::import(bytes, &self.opts.profile.params(), sink)?;
+        Ok(FileRef {
+            size: f.size,
+            sha256: f.sha256,
+            cid: f.cid,
+            tsize: f.tsize,
+        })
+    }
+
+    /// Brings every file of the new state into the store: reused when already imported
+    /// and still complete, fetched and verified otherwise. Returns the items and the small
+    /// blocks (index entries, signatures) still to store, or every problem found.
+    #[allow(clippy::type_complexity)]
     async fn prepare(
         &self,
         repos: &[RepoFetch],
         current: Option<&Snapshot>,
-    ) -> Result<Result<(Vec<Item>, FetchStats), Vec<String>>> {
+    ) -> Result<std::result::Result<(Vec<Item>, VecSink, FetchStats), Vec<String>>> {
         let profile = self.opts.profile.name();
         let previous: Vec<Item> = match current {
             Some(c) => Item::from_entries(&self.db.read(|conn| snapshots::entries(conn, c.seq))?),
             None => Vec::new(),
         };
-        // A package already published (same name, same bytes) keeps its signature, or its
-        // lack of one: upstream is not asked again for every unchanged package.
-        let prev_sig: HashMap<(String, String, String, Sha256), Option<FileRef>> = previous
+        // A package already published (same name, same bytes) keeps its signature. One
+        // published without a signature is asked again: upstream may have added it since.
+        let mut prev_sig: HashMap<(String, String, String, Sha256), FileRef> = previous
             .iter()
             .filter(|i| i.kind == ItemKind::Package)
-            .map(|i| {
+            .filter_map(|i| {
                 let key = (
                     i.repo.clone(),
                     i.arch.clone(),
                     i.filename.clone(),
                     i.file.sha256,
                 );
-                (key, i.sig)
+                i.sig.map(|s| (key, s))
             })
             .collect();
 
-        // Plan.
-        let mut reuse: HashMap<Sha256, FileRef> = HashMap::new();
-        let mut fetch: Vec<(&RepoFetch, &Package)> = Vec::new();
-        let mut planned = BTreeMap::new();
+        // Plan: every distinct package once.
+        let known: HashMap<Sha256, Imported> = self
+            .db
+            .read(|c| imported::all(c, profile))?
+            .into_iter()
+            .map(|i| (i.sha256, i))
+            .collect();
+        let mut wanted: Vec<(&RepoFetch, &Package)> = Vec::new();
+        let mut seen = HashSet::new();
         for r in repos {
             for p in &r.db.packages {
-                if reuse.contains_key(&p.sha256) || planned.contains_key(&p.sha256) {
-                    continue;
+                if seen.insert(p.sha256) {
+                    wanted.push((r, p));
                 }
-                if let Some(imp) = self.db.read(|c| imported::get(c, &p.sha256, profile))? {
-                    if self.store.has(&imp.cid).await? {
-                        reuse.insert(
-                            p.sha256,
-                            FileRef {
-                                size: imp.size,
-                                sha256: imp.sha256,
-                                cid: imp.cid,
-                                tsize: imp.tsize,
-                            },
-                        );
-                        continue;
-                    }
+            }
+        }
+        // Hold what may be reused before checking it is still there: a gc running now
+        // either finishes first (and the check below sees it) or waits for the pin.
+        let reusable: Vec<Cid> = wanted
+            .iter()
+            .filter_map(|(_, p)| known.get(&p.sha256).map(|i| i.cid))
+            .chain(prev_sig.values().map(|s| s.cid))
+            .collect();
+        self.store
+            .pin_all(
+                &reusable,
+                &pin_reason(SESSION_PIN),
+                Some(SystemTime::now() + SESSION_PIN_LIFETIME),
+            )
+            .await?;
+        // A signature gone from the store is fetched again like a new one.
+        let mut gone = Vec::new();
+        for (k, sig) in &prev_sig {
+            if !self.store.has(&sig.cid).await? {
+                gone.push(k.clone());
+            }
+        }
+        for k in gone {
+            prev_sig.remove(&k);
+        }
+        let mut files: HashMap<Sha256, FileRef> = HashMap::new();
+        let mut fetch: Vec<(&RepoFetch, &Package)> = Vec::new();
+        for (r, p) in wanted {
+            match known.get(&p.sha256) {
+                Some(imp) if unixfs::complete(self.store.as_ref(), &imp.cid).await? => {
+                    files.insert(
+                        p.sha256,
+                        FileRef {
+                            size: imp.size,
+                            sha256: imp.sha256,
+                            cid: imp.cid,
+                            tsize: imp.tsize,
+                        },
+                    );
+                }
+                Some(_) => {
                     self.db
                         .write(|tx| imported::forget(tx, &p.sha256, profile))?;
+                    fetch.push((r, p));
                 }
-                planned.insert(p.sha256, ());
-                fetch.push((r, p));
+                None => fetch.push((r, p)),
             }
         }
         let total: u64 = fetch.iter().map(|(_, p)| p.csize).sum();
         self.progress.planned(fetch.len() as u64, total);
         self.progress.phase("fetching packages");
 
-        // Fetch and verify.
-        let results: Vec<(Sha256, std::result::Result<FileRef, String>)> = futures::stream::iter(
+        // Fetch and verify, recording imports in batches as they arrive.
+        let mut results = futures::stream::iter(
             fetch
                 .iter()
                 .map(|(r, p)| async move { (p.sha256, self.fetch_package(r, p).await) }),
         )
-        .buffer_unordered(self.opts.concurrency)
-        .collect()
-        .await;
+        .buffer_unordered(self.opts.concurrency);
         let mut problems = Vec::new();
         let mut stats = FetchStats::default();
-        for (sha, res) in results {
+        let mut batch: Vec<Imported> = Vec::new();
+        while let Some((sha, res)) = results.next().await {
             match res {
                 Ok(f) => {
                     stats.files += 1;
                     stats.bytes += f.size;
-                    reuse.insert(sha, f);
+                    batch.push(Imported {
+                        sha256: f.sha256,
+                        cid: f.cid,
+                        size: f.size,
+                        tsize: f.tsize,
+                    });
+                    files.insert(sha, f);
                 }
                 Err(p) => problems.push(p),
             }
+            if batch.len() >= IMPORT_BATCH {
+                self.record_imports(&mut batch)?;
+            }
         }
+        drop(results);
+        self.record_imports(&mut batch)?;
 
         // Signatures, index entries, databases.
         self.progress.phase("fetching signatures and indexing");
         let mut items = Vec::new();
-        let mut desc_blocks = Vec::new();
-        let params = self.opts.profile.params();
+        let mut sidecar = VecSink::default();
         for r in repos {
             let (repo, arch) = (r.repo.as_str().to_string(), r.arch.as_str().to_string());
             let dir = format!("{repo}/os/{arch}");
@@ -602,28 +752,29 @@ impl Publisher {
                 let dir = &dir;
                 async move {
                     match known {
-                        Some(sig) => Ok(sig),
-                        None => self.fetch_sig(dir, p).await,
+                        Some(sig) => Ok(SigState::Known(sig)),
+                        None => self.fetch_sig(dir, p).await.map(SigState::Fetched),
                     }
                 }
             });
-            let sigs: Vec<std::result::Result<Option<FileRef>, String>> =
-                futures::stream::iter(sig_jobs)
-                    .buffered(self.opts.concurrency * 4)
-                    .collect()
-                    .await;
+            let sigs: Vec<std::result::Result<SigState, String>> = futures::stream::iter(sig_jobs)
+                .buffered(self.opts.concurrency * 4)
+                .collect()
+                .await;
             for (p, sig) in r.db.packages.iter().zip(sigs) {
                 let sig = match sig {
-                    Ok(s) => s,
+                    Ok(SigState::Known(s)) => Some(s),
+                    Ok(SigState::Fetched(Some(bytes))) => {
+                        Some(self.small_file(&bytes, &mut sidecar)?)
+                    }
+                    Ok(SigState::Fetched(None)) => None,
                     Err(e) => {
                         problems.push(e);
                         None
                     }
                 };
-                let mut sink = VecSink::default();
-                let desc = importer::import(p.desc.raw(), &params, &mut sink)?;
-                desc_blocks.extend(sink.0);
-                let Some(file) = reuse.get(&p.sha256).copied() else {
+                let desc = self.small_file(p.desc.raw(), &mut sidecar)?;
+                let Some(file) = files.get(&p.sha256).copied() else {
                     continue; // its fetch failed: reported above
                 };
                 items.push(Item {
@@ -643,14 +794,17 @@ impl Publisher {
                     )),
                 });
             }
+            if !problems.is_empty() {
+                continue; // no point storing databases of a sync that will not publish
+            }
             for (kind, named, sig) in [
-                (ItemKind::Database, Some(&r.db_file), r.db_sig.clone()),
-                (ItemKind::Files, r.files_file.as_ref(), r.files_sig.clone()),
+                (ItemKind::Database, Some(&r.db_file), r.db_sig.as_ref()),
+                (ItemKind::Files, r.files_file.as_ref(), r.files_sig.as_ref()),
             ] {
                 let Some(named) = named else { continue };
-                let file = self.put_bytes(named.bytes.clone()).await?;
+                let file = self.put_archive(named.bytes.clone()).await?;
                 let sig = match sig {
-                    Some(s) => Some(self.put_bytes(s).await?),
+                    Some(s) => Some(self.small_file(s, &mut sidecar)?),
                     None => None,
                 };
                 items.push(Item {
@@ -669,20 +823,22 @@ impl Publisher {
             problems.sort();
             return Ok(Err(problems));
         }
-        let written = self
-            .store
-            .put_blocks(
-                desc_blocks
-                    .into_iter()
-                    .map(|(cid, data)| Block {
-                        cid,
-                        data: Bytes::from(data),
-                    })
-                    .collect(),
-            )
-            .await?;
-        stats.new_block_bytes += written.new_bytes;
-        Ok(Ok((items, stats)))
+        Ok(Ok((items, sidecar, stats)))
+    }
+
+    fn record_imports(&self, batch: &mut Vec<Imported>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let profile = self.opts.profile.name();
+        self.db.write(|tx| -> Result<(), cidmirror_schema::Error> {
+            for imp in batch.iter() {
+                imported::put(tx, imp, profile)?;
+            }
+            Ok(())
+        })?;
+        batch.clear();
+        Ok(())
     }
 
     async fn fetch_package(
@@ -692,7 +848,7 @@ impl Publisher {
     ) -> std::result::Result<FileRef, String> {
         let (repo, arch) = (r.repo.as_str(), r.arch.as_str());
         let rel = format!("{repo}/os/{arch}/{}", p.filename);
-        let name = format!("{repo}: {}", p.filename);
+        let name = format!("{}: {}", r.label(), p.filename);
         let res: Result<FileRef> = async {
             let dl = self
                 .upstream
@@ -718,14 +874,6 @@ impl Publisher {
                     })),
                 )
                 .await?;
-            let imp = Imported {
-                sha256: f.sha256,
-                cid: f.cid,
-                size: f.size,
-                tsize: f.tsize,
-            };
-            self.db
-                .write(|tx| imported::put(tx, &imp, self.opts.profile.name()))?;
             Ok(FileRef {
                 size: f.size,
                 sha256: f.sha256,
@@ -735,12 +883,7 @@ impl Publisher {
         }
         .await;
         self.progress.file_done(&name, res.is_ok());
-        res.map_err(|e| match e {
-            // Verification failures name the repository and file; transfer errors already
-            // carry the URL.
-            Error::Store(s) => format!("{name}: {s}"),
-            other => format!("{name}: {other}"),
-        })
+        res.map_err(|e| format!("{name}: {e}"))
     }
 
     /// The package's detached signature, if upstream has one. It must agree with the
@@ -749,7 +892,7 @@ impl Publisher {
         &self,
         dir: &str,
         p: &Package,
-    ) -> std::result::Result<Option<FileRef>, String> {
+    ) -> std::result::Result<Option<Bytes>, String> {
         let rel = format!("{dir}/{}.sig", p.filename);
         let bytes = match self.upstream.get(&rel, MAX_SIG).await {
             Ok(Some(b)) => b,
@@ -764,20 +907,19 @@ impl Publisher {
                 p.name
             ));
         }
-        self.put_bytes(bytes)
-            .await
-            .map(Some)
-            .map_err(|e| format!("{rel}: {e}"))
+        Ok(Some(bytes))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn publish(
         &self,
         repos: &[RepoFetch],
         lastupdate: &str,
         state: &str,
         mut items: Vec<Item>,
+        sidecar: VecSink,
         current: Option<Snapshot>,
-        stats: FetchStats,
+        mut stats: FetchStats,
     ) -> Result<Published> {
         self.progress.phase("building the snapshot");
         items.sort_by(|a, b| (&a.repo, &a.arch, &a.filename).cmp(&(&b.repo, &b.arch, &b.filename)));
@@ -812,25 +954,23 @@ impl Publisher {
             repos: &summaries,
             previous: current.as_ref().map(|c| (c.root, &previous_items[..])),
         })?;
-        let written = self
-            .store
-            .put_blocks(
-                listing
-                    .blocks
-                    .into_iter()
-                    .map(|(cid, data)| Block {
-                        cid,
-                        data: Bytes::from(data),
-                    })
-                    .collect(),
-            )
-            .await?;
+        // Index entries and signatures, then the listing's own nodes: one batch.
+        let blocks: Vec<Block> = sidecar
+            .0
+            .into_iter()
+            .chain(listing.blocks)
+            .map(|(cid, data)| Block {
+                cid,
+                data: Bytes::from(data),
+            })
+            .collect();
+        let written = self.store.put_blocks(blocks).await?;
+        stats.new_block_bytes += written.new_bytes;
         let root = listing.root.cid;
         let seq = self.db.read(snapshots::next_seq)?;
         let previous = current.as_ref().map(|c| c.root);
         // Durable and pinned before it becomes current.
-        let reason = snapshot_pin(seq);
-        self.store.pin(&root, &reason, None).await?;
+        self.store.pin(&root, &snapshot_pin(seq), None).await?;
         let signature = self.key.sign_snapshot(seq, &root, previous.as_ref());
         let packages = summaries.iter().map(|s| s.packages).sum();
         let snap = Snapshot {
@@ -844,16 +984,17 @@ impl Publisher {
             signature,
             published_at: UnixTime::now(),
             packages,
-            new_bytes: stats.new_block_bytes + written.new_bytes + stats.bytes,
+            new_bytes: stats.new_block_bytes + stats.bytes,
         };
         let entries: Vec<publisher::Entry> = items.iter().flat_map(Item::to_entries).collect();
         self.db
             .write(|tx| snapshots::publish(tx, &snap, &entries))?;
         self.progress.phase("published");
 
-        // Retention, after the switch: failures here do not undo the publish.
-        if let Err(e) = self.retain(seq, &previous_items, &items).await {
-            tracing::warn!("retention after snapshot {seq}: {e}");
+        // Retention, after the switch: failures here do not undo the publish, and the
+        // next sync catches up on them.
+        if let Err(e) = self.retain(seq).await {
+            tracing::warn!("retention after snapshot {seq}: {e} (retried at the next sync)");
         }
         Ok(Published {
             seq,
@@ -861,13 +1002,61 @@ impl Publisher {
             packages,
             fetched_files: stats.files,
             fetched_bytes: stats.bytes,
-            new_block_bytes: stats.new_block_bytes + written.new_bytes,
+            new_block_bytes: stats.new_block_bytes,
             changed: listing.changed,
         })
     }
 
-    async fn retain(&self, seq: u64, previous: &[Item], items: &[Item]) -> Result<()> {
-        self.store.unpin_all(&pin_reason(SESSION_PIN)).await?;
+    /// Runs the retention step of every published snapshot that has not had it (a crash
+    /// between publishing and retention).
+    async fn catch_up_retention(&self) -> Result<()> {
+        let Some(current) = self.db.read(snapshots::current)? else {
+            return Ok(());
+        };
+        let done: u64 = self
+            .db
+            .read(|c| settings::get(c, RETAINED_THROUGH))?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        for seq in done + 1..=current.seq {
+            if self.db.read(|c| snapshots::get(c, seq))?.is_some() {
+                self.retain(seq).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Retention after snapshot `seq`: grace pins for files that left upstream with it,
+    /// first; then unpin snapshots beyond the newest N and drop the session pin.
+    async fn retain(&self, seq: u64) -> Result<()> {
+        let items = Item::from_entries(&self.db.read(|c| snapshots::entries(c, seq))?);
+        let previous = match seq.checked_sub(1) {
+            Some(p) if p > 0 => Item::from_entries(&self.db.read(|c| snapshots::entries(c, p))?),
+            _ => Vec::new(),
+        };
+        let still: HashSet<Cid> = items
+            .iter()
+            .flat_map(|i| std::iter::once(i.file.cid).chain(i.sig.map(|s| s.cid)))
+            .collect();
+        // Packages (and their signatures) only: old databases are held by the snapshots
+        // still pinned, and would otherwise pile up for the whole grace period.
+        let left: Vec<Cid> = previous
+            .iter()
+            .filter(|i| i.kind == ItemKind::Package)
+            .flat_map(|i| std::iter::once(i.file.cid).chain(i.sig.map(|s| s.cid)))
+            .filter(|c| !still.contains(c))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !left.is_empty() {
+            self.store
+                .pin_all(
+                    &left,
+                    &pin_reason(LEFT_UPSTREAM_PIN),
+                    Some(SystemTime::now() + self.opts.grace),
+                )
+                .await?;
+        }
         let keep = u64::from(self.opts.keep_snapshots);
         for p in self.store.pins().await? {
             if let Some(n) = p.reason.as_str().strip_prefix("snapshot:")
@@ -877,34 +1066,87 @@ impl Publisher {
                 self.store.unpin(&p.cid, &p.reason).await?;
             }
         }
-        let still: std::collections::HashSet<Cid> = items
-            .iter()
-            .flat_map(|i| std::iter::once(i.file.cid).chain(i.sig.map(|s| s.cid)))
-            .collect();
-        let until = SystemTime::now() + self.opts.grace;
-        let reason = pin_reason(LEFT_UPSTREAM_PIN);
-        for old in previous {
-            for cid in std::iter::once(old.file.cid).chain(old.sig.map(|s| s.cid)) {
-                if !still.contains(&cid) {
-                    self.store.pin(&cid, &reason, Some(until)).await?;
-                }
-            }
-        }
+        self.store.unpin_all(&pin_reason(SESSION_PIN)).await?;
+        self.db
+            .write(|tx| settings::set(tx, RETAINED_THROUGH, &seq.to_string()))?;
         Ok(())
-    }
-
-    /// The current snapshot, if any.
-    pub fn current(&self) -> Result<Option<Snapshot>> {
-        Ok(self.db.read(snapshots::current)?)
     }
 }
 
-/// Counts of what a sync fetched.
-#[derive(Debug, Clone, Copy, Default)]
-struct FetchStats {
-    files: u64,
-    bytes: u64,
-    new_block_bytes: u64,
+/// A package signature: the one already published, or what upstream answered now.
+enum SigState {
+    Known(FileRef),
+    Fetched(Option<Bytes>),
+}
+
+/// `.db` and `.files` of one repository must list the same packages (same names,
+/// versions, files and hashes): otherwise they come from two different upstream states.
+fn same_packages(
+    repo: &RepoName,
+    db_name: &str,
+    db: &pacman::RepoDb,
+    files_name: &str,
+    files: &pacman::RepoDb,
+) -> Result<()> {
+    let key = |p: &Package| {
+        (
+            p.name.clone(),
+            p.version.clone(),
+            p.filename.to_string(),
+            p.sha256,
+        )
+    };
+    let a: BTreeSet<_> = db.packages.iter().map(key).collect();
+    let b: BTreeSet<_> = files.packages.iter().map(key).collect();
+    if let Some(first) = a.symmetric_difference(&b).next() {
+        return Err(Error::Db {
+            repo: repo.as_str().to_string(),
+            file: files_name.to_string(),
+            detail: format!(
+                "lists other packages than {db_name} (first difference: {} {} {}); the two \
+                 databases come from different upstream states",
+                first.0, first.1, first.2
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Every pair of files that would share a name in a `<repo>/os/<arch>/` directory.
+fn name_collisions(repos: &[RepoFetch]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for r in repos {
+        let mut reserved: BTreeSet<String> = BTreeSet::new();
+        for named in std::iter::once(&r.db_file).chain(r.files_file.as_ref()) {
+            for n in std::iter::once(&named.filename).chain(named.alias.as_ref()) {
+                reserved.insert(n.clone());
+                reserved.insert(format!("{n}.sig"));
+            }
+        }
+        let packages: BTreeSet<&str> = r.db.packages.iter().map(|p| p.filename.as_str()).collect();
+        for p in &r.db.packages {
+            let f = p.filename.as_str();
+            let clash = if reserved.contains(f) || reserved.contains(&format!("{f}.sig")) {
+                Some("a repository database".to_string())
+            } else {
+                f.strip_suffix(".sig")
+                    .filter(|base| packages.contains(base))
+                    .map(|base| format!("the signature of {base}"))
+            };
+            if let Some(what) = clash {
+                problems.push(
+                    Error::Entry {
+                        repo: r.label(),
+                        entry: p.entry.clone(),
+                        field: "%FILENAME%".into(),
+                        detail: format!("{f} has the name of {what}"),
+                    }
+                    .to_string(),
+                );
+            }
+        }
+    }
+    problems
 }
 
 fn snapshot_pin(seq: u64) -> PinReason {
@@ -929,7 +1171,7 @@ fn derived_state(repos: &[RepoFetch]) -> String {
             h.update(sha256_of(&f.bytes).as_bytes());
         }
     }
-    format!("sha256:{}", hex::encode(h.finalize()))
+    format!("{DERIVED}{}", hex::encode(h.finalize()))
 }
 
 fn backoff(failures: u32, interval: Duration) -> Duration {

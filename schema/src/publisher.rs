@@ -377,6 +377,31 @@ pub mod imported {
         Ok(())
     }
 
+    /// Every import under `profile`.
+    pub fn all(conn: &Connection, profile: &str) -> Result<Vec<Imported>, Error> {
+        let mut stmt =
+            conn.prepare("SELECT sha256, cid, size, tsize FROM imported WHERE profile = ?1")?;
+        let rows = stmt.query_map([profile], |r| {
+            Ok((
+                r.get::<_, Sha256>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (sha256, cid, size, tsize) = r?;
+            out.push(Imported {
+                sha256,
+                cid: cid_of(cid, "imported cid")?,
+                size: u64_of(size, "size")?,
+                tsize: u64_of(tsize, "tsize")?,
+            });
+        }
+        Ok(out)
+    }
+
     /// Forgets an import (its blocks were found missing).
     pub fn forget(tx: &WriteTx<'_>, sha256: &Sha256, profile: &str) -> Result<(), Error> {
         tx.execute(

@@ -248,6 +248,14 @@ pub trait Store: Send + Sync + 'static {
         expires_at: Option<SystemTime>,
     ) -> Result<()>;
 
+    /// Pins many roots for one reason in one step (all or nothing).
+    async fn pin_all(
+        &self,
+        cids: &[Cid],
+        reason: &PinReason,
+        expires_at: Option<SystemTime>,
+    ) -> Result<()>;
+
     /// Removes one pin; true if it existed.
     async fn unpin(&self, cid: &Cid, reason: &PinReason) -> Result<bool>;
 

@@ -435,6 +435,27 @@ impl EmbeddedStore {
             .write(|tx| pins::add(tx, cid, reason.as_str(), UnixTime::now(), exp))?)
     }
 
+    /// Pins many roots for one reason in one transaction (blocking).
+    pub fn pin_all_sync(
+        &self,
+        cids: &[Cid],
+        reason: &PinReason,
+        expires_at: Option<SystemTime>,
+    ) -> Result<()> {
+        let exp = expires_at.map(to_unix);
+        let _lock = self.writing()?;
+        let now = UnixTime::now();
+        Ok(self
+            .inner
+            .db
+            .write(|tx| -> Result<(), cidmirror_schema::Error> {
+                for c in cids {
+                    pins::add(tx, c, reason.as_str(), now, exp)?;
+                }
+                Ok(())
+            })?)
+    }
+
     /// Removes every pin with this reason (blocking); returns how many.
     pub fn unpin_all_sync(&self, reason: &PinReason) -> Result<u64> {
         Ok(self
@@ -503,10 +524,13 @@ impl EmbeddedStore {
         }
         // Sweep.
         let all = self.inner.db.read(blocks::all)?;
-        let dead: Vec<&blocks::Entry> = all
+        let mut dead: Vec<&blocks::Entry> = all
             .iter()
             .filter(|e| !marked.contains(&e.cid) && e.added_at < cutoff)
             .collect();
+        // Nodes before the leaves they link to: a sweep killed half-way leaves orphaned
+        // leaves (garbage for the next run), never a root that looks held without them.
+        dead.sort_by_key(|e| (e.file.is_some(), e.cid.codec() != DAG_PB));
         report.blocks_kept = (all.len() - dead.len()) as u64;
         for chunk in dead.chunks(1000) {
             self.inner.db.write(|tx| -> Result<()> {
@@ -1028,6 +1052,17 @@ impl Store for EmbeddedStore {
         let s = self.clone();
         let (cid, reason) = (*cid, reason.clone());
         blocking(move || s.pin_sync(&cid, &reason, expires_at)).await
+    }
+
+    async fn pin_all(
+        &self,
+        cids: &[Cid],
+        reason: &PinReason,
+        expires_at: Option<SystemTime>,
+    ) -> Result<()> {
+        let s = self.clone();
+        let (cids, reason) = (cids.to_vec(), reason.clone());
+        blocking(move || s.pin_all_sync(&cids, &reason, expires_at)).await
     }
 
     async fn unpin(&self, cid: &Cid, reason: &PinReason) -> Result<bool> {

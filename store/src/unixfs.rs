@@ -496,6 +496,33 @@ fn visit<S>(
     Ok(own)
 }
 
+/// Whether every block of the DAG under `root` is held. Raw leaves are only looked up, not
+/// read, so checking a whole package is cheap.
+pub async fn complete<S: Store + ?Sized>(store: &S, root: &Cid) -> Result<bool> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![*root];
+    while let Some(c) = stack.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        if let Some(d) = identity_data(&c) {
+            stack.extend(links_of(&c, d)?);
+            continue;
+        }
+        if c.codec() == RAW {
+            if !store.has(&c).await? {
+                return Ok(false);
+            }
+            continue;
+        }
+        match store.get_block(&c).await? {
+            Some(b) => stack.extend(links_of(&c, &b)?),
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 /// Counts the blocks of the DAG under `root` that are not held (walks what is held).
 pub async fn missing_blocks<S: Store + ?Sized>(store: &S, root: &Cid) -> Result<u64> {
     let mut seen = HashSet::new();

@@ -227,7 +227,8 @@ async fn a_resync_fetches_only_new_files_and_reuses_every_unchanged_block() {
     assert_eq!(second.seq, 2);
 
     // Requests: only for the two new packages and their signatures (beta's is asked for and
-    // is absent); nothing for packages already published, signed or not.
+    // is absent), and for the signature of the one unsigned package already published
+    // (delta: upstream may have signed it since); nothing for signed, published packages.
     let pkg_gets: BTreeSet<String> = up.requests()[before..]
         .iter()
         .filter(|r| r.path.contains(".pkg.tar"))
@@ -238,6 +239,7 @@ async fn a_resync_fetches_only_new_files_and_reuses_every_unchanged_block() {
         BTreeSet::from([
             "beta-2.0-1-x86_64.pkg.tar.zst".to_string(),
             "beta-2.0-1-x86_64.pkg.tar.zst.sig".to_string(),
+            "delta-1.0-1-x86_64.pkg.tar.zst.sig".to_string(),
             "zeta-1.0-1-x86_64.pkg.tar.zst".to_string(),
             "zeta-1.0-1-x86_64.pkg.tar.zst.sig".to_string(),
         ])
@@ -698,4 +700,307 @@ async fn one_publisher_per_data_directory() {
         Arc::new(NoProgress),
     )
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_new_costs_one_request() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    published(&e).await;
+    let before = up.requests().len();
+    assert!(matches!(
+        e.publisher.sync_once().await.unwrap(),
+        Outcome::Unchanged { seq: Some(1), .. }
+    ));
+    let paths: Vec<String> = up.requests()[before..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        paths,
+        ["lastupdate"],
+        "no database is fetched to find nothing new"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_files_database_from_another_state_is_refused() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    let first = published(&e).await.root;
+    // core.files from the first state, core.db from the second: a half-updated upstream.
+    let old_files =
+        std::fs::read(mirror.repo_dir("core", "x86_64").join("core.files.tar.gz")).unwrap();
+    change_standard_mirror(&mirror);
+    std::fs::write(
+        mirror.repo_dir("core", "x86_64").join("core.files.tar.gz"),
+        old_files,
+    )
+    .unwrap();
+    let problems = failed(&e).await;
+    assert_problem(
+        &problems,
+        &["core", "core.files", "different upstream states"],
+    );
+    assert_eq!(current(&e).unwrap().root, first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_named_like_a_database_is_refused_before_any_download() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    let first = published(&e).await.root;
+    let dir = mirror.repo_dir("core", "x86_64");
+    for f in [
+        "core.files",
+        "core.files.tar.gz",
+        "core.files.tar.gz.sig",
+        "core.files.sig",
+    ] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let desc = b"%FILENAME%\ncore.db.sig\n\n%NAME%\nsly\n\n%VERSION%\n1-1\n\n%CSIZE%\n10\n\n\
+%SHA256SUM%\n0000000000000000000000000000000000000000000000000000000000000000\n\n";
+    replace_core_db(&mirror, &tar_gz(&[("sly-1-1/desc", desc)]));
+    let before = up.requests().len();
+    let problems = failed(&e).await;
+    assert_problem(
+        &problems,
+        &[
+            "core/x86_64",
+            "sly-1-1",
+            "%FILENAME%",
+            "repository database",
+        ],
+    );
+    // core.db.sig is asked for once, as the database's signature; the package of that name
+    // is never downloaded.
+    let gets = up.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "core/os/x86_64/core.db.sig")
+        .count();
+    assert_eq!(gets, 1, "refused before any package download");
+    assert_eq!(current(&e).unwrap().root, first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lastupdate_that_disappears_is_a_failure_not_a_new_state() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    let first = published(&e).await.root;
+    std::fs::remove_file(mirror.root().join("lastupdate")).unwrap();
+    let problems = failed(&e).await;
+    assert_problem(&problems, &["lastupdate", "missing"]);
+    assert_eq!(current(&e).unwrap().root, first);
+    mirror.set_lastupdate(1_700_000_000);
+    assert!(matches!(
+        e.publisher.sync_once().await.unwrap(),
+        Outcome::Unchanged { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_skipped_by_a_crash_is_caught_up_by_the_next_sync() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    published(&e).await;
+    change_standard_mirror(&mirror);
+    published(&e).await;
+    let gamma = cid_of(&fixture::packages().get("gamma", "1.0").bytes());
+    let left: cidmirror_store::PinReason = "left-upstream".parse().unwrap();
+    let has_grace =
+        |pins: &[cidmirror_store::Pin]| pins.iter().any(|p| p.cid == gamma && p.reason == left);
+    assert!(has_grace(&e.store.pins().await.unwrap()));
+    // As if the process died between publishing snapshot 2 and its retention step.
+    assert!(e.store.unpin_all(&left).await.unwrap() > 0);
+    let state = cidmirror_ingest::publish::open_state(e.data.path()).unwrap();
+    state
+        .write(|tx| cidmirror_schema::publisher::settings::set(tx, "retained_through", "1"))
+        .unwrap();
+    assert!(!has_grace(&e.store.pins().await.unwrap()));
+    assert!(matches!(
+        e.publisher.sync_once().await.unwrap(),
+        Outcome::Unchanged { .. }
+    ));
+    assert!(has_grace(&e.store.pins().await.unwrap()), "caught up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_added_upstream_later_is_picked_up() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    let first = published(&e).await;
+    let sig_rel = "extra/os/x86_64/delta-1.0-1-x86_64.pkg.tar.zst.sig";
+    assert!(
+        unixfs::resolve(&e.store, &first.root, sig_rel)
+            .await
+            .is_err()
+    );
+    std::fs::write(
+        mirror.root().join(sig_rel),
+        b"a detached signature, added later",
+    )
+    .unwrap();
+    mirror.set_lastupdate(1_700_000_100);
+    let second = published(&e).await;
+    assert_eq!(
+        cat(&e.store, &second.root, sig_rel).await,
+        b"a detached signature, added later"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_files_that_vanished_from_the_store_are_fetched_again() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    published(&e).await;
+    // Everything unpinned and collected: the publisher's import records now point at nothing.
+    for p in e.store.pins().await.unwrap() {
+        e.store.unpin(&p.cid, &p.reason).await.unwrap();
+    }
+    e.store
+        .gc(cidmirror_store::GcOptions {
+            grace: Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    mirror.set_lastupdate(1_700_000_200);
+    let p = published(&e).await;
+    assert_eq!(p.fetched_files, 5, "every package fetched again");
+    assert_eq!(unixfs::missing_blocks(&e.store, &p.root).await.unwrap(), 0);
+}
+
+/// DESIGN.md "Refresh": a follower holding snapshot N-1 rebuilds snapshot N from its copy of
+/// the listing, N's `changes.jsonl` and N's manifest alone, and gets N's root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_jsonl_is_enough_to_rebuild_the_next_listing() {
+    use cidmirror_store::dir::{DirEntry, Tree};
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    let first = published(&e).await;
+    change_standard_mirror(&mirror);
+    let second = published(&e).await;
+
+    // The follower's copy of snapshot 1: every leaf entry by path.
+    let mut entries: BTreeMap<String, DirEntry> = BTreeMap::new();
+    let mut todo = vec![String::new()];
+    while let Some(path) = todo.pop() {
+        let dir = unixfs::resolve(&e.store, &first.root, &path).await.unwrap();
+        for l in unixfs::list(&e.store, &dir).await.unwrap() {
+            let p = if path.is_empty() {
+                l.name.clone()
+            } else {
+                format!("{path}/{}", l.name)
+            };
+            let st = unixfs::stat(&e.store, &l.cid).await.unwrap();
+            if st.kind.is_dir() {
+                todo.push(p);
+            } else if p != "manifest.json" && p != "changes.jsonl" {
+                entries.insert(
+                    p,
+                    DirEntry {
+                        cid: l.cid,
+                        tsize: l.tsize,
+                    },
+                );
+            }
+        }
+    }
+    // What it fetches of snapshot 2: the manifest and the changes.
+    let manifest = cat(&e.store, &second.root, "manifest.json").await;
+    let changes = cat(&e.store, &second.root, "changes.jsonl").await;
+    let parse = |s: &serde_json::Value| s.as_str().unwrap().parse::<Cid>().unwrap();
+    let lines: Vec<serde_json::Value> = changes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    for op in ["remove", "change", "add"] {
+        for c in lines.iter().filter(|c| c["op"] == op) {
+            let dir = format!(
+                "{}/os/{}",
+                c["repo"].as_str().unwrap(),
+                c["arch"].as_str().unwrap()
+            );
+            let mut names = vec![c["filename"].as_str().unwrap().to_string()];
+            if let Some(a) = c["alias"].as_str() {
+                names.push(a.to_string());
+            }
+            let sha = c["sha256"].as_str().unwrap();
+            let by_sha = format!("by-sha256/{}/{sha}", &sha[..2]);
+            let index = c["name"].as_str().map(|n| {
+                format!(
+                    "index/{}/{}/{n}",
+                    c["repo"].as_str().unwrap(),
+                    c["arch"].as_str().unwrap()
+                )
+            });
+            for n in &names {
+                entries.remove(&format!("{dir}/{n}"));
+                entries.remove(&format!("{dir}/{n}.sig"));
+            }
+            if op == "remove" {
+                entries.remove(&by_sha);
+                if let Some(i) = &index {
+                    entries.remove(i);
+                }
+                continue;
+            }
+            let file = DirEntry {
+                cid: parse(&c["cid"]),
+                tsize: c["tsize"].as_u64().unwrap(),
+            };
+            for n in &names {
+                entries.insert(format!("{dir}/{n}"), file);
+                if !c["sig_cid"].is_null() {
+                    entries.insert(
+                        format!("{dir}/{n}.sig"),
+                        DirEntry {
+                            cid: parse(&c["sig_cid"]),
+                            tsize: c["sig_tsize"].as_u64().unwrap(),
+                        },
+                    );
+                }
+            }
+            if let Some(i) = index {
+                entries.insert(
+                    i,
+                    DirEntry {
+                        cid: parse(&c["desc_cid"]),
+                        tsize: c["desc_tsize"].as_u64().unwrap(),
+                    },
+                );
+                entries.insert(by_sha, file);
+            }
+        }
+    }
+    let params = Profile::UnixfsV1_2025.params();
+    let mut tree = Tree::new();
+    for (path, entry) in &entries {
+        tree.insert(path, *entry).unwrap();
+    }
+    for (name, bytes) in [("manifest.json", &manifest), ("changes.jsonl", &changes)] {
+        let f = importer::import(&bytes[..], &params, &mut NullSink).unwrap();
+        tree.insert(
+            name,
+            DirEntry {
+                cid: f.cid,
+                tsize: f.tsize,
+            },
+        )
+        .unwrap();
+    }
+    let rebuilt = tree.build(&params, &mut NullSink).unwrap();
+    assert_eq!(
+        rebuilt.cid, second.root,
+        "the follower's rebuild gives the signed root"
+    );
 }

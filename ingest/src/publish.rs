@@ -739,8 +739,22 @@ impl Publisher {
         drop(results);
         self.record_imports(&mut batch)?;
 
-        // Signatures, index entries, databases.
+        // Signatures, index entries, databases. Index entries and signatures the previous
+        // snapshot already holds are not stored again (15,000 rewrites per resync otherwise).
         self.progress.phase("fetching signatures and indexing");
+        let mut held: HashSet<Cid> = HashSet::new();
+        for c in previous.iter().flat_map(|i| {
+            i.package
+                .as_ref()
+                .map(|p| p.1.cid)
+                .into_iter()
+                .chain(i.sig.map(|s| s.cid))
+        }) {
+            // Still there? (A gc may have taken an unpinned old snapshot's blocks.)
+            if self.store.has(&c).await? {
+                held.insert(c);
+            }
+        }
         let mut items = Vec::new();
         let mut sidecar = VecSink::default();
         for r in repos {
@@ -773,7 +787,11 @@ impl Publisher {
                         None
                     }
                 };
-                let desc = self.small_file(p.desc.raw(), &mut sidecar)?;
+                let mut desc_blocks = VecSink::default();
+                let desc = self.small_file(p.desc.raw(), &mut desc_blocks)?;
+                if !held.contains(&desc.cid) {
+                    sidecar.0.extend(desc_blocks.0);
+                }
                 let Some(file) = files.get(&p.sha256).copied() else {
                     continue; // its fetch failed: reported above
                 };
@@ -1067,8 +1085,12 @@ impl Publisher {
             }
         }
         self.store.unpin_all(&pin_reason(SESSION_PIN)).await?;
-        self.db
-            .write(|tx| settings::set(tx, RETAINED_THROUGH, &seq.to_string()))?;
+        // Entries of snapshots retention is done with (it reads only seq and seq - 1) go:
+        // the snapshot rows stay for the feed and `status`.
+        self.db.write(|tx| -> Result<(), cidmirror_schema::Error> {
+            snapshots::prune_entries(tx, seq.saturating_sub(keep.max(1)))?;
+            settings::set(tx, RETAINED_THROUGH, &seq.to_string())
+        })?;
         Ok(())
     }
 }

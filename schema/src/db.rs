@@ -129,6 +129,8 @@ fn open_connection(path: &Path) -> Result<Connection, Error> {
             | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Every hot query uses prepare_cached; keep them all.
+    conn.set_prepared_statement_cache_capacity(64);
     // WAL: readers never block the writer; synchronous=FULL: a commit is on disk when it
     // returns, which the publisher relies on before it switches the current snapshot.
     // The journal mode is stored in the file: only the first opener has to switch it.

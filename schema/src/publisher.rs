@@ -41,11 +41,11 @@ pub mod settings {
 
     /// Sets a setting.
     pub fn set(tx: &WriteTx<'_>, key: &str, value: &str) -> Result<(), Error> {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO settings (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
+        )?
+        .execute(params![key, value])?;
         Ok(())
     }
 }
@@ -205,24 +205,24 @@ pub mod snapshots {
     /// caller's transaction.
     pub fn publish(tx: &WriteTx<'_>, snap: &Snapshot, entries: &[Entry]) -> Result<(), Error> {
         let seq = i64_of(snap.seq, "seq")?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO snapshots (seq, root, previous, upstream, state, profile, manifest,
                                     signature, published_at, packages, new_bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                seq,
-                snap.root.to_bytes(),
-                snap.previous.map(|p| p.to_bytes()),
-                snap.upstream,
-                snap.state,
-                snap.profile,
-                snap.manifest,
-                snap.signature,
-                snap.published_at,
-                i64_of(snap.packages, "package count")?,
-                i64_of(snap.new_bytes, "new bytes")?,
-            ],
-        )?;
+        )?
+        .execute(params![
+            seq,
+            snap.root.to_bytes(),
+            snap.previous.map(|p| p.to_bytes()),
+            snap.upstream,
+            snap.state,
+            snap.profile,
+            snap.manifest,
+            snap.signature,
+            snap.published_at,
+            i64_of(snap.packages, "package count")?,
+            i64_of(snap.new_bytes, "new bytes")?,
+        ])?;
         let mut stmt = tx.prepare(
             "INSERT INTO entries (seq, repo, arch, filename, kind, alias, package, size, sha256,
                                   cid, tsize, desc_cid, desc_tsize)
@@ -245,15 +245,13 @@ pub mod snapshots {
                 e.desc_tsize.map(|t| i64_of(t, "tsize")).transpose()?,
             ])?;
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO current_snapshot (id, seq) VALUES (1, ?1)
              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq",
-            [seq],
-        )?;
-        tx.execute(
-            "INSERT INTO feed (seq, published_at) VALUES (?1, ?2)",
-            params![seq, snap.published_at],
-        )?;
+        )?
+        .execute([seq])?;
+        tx.prepare_cached("INSERT INTO feed (seq, published_at) VALUES (?1, ?2)")?
+            .execute(params![seq, snap.published_at])?;
         Ok(())
     }
 
@@ -306,6 +304,13 @@ pub mod snapshots {
         Ok(out)
     }
 
+    /// Deletes the entries of snapshots numbered below `seq` (their rows stay).
+    pub fn prune_entries(tx: &WriteTx<'_>, seq: u64) -> Result<usize, Error> {
+        Ok(tx
+            .prepare_cached("DELETE FROM entries WHERE seq < ?1")?
+            .execute([i64_of(seq, "seq")?])?)
+    }
+
     /// The next free sequence number.
     pub fn next_seq(conn: &Connection) -> Result<u64, Error> {
         let max: Option<i64> =
@@ -337,17 +342,16 @@ pub mod imported {
         sha256: &Sha256,
         profile: &str,
     ) -> Result<Option<Imported>, Error> {
-        conn.query_row(
+        conn.prepare_cached(
             "SELECT cid, size, tsize FROM imported WHERE sha256 = ?1 AND profile = ?2",
-            params![sha256, profile],
-            |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            },
-        )
+        )?
+        .query_row(params![sha256, profile], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
         .optional()?
         .map(|(cid, size, tsize)| {
             Ok(Imported {
@@ -362,18 +366,18 @@ pub mod imported {
 
     /// Records an import.
     pub fn put(tx: &WriteTx<'_>, imp: &Imported, profile: &str) -> Result<(), Error> {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO imported (sha256, profile, cid, size, tsize) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (sha256, profile) DO UPDATE SET cid = excluded.cid,
                  size = excluded.size, tsize = excluded.tsize",
-            params![
-                imp.sha256,
-                profile,
-                imp.cid.to_bytes(),
-                i64_of(imp.size, "size")?,
-                i64_of(imp.tsize, "tsize")?
-            ],
-        )?;
+        )?
+        .execute(params![
+            imp.sha256,
+            profile,
+            imp.cid.to_bytes(),
+            i64_of(imp.size, "size")?,
+            i64_of(imp.tsize, "tsize")?
+        ])?;
         Ok(())
     }
 
@@ -404,10 +408,8 @@ pub mod imported {
 
     /// Forgets an import (its blocks were found missing).
     pub fn forget(tx: &WriteTx<'_>, sha256: &Sha256, profile: &str) -> Result<(), Error> {
-        tx.execute(
-            "DELETE FROM imported WHERE sha256 = ?1 AND profile = ?2",
-            params![sha256, profile],
-        )?;
+        tx.prepare_cached("DELETE FROM imported WHERE sha256 = ?1 AND profile = ?2")?
+            .execute(params![sha256, profile])?;
         Ok(())
     }
 }
@@ -439,10 +441,10 @@ pub mod syncs {
 
     /// Records the start of a sync; returns its id.
     pub fn start(tx: &WriteTx<'_>, upstream: &str, now: UnixTime) -> Result<i64, Error> {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO syncs (started_at, upstream, outcome) VALUES (?1, ?2, 'running')",
-            params![now, upstream],
-        )?;
+        )?
+        .execute(params![now, upstream])?;
         Ok(tx.last_insert_rowid())
     }
 
@@ -456,18 +458,18 @@ pub mod syncs {
         seq: Option<u64>,
         now: UnixTime,
     ) -> Result<(), Error> {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE syncs SET finished_at = ?2, outcome = ?3, state = ?4, detail = ?5, seq = ?6
              WHERE id = ?1",
-            params![
-                id,
-                now,
-                outcome,
-                state,
-                detail,
-                seq.map(|s| i64_of(s, "seq")).transpose()?
-            ],
-        )?;
+        )?
+        .execute(params![
+            id,
+            now,
+            outcome,
+            state,
+            detail,
+            seq.map(|s| i64_of(s, "seq")).transpose()?
+        ])?;
         Ok(())
     }
 

@@ -59,14 +59,11 @@ pub mod files {
 
     /// The file with this SHA-256, if kept.
     pub fn get(conn: &Connection, sha256: &Sha256) -> Result<Option<FileRow>, Error> {
-        conn.query_row(
-            "SELECT id, sha256, size, added_at FROM files WHERE sha256 = ?1",
-            [sha256],
-            row,
-        )
-        .optional()?
-        .map(build)
-        .transpose()
+        conn.prepare_cached("SELECT id, sha256, size, added_at FROM files WHERE sha256 = ?1")?
+            .query_row([sha256], row)
+            .optional()?
+            .map(build)
+            .transpose()
     }
 
     /// Records a file (or refreshes `added_at` of one already known) and returns its id.
@@ -77,23 +74,22 @@ pub mod files {
         now: UnixTime,
     ) -> Result<FileId, Error> {
         let size = to_i64(size, "file size")?;
-        let id: i64 = tx.query_row(
-            "INSERT INTO files (sha256, size, added_at) VALUES (?1, ?2, ?3)
+        let id: i64 = tx
+            .prepare_cached(
+                "INSERT INTO files (sha256, size, added_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (sha256) DO UPDATE SET added_at = max(added_at, excluded.added_at)
              RETURNING id",
-            params![sha256, size, now],
-            |r| r.get(0),
-        )?;
+            )?
+            .query_row(params![sha256, size, now], |r| r.get(0))?;
         Ok(FileId(id))
     }
 
     /// Marks a known file as just used, so a concurrent garbage collection keeps it.
     /// Returns false if the file is not (or no longer) recorded.
     pub fn touch(tx: &WriteTx<'_>, sha256: &Sha256, now: UnixTime) -> Result<bool, Error> {
-        let n = tx.execute(
-            "UPDATE files SET added_at = max(added_at, ?2) WHERE sha256 = ?1",
-            params![sha256, now],
-        )?;
+        let n = tx
+            .prepare_cached("UPDATE files SET added_at = max(added_at, ?2) WHERE sha256 = ?1")?
+            .execute(params![sha256, now])?;
         Ok(n > 0)
     }
 
@@ -130,12 +126,13 @@ pub mod files {
         id: FileId,
         before: UnixTime,
     ) -> Result<bool, Error> {
-        let n = tx.execute(
-            "DELETE FROM files WHERE id = ?1 AND added_at < ?2
+        let n = tx
+            .prepare_cached(
+                "DELETE FROM files WHERE id = ?1 AND added_at < ?2
                AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.file_id = ?1)
                AND NOT EXISTS (SELECT 1 FROM file_roots r WHERE r.file_id = ?1)",
-            params![id, before],
-        )?;
+            )?
+            .execute(params![id, before])?;
         Ok(n > 0)
     }
 }
@@ -194,11 +191,12 @@ pub mod blocks {
     ) -> Result<bool, Error> {
         let key = cid.to_bytes();
         let n = match location {
-            InsertLocation::Inline(data) => tx.execute(
-                "INSERT INTO blocks (cid, kind, data, added_at) VALUES (?1, ?2, ?3, ?4)
+            InsertLocation::Inline(data) => tx
+                .prepare_cached(
+                    "INSERT INTO blocks (cid, kind, data, added_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (cid) DO NOTHING",
-                params![key, KIND_INLINE, data, now],
-            )?,
+                )?
+                .execute(params![key, KIND_INLINE, data, now])?,
             InsertLocation::Raw {
                 file,
                 offset,
@@ -214,27 +212,25 @@ pub mod blocks {
                 } else {
                     KIND_PB_FILE_LEAF
                 };
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO blocks (cid, kind, file_id, offset, length, added_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (cid) DO NOTHING",
-                    params![
-                        key,
-                        kind,
-                        file,
-                        to_i64(offset, "block offset")?,
-                        to_i64(length, "block length")?,
-                        now
-                    ],
                 )?
+                .execute(params![
+                    key,
+                    kind,
+                    file,
+                    to_i64(offset, "block offset")?,
+                    to_i64(length, "block length")?,
+                    now
+                ])?
             }
         };
         if n == 0 {
             // Known already: mark it as just written, so a gc's grace period covers it.
-            tx.execute(
-                "UPDATE blocks SET added_at = max(added_at, ?2) WHERE cid = ?1",
-                params![key, now],
-            )?;
+            tx.prepare_cached("UPDATE blocks SET added_at = max(added_at, ?2) WHERE cid = ?1")?
+                .execute(params![key, now])?;
         }
         Ok(n > 0)
     }
@@ -267,22 +263,21 @@ pub mod blocks {
     /// Where the block with this CID is, if held.
     pub fn get(conn: &Connection, cid: &Cid) -> Result<Option<Location>, Error> {
         let row = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT b.kind, b.data, b.offset, b.length, b.file_id, f.sha256
                  FROM blocks b LEFT JOIN files f ON f.id = b.file_id
                  WHERE b.cid = ?1",
-                [cid.to_bytes()],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Option<Vec<u8>>>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                        r.get::<_, Option<Sha256>>(5)?,
-                    ))
-                },
-            )
+            )?
+            .query_row([cid.to_bytes()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<Vec<u8>>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<Sha256>>(5)?,
+                ))
+            })
             .optional()?;
         let Some((kind, data, offset, length, file, sha256)) = row else {
             return Ok(None);
@@ -312,11 +307,8 @@ pub mod blocks {
     /// Whether the block is held.
     pub fn has(conn: &Connection, cid: &Cid) -> Result<bool, Error> {
         Ok(conn
-            .query_row(
-                "SELECT 1 FROM blocks WHERE cid = ?1",
-                [cid.to_bytes()],
-                |_| Ok(()),
-            )
+            .prepare_cached("SELECT 1 FROM blocks WHERE cid = ?1")?
+            .query_row([cid.to_bytes()], |_| Ok(()))
             .optional()?
             .is_some())
     }
@@ -351,10 +343,9 @@ pub mod blocks {
 
     /// Deletes a block row if it was added before `before`; true if it was.
     pub fn delete_if_older(tx: &WriteTx<'_>, cid: &Cid, before: UnixTime) -> Result<bool, Error> {
-        let n = tx.execute(
-            "DELETE FROM blocks WHERE cid = ?1 AND added_at < ?2",
-            params![cid.to_bytes(), before],
-        )?;
+        let n = tx
+            .prepare_cached("DELETE FROM blocks WHERE cid = ?1 AND added_at < ?2")?
+            .execute(params![cid.to_bytes(), before])?;
         Ok(n > 0)
     }
 }
@@ -365,28 +356,27 @@ pub mod roots {
 
     /// Records that `cid` is the root of the DAG of `file`.
     pub fn insert(tx: &WriteTx<'_>, cid: &Cid, file: FileId) -> Result<(), Error> {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO file_roots (cid, file_id) VALUES (?1, ?2) ON CONFLICT (cid) DO NOTHING",
-            params![cid.to_bytes(), file],
-        )?;
+        )?
+        .execute(params![cid.to_bytes(), file])?;
         Ok(())
     }
 
     /// The kept file whose DAG has this root, if any.
     pub fn get(conn: &Connection, cid: &Cid) -> Result<Option<super::files::FileRow>, Error> {
-        conn.query_row(
+        conn.prepare_cached(
             "SELECT f.id, f.sha256, f.size, f.added_at FROM file_roots r
              JOIN files f ON f.id = r.file_id WHERE r.cid = ?1",
-            [cid.to_bytes()],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Sha256>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, UnixTime>(3)?,
-                ))
-            },
-        )
+        )?
+        .query_row([cid.to_bytes()], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Sha256>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, UnixTime>(3)?,
+            ))
+        })
         .optional()?
         .map(|(id, sha256, size, added_at)| {
             Ok(super::files::FileRow {
@@ -443,20 +433,19 @@ pub mod pins {
         now: UnixTime,
         expires_at: Option<UnixTime>,
     ) -> Result<(), Error> {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO pins (cid, reason, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (cid, reason) DO UPDATE SET expires_at = excluded.expires_at",
-            params![cid.to_bytes(), reason, now, expires_at],
-        )?;
+        )?
+        .execute(params![cid.to_bytes(), reason, now, expires_at])?;
         Ok(())
     }
 
     /// Removes a pin; true if it existed.
     pub fn remove(tx: &WriteTx<'_>, cid: &Cid, reason: &str) -> Result<bool, Error> {
-        let n = tx.execute(
-            "DELETE FROM pins WHERE cid = ?1 AND reason = ?2",
-            params![cid.to_bytes(), reason],
-        )?;
+        let n = tx
+            .prepare_cached("DELETE FROM pins WHERE cid = ?1 AND reason = ?2")?
+            .execute(params![cid.to_bytes(), reason])?;
         Ok(n > 0)
     }
 
@@ -504,9 +493,8 @@ pub mod pins {
 
     /// Deletes pins that expired before `now`; returns how many.
     pub fn delete_expired(tx: &WriteTx<'_>, now: UnixTime) -> Result<usize, Error> {
-        Ok(tx.execute(
-            "DELETE FROM pins WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-            [now],
-        )?)
+        Ok(tx
+            .prepare_cached("DELETE FROM pins WHERE expires_at IS NOT NULL AND expires_at <= ?1")?
+            .execute([now])?)
     }
 }

@@ -66,6 +66,8 @@ pub struct EmbeddedStore {
 struct Inner {
     root: PathBuf,
     db: Db,
+    /// Shard directories (`files/ab`) whose entry in `files/` this process made durable.
+    durable_shards: std::sync::Mutex<HashSet<PathBuf>>,
 }
 
 /// What [`EmbeddedStore::verify`] found.
@@ -108,6 +110,7 @@ impl EmbeddedStore {
             inner: Arc::new(Inner {
                 root: dir.to_path_buf(),
                 db,
+                durable_shards: std::sync::Mutex::new(HashSet::new()),
             }),
         };
         s.clean_temp()?;
@@ -121,6 +124,19 @@ impl EmbeddedStore {
 
     fn tmp_dir(&self) -> PathBuf {
         self.inner.root.join("tmp")
+    }
+
+    fn shard_durable(&self, shard: &Path) -> Result<()> {
+        let mut known = self
+            .inner
+            .durable_shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !known.contains(shard) {
+            sync_dir(&self.inner.root.join("files"))?;
+            known.insert(shard.to_path_buf());
+        }
+        Ok(())
     }
 
     fn file_path(&self, sha: &Sha256) -> PathBuf {
@@ -236,9 +252,9 @@ impl EmbeddedStore {
                 }
                 tmp.rename_to(&final_path)?;
                 sync_dir(parent)?;
-                // Cheap, and makes the shard directory durable even if an earlier, failed
-                // commit created it.
-                sync_dir(&self.inner.root.join("files"))?;
+                // The shard directory itself must be durable in `files/` too: once per
+                // shard and process (an earlier, failed commit may have created it unsynced).
+                self.shard_durable(parent)?;
             }
             let id = files::upsert(tx, &imported.sha256, imported.size, now)?;
             for row in &rows {

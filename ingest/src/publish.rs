@@ -671,20 +671,38 @@ impl Publisher {
             )
             .await?;
         // A signature gone from the store is fetched again like a new one.
-        let mut gone = Vec::new();
-        for (k, sig) in &prev_sig {
-            if !self.store.has(&sig.cid).await? {
-                gone.push(k.clone());
+        let sig_keys: Vec<_> = prev_sig.keys().cloned().collect();
+        let sig_cids: Vec<Cid> = sig_keys.iter().map(|k| prev_sig[k].cid).collect();
+        for (k, present) in sig_keys
+            .into_iter()
+            .zip(self.store.has_many(&sig_cids).await?)
+        {
+            if !present {
+                prev_sig.remove(&k);
             }
         }
-        for k in gone {
-            prev_sig.remove(&k);
-        }
+        // Single-block files are complete when their one block is there: one batched
+        // lookup; larger ones are walked.
+        let roots: Vec<Cid> = wanted
+            .iter()
+            .filter_map(|(_, p)| known.get(&p.sha256).map(|i| i.cid))
+            .collect();
+        let present: HashMap<Cid, bool> = roots
+            .iter()
+            .copied()
+            .zip(self.store.has_many(&roots).await?)
+            .collect();
         let mut files: HashMap<Sha256, FileRef> = HashMap::new();
         let mut fetch: Vec<(&RepoFetch, &Package)> = Vec::new();
         for (r, p) in wanted {
+            let complete = match known.get(&p.sha256) {
+                None => false,
+                Some(imp) if !present.get(&imp.cid).copied().unwrap_or(false) => false,
+                Some(imp) if imp.cid.codec() == cidmirror_store::hash::RAW => true,
+                Some(imp) => unixfs::complete(self.store.as_ref(), &imp.cid).await?,
+            };
             match known.get(&p.sha256) {
-                Some(imp) if unixfs::complete(self.store.as_ref(), &imp.cid).await? => {
+                Some(imp) if complete => {
                     files.insert(
                         p.sha256,
                         FileRef {
@@ -742,19 +760,23 @@ impl Publisher {
         // Signatures, index entries, databases. Index entries and signatures the previous
         // snapshot already holds are not stored again (15,000 rewrites per resync otherwise).
         self.progress.phase("fetching signatures and indexing");
-        let mut held: HashSet<Cid> = HashSet::new();
-        for c in previous.iter().flat_map(|i| {
-            i.package
-                .as_ref()
-                .map(|p| p.1.cid)
-                .into_iter()
-                .chain(i.sig.map(|s| s.cid))
-        }) {
-            // Still there? (A gc may have taken an unpinned old snapshot's blocks.)
-            if self.store.has(&c).await? {
-                held.insert(c);
-            }
-        }
+        // Still there? (A gc may have taken an unpinned old snapshot's blocks.)
+        let candidates: Vec<Cid> = previous
+            .iter()
+            .flat_map(|i| {
+                i.package
+                    .as_ref()
+                    .map(|p| p.1.cid)
+                    .into_iter()
+                    .chain(i.sig.map(|s| s.cid))
+            })
+            .collect();
+        let held: HashSet<Cid> = candidates
+            .iter()
+            .copied()
+            .zip(self.store.has_many(&candidates).await?)
+            .filter_map(|(c, present)| present.then_some(c))
+            .collect();
         let mut items = Vec::new();
         let mut sidecar = VecSink::default();
         for r in repos {

@@ -235,6 +235,15 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a block is held.
     async fn has(&self, cid: &Cid) -> Result<bool>;
 
+    /// Whether each of many blocks is held, in order (one round trip where the store can).
+    async fn has_many(&self, cids: &[Cid]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(cids.len());
+        for c in cids {
+            out.push(self.has(c).await?);
+        }
+        Ok(out)
+    }
+
     /// The bytes of the UnixFS file (or raw block) `cid`, within `range` if given
     /// (clamped to the file; a start past the end is an error). Returns the file's full size.
     async fn read(&self, cid: &Cid, range: Option<Range<u64>>) -> Result<(u64, ByteStream)>;

@@ -1031,6 +1031,25 @@ impl Store for EmbeddedStore {
         blocking(move || s.has_sync(&cid)).await
     }
 
+    async fn has_many(&self, cids: &[Cid]) -> Result<Vec<bool>> {
+        let s = self.clone();
+        let cids = cids.to_vec();
+        blocking(move || {
+            s.inner.db.read(|c| {
+                cids.iter()
+                    .map(|cid| {
+                        if identity_data(cid).is_some() {
+                            Ok(true)
+                        } else {
+                            Ok(blocks::has(c, cid)?)
+                        }
+                    })
+                    .collect::<Result<Vec<bool>>>()
+            })
+        })
+        .await
+    }
+
     async fn read(&self, cid: &Cid, range: Option<Range<u64>>) -> Result<(u64, ByteStream)> {
         let s = self.clone();
         let c = *cid;

@@ -270,6 +270,14 @@ async fn unknown_and_identity_blocks<S: Store>(store: &S) {
     assert!(!store.has(&unknown).await.unwrap());
     assert_eq!(store.get_block(&unknown).await.unwrap(), None);
     let empty_identity = cidmirror_store::hash::parse_cid("bafkqaaa").unwrap();
+    let held = raw_cid(HashAlg::Sha2_256, b"a good block for the conformance suite");
+    assert_eq!(
+        store
+            .has_many(&[unknown, held, empty_identity, unknown])
+            .await
+            .unwrap(),
+        vec![false, true, true, false]
+    );
     assert_eq!(
         store.get_block(&empty_identity).await.unwrap(),
         Some(Bytes::new())

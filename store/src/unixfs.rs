@@ -496,35 +496,10 @@ fn visit<S>(
     Ok(own)
 }
 
-/// Whether every block of the DAG under `root` is held. Raw leaves are only looked up, not
-/// read, so checking a whole package is cheap.
-pub async fn complete<S: Store + ?Sized>(store: &S, root: &Cid) -> Result<bool> {
-    let mut seen = HashSet::new();
-    let mut stack = vec![*root];
-    while let Some(c) = stack.pop() {
-        if !seen.insert(c) {
-            continue;
-        }
-        if let Some(d) = identity_data(&c) {
-            stack.extend(links_of(&c, d)?);
-            continue;
-        }
-        if c.codec() == RAW {
-            if !store.has(&c).await? {
-                return Ok(false);
-            }
-            continue;
-        }
-        match store.get_block(&c).await? {
-            Some(b) => stack.extend(links_of(&c, &b)?),
-            None => return Ok(false),
-        }
-    }
-    Ok(true)
-}
-
-/// Counts the blocks of the DAG under `root` that are not held (walks what is held).
-pub async fn missing_blocks<S: Store + ?Sized>(store: &S, root: &Cid) -> Result<u64> {
+/// Walks the DAG under `root` through the blocks that are held, counting the ones that are
+/// not, and stops at the first missing one if `stop_early`. Raw leaves are only looked up,
+/// not read.
+async fn count_missing<S: Store + ?Sized>(store: &S, root: &Cid, stop_early: bool) -> Result<u64> {
     let mut seen = HashSet::new();
     let mut stack = vec![*root];
     let mut missing = 0;
@@ -532,14 +507,37 @@ pub async fn missing_blocks<S: Store + ?Sized>(store: &S, root: &Cid) -> Result<
         if !seen.insert(c) {
             continue;
         }
-        if let Some(d) = identity_data(&c) {
+        let held = if let Some(d) = identity_data(&c) {
             stack.extend(links_of(&c, d)?);
-            continue;
-        }
-        match store.get_block(&c).await? {
-            Some(b) => stack.extend(links_of(&c, &b)?),
-            None => missing += 1,
+            true
+        } else if c.codec() == RAW {
+            store.has(&c).await?
+        } else {
+            match store.get_block(&c).await? {
+                Some(b) => {
+                    stack.extend(links_of(&c, &b)?);
+                    true
+                }
+                None => false,
+            }
+        };
+        if !held {
+            missing += 1;
+            if stop_early {
+                break;
+            }
         }
     }
     Ok(missing)
+}
+
+/// Whether every block of the DAG under `root` is held (cheap for a whole package: its
+/// raw leaves are only looked up).
+pub async fn complete<S: Store + ?Sized>(store: &S, root: &Cid) -> Result<bool> {
+    Ok(count_missing(store, root, true).await? == 0)
+}
+
+/// Counts the blocks of the DAG under `root` that are not held (walks what is held).
+pub async fn missing_blocks<S: Store + ?Sized>(store: &S, root: &Cid) -> Result<u64> {
+    count_missing(store, root, false).await
 }

@@ -16,7 +16,11 @@ mod import;
 mod key;
 mod mirror;
 mod output;
+mod pacman_conf;
 mod pin;
+mod resolve;
+mod serve;
+mod settings;
 mod status;
 mod verify;
 
@@ -60,12 +64,21 @@ enum Command {
     /// The publisher's signing key.
     #[command(subcommand)]
     Key(key::Command),
+    /// Serve the current snapshot to pacman, the IPFS trustless gateway, lookups and the feed.
+    Serve(serve::Args),
+    /// Print the pacman.conf lines that make pacman use this gateway.
+    PacmanConf(pacman_conf::Args),
+    /// Find a file by SHA-256 or by mirror path (what /api/v1/resolve answers).
+    Resolve(resolve::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The publisher is a long-running job: its progress goes to the log by default.
-    let base = u8::from(matches!(cli.command, Command::Mirror(_)));
+    let base = u8::from(matches!(
+        cli.command,
+        Command::Mirror(_) | Command::Serve(_)
+    ));
     init_logging(cli.verbose.saturating_add(base));
     let data_dir = match cli.data_dir.clone().or_else(default_data_dir) {
         Some(d) => d,
@@ -99,6 +112,9 @@ fn main() -> ExitCode {
             Command::Mirror(a) => mirror::run(&ctx, a).await,
             Command::Status => status::run(&ctx).await,
             Command::Key(c) => key::run(&ctx, c).await,
+            Command::Serve(a) => serve::run(&ctx, a).await,
+            Command::PacmanConf(a) => pacman_conf::run(&ctx, a).await,
+            Command::Resolve(a) => resolve::run(&ctx, a).await,
         }
     });
     match result {

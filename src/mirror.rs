@@ -65,13 +65,18 @@ pub struct Args {
     /// No progress bars.
     #[arg(long)]
     no_progress: bool,
+
+    /// Also serve the snapshots over HTTP, in this process (like `cidmirror serve`).
+    #[arg(long, conflicts_with = "once")]
+    serve: bool,
+
+    #[command(flatten)]
+    serve_args: crate::serve::ServeArgs,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let file = match &args.config {
-        Some(p) => MirrorConfig::load(p)?,
-        None => MirrorConfig::default(),
-    };
+    let settings = crate::settings::load(args.config.as_deref())?;
+    let file = settings.mirror;
     let flags = MirrorConfig {
         upstream: args.upstream,
         repos: args.repos,
@@ -103,7 +108,34 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!("stopping");
         stop.cancel();
     });
-    let last = publisher.run(cancel).await?;
+    let server = if args.serve {
+        let cfg = settings.serve.overridden_by(args.serve_args.config());
+        let state = crate::serve::state(ctx, &cancel).await?;
+        let c = cancel.clone();
+        Some(tokio::spawn(async move {
+            crate::serve::run_server(state, &cfg, c).await
+        }))
+    } else {
+        None
+    };
+    let last = match server {
+        None => publisher.run(cancel.clone()).await?,
+        Some(mut server) => {
+            tokio::select! {
+                last = publisher.run(cancel.clone()) => {
+                    cancel.cancel();
+                    server.await.map_err(|e| anyhow::anyhow!("server task: {e}"))??;
+                    last?
+                }
+                ended = &mut server => {
+                    // The server stopped on its own (could not bind, ...): stop all.
+                    cancel.cancel();
+                    ended.map_err(|e| anyhow::anyhow!("server task: {e}"))??;
+                    anyhow::bail!("the server stopped");
+                }
+            }
+        }
+    };
     report(&last);
     Ok(ExitCode::SUCCESS)
 }

@@ -58,6 +58,14 @@ impl MirrorConfig {
         toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
+    /// Settings from an already parsed TOML table (the file's top level, without other
+    /// sections such as `[serve]`).
+    pub fn from_table(table: toml::Table) -> Result<MirrorConfig> {
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
     /// These settings with every value `over` sets replacing this one's.
     pub fn overridden_by(self, over: MirrorConfig) -> MirrorConfig {
         MirrorConfig {

@@ -159,6 +159,10 @@ pub const PUBLISHER: &[&str] = &[
         published_at INTEGER NOT NULL
     );
     "#,
+    // 2: lookups of a snapshot's files by SHA-256 (the gateway's /api/v1/resolve).
+    r#"
+    CREATE INDEX entries_by_sha256 ON entries(seq, sha256);
+    "#,
 ];
 
 /// Brings the database up to the newest version of its schema.

@@ -255,51 +255,120 @@ pub mod snapshots {
         Ok(())
     }
 
+    const ENTRY_COLUMNS: &str = "repo, arch, filename, kind, alias, package, size, sha256, cid, \
+                                 tsize, desc_cid, desc_tsize";
+
+    #[allow(clippy::type_complexity)]
+    fn entry_row(
+        r: &Row<'_>,
+    ) -> rusqlite::Result<(
+        (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        ),
+        (i64, Sha256, Vec<u8>, i64, Option<Vec<u8>>, Option<i64>),
+    )> {
+        Ok((
+            (
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ),
+            (
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+                r.get(11)?,
+            ),
+        ))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn build_entry(
+        ((repo, arch, filename, kind, alias, package), (size, sha256, cid, tsize, dc, dt)): (
+            (
+                String,
+                String,
+                String,
+                String,
+                Option<String>,
+                Option<String>,
+            ),
+            (i64, Sha256, Vec<u8>, i64, Option<Vec<u8>>, Option<i64>),
+        ),
+    ) -> Result<Entry, Error> {
+        Ok(Entry {
+            repo,
+            arch,
+            filename,
+            kind,
+            alias,
+            package,
+            size: u64_of(size, "size")?,
+            sha256,
+            cid: cid_of(cid, "entry cid")?,
+            tsize: u64_of(tsize, "tsize")?,
+            desc_cid: dc.map(|c| cid_of(c, "desc cid")).transpose()?,
+            desc_tsize: dt.map(|t| u64_of(t, "desc tsize")).transpose()?,
+        })
+    }
+
     /// The entries of snapshot `seq`, ordered by repo, arch, file name.
     pub fn entries(conn: &Connection, seq: u64) -> Result<Vec<Entry>, Error> {
-        let mut stmt = conn.prepare(
-            "SELECT repo, arch, filename, kind, alias, package, size, sha256, cid, tsize,
-                    desc_cid, desc_tsize
-             FROM entries WHERE seq = ?1 ORDER BY repo, arch, filename",
-        )?;
-        let rows = stmt.query_map([i64_of(seq, "seq")?], |r| {
-            Ok((
-                (
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ),
-                (
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, Sha256>(7)?,
-                    r.get::<_, Vec<u8>>(8)?,
-                    r.get::<_, i64>(9)?,
-                    r.get::<_, Option<Vec<u8>>>(10)?,
-                    r.get::<_, Option<i64>>(11)?,
-                ),
-            ))
-        })?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE seq = ?1 ORDER BY repo, arch, filename"
+        ))?;
+        let rows = stmt.query_map([i64_of(seq, "seq")?], entry_row)?;
         let mut out = Vec::new();
         for r in rows {
-            let ((repo, arch, filename, kind, alias, package), (size, sha256, cid, tsize, dc, dt)) =
-                r?;
-            out.push(Entry {
-                repo,
-                arch,
-                filename,
-                kind,
-                alias,
-                package,
-                size: u64_of(size, "size")?,
-                sha256,
-                cid: cid_of(cid, "entry cid")?,
-                tsize: u64_of(tsize, "tsize")?,
-                desc_cid: dc.map(|c| cid_of(c, "desc cid")).transpose()?,
-                desc_tsize: dt.map(|t| u64_of(t, "desc tsize")).transpose()?,
-            });
+            out.push(build_entry(r?)?);
+        }
+        Ok(out)
+    }
+
+    /// The entry of snapshot `seq` at `<repo>/os/<arch>/<name>`, `name` being its file name
+    /// or its alias (`core.db` for `core.db.tar.gz`).
+    pub fn entry_at(
+        conn: &Connection,
+        seq: u64,
+        repo: &str,
+        arch: &str,
+        name: &str,
+    ) -> Result<Option<Entry>, Error> {
+        conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries
+             WHERE seq = ?1 AND repo = ?2 AND arch = ?3 AND (filename = ?4 OR alias = ?4)
+             LIMIT 1"
+        ))?
+        .query_row(params![i64_of(seq, "seq")?, repo, arch, name], entry_row)
+        .optional()?
+        .map(build_entry)
+        .transpose()
+    }
+
+    /// The entries of snapshot `seq` with this SHA-256.
+    pub fn entries_with_sha256(
+        conn: &Connection,
+        seq: u64,
+        sha256: &Sha256,
+    ) -> Result<Vec<Entry>, Error> {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE seq = ?1 AND sha256 = ?2
+             ORDER BY repo, arch, filename"
+        ))?;
+        let rows = stmt.query_map(params![i64_of(seq, "seq")?, sha256], entry_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(build_entry(r?)?);
         }
         Ok(out)
     }
@@ -471,6 +540,19 @@ pub mod syncs {
             seq.map(|s| i64_of(s, "seq")).transpose()?
         ])?;
         Ok(())
+    }
+
+    /// How many syncs ended with each outcome.
+    pub fn counts(conn: &Connection) -> Result<Vec<(String, u64)>, Error> {
+        let mut stmt =
+            conn.prepare_cached("SELECT outcome, count(*) FROM syncs GROUP BY outcome")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (o, n) = r?;
+            out.push((o, u64_of(n, "sync count")?));
+        }
+        Ok(out)
     }
 
     /// The most recent syncs, newest first.

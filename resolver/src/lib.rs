@@ -1,0 +1,233 @@
+//! cidmirror's HTTP server: what pacman, IPFS clients, scripts and followers talk to.
+//!
+//! One axum [`router`] serves the current snapshot under pacman's mirror paths
+//! (`/<repo>/os/<arch>/<file>`), any held content as an IPFS trustless gateway (`/ipfs/...`),
+//! files by SHA-256 (`/by-hash/sha256/<hex>`, `/api/v1/resolve`), the snapshot feed
+//! (`/feed`, `/api/v1/snapshot/current`) and `/metrics`. [`serve`] runs it on a listener
+//! the caller bound, with a cap on connections, header timeouts and a bounded graceful
+//! shutdown (servers don't bind themselves: tests bind port 0).
+//!
+//! ```no_run
+//! # async fn demo(store: cidmirror_store::EmbeddedStore, db: std::sync::Arc<cidmirror_schema::Db>) -> std::io::Result<()> {
+//! use cidmirror_resolver::{AppState, Limits, serve, snapshot::Snapshots};
+//! let state = AppState::new(store, Snapshots::from_db(db));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7878").await?;
+//! serve(listener, state, Limits::default(), std::future::pending()).await
+//! # }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cidmirror_store::EmbeddedStore;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub mod body;
+pub mod config;
+pub mod error;
+mod feed;
+pub mod gateway;
+pub mod lookup;
+pub mod metrics;
+mod mirror;
+pub mod snapshot;
+
+pub use error::{ApiError, ApiResult};
+use metrics::Metrics;
+use snapshot::{Current, Snapshots};
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    store: EmbeddedStore,
+    snapshots: Snapshots,
+    metrics: Metrics,
+    cache: mirror::PathCache,
+}
+
+impl AppState {
+    /// State over a store and a source of snapshots.
+    pub fn new(store: EmbeddedStore, snapshots: Snapshots) -> Self {
+        AppState {
+            inner: Arc::new(StateInner {
+                store,
+                snapshots,
+                metrics: Metrics::new(),
+                cache: mirror::PathCache::default(),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &EmbeddedStore {
+        &self.inner.store
+    }
+
+    /// Where the current snapshot comes from.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.inner.snapshots
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    fn cache(&self) -> &mirror::PathCache {
+        &self.inner.cache
+    }
+
+    /// The current snapshot, for one request.
+    pub fn current(&self) -> ApiResult<Arc<Current>> {
+        self.inner.snapshots.current().ok_or(ApiError::NoSnapshot)
+    }
+}
+
+/// Limits of the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (a slow-loris client is dropped).
+    pub header_timeout: Duration,
+    /// On shutdown, how long running downloads may go on.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The route label of a request path, for metrics.
+fn route_of(path: &str) -> &'static str {
+    if path.starts_with("/ipfs/") || path == "/ipfs" {
+        "ipfs"
+    } else if path.starts_with("/by-hash/") {
+        "by-hash"
+    } else if path.starts_with("/api/v1/resolve") {
+        "resolve"
+    } else if path.starts_with("/api/v1/snapshot") {
+        "snapshot"
+    } else if path == "/feed" {
+        "feed"
+    } else if path == "/metrics" {
+        "metrics"
+    } else if path.contains("/os/") {
+        "mirror"
+    } else {
+        "other"
+    }
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = route_of(req.uri().path());
+    let resp = next.run(req).await;
+    state.metrics().request(route, resp.status().as_u16());
+    resp
+}
+
+async fn not_found() -> Response {
+    ApiError::NotFound("no such route".into()).into_response()
+}
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(feed::metrics))
+        .route("/feed", get(feed::feed))
+        .route("/api/v1/snapshot/current", get(feed::current))
+        .route("/api/v1/resolve", get(lookup::resolve_api))
+        .route("/by-hash/sha256/{hex}", get(lookup::by_hash))
+        .merge(gateway::routes())
+        .route("/{repo}/os/{arch}/{file}", get(mirror::file))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then lets running requests
+/// finish for at most `limits.shutdown_grace`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("connection limit reached: closing a new connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let metrics = state.metrics().clone();
+        metrics.connection(1);
+        let conn = builder
+            .serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(app.clone()),
+            )
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection ended: {e}");
+            }
+            metrics.connection(-1);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!("shutdown: downloads still running after {:?} were cut", limits.shutdown_grace);
+        }
+    }
+    Ok(())
+}

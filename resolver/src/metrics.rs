@@ -1,0 +1,186 @@
+//! `/metrics` in Prometheus text format (the `prometheus-client` crate).
+//!
+//! Requests by route and status, bytes served by route, store hits and misses (a file served
+//! straight from a kept file, or assembled from blocks), the current snapshot's sequence and
+//! age, and sync outcomes as recorded by the publisher.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+/// The server's counters. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<RouteStatus, Counter>,
+    bytes: Family<RouteLabel, Counter>,
+    store_hits: Counter,
+    store_misses: Counter,
+    snapshot_seq: Gauge<i64, std::sync::atomic::AtomicI64>,
+    snapshot_age: Gauge<i64, std::sync::atomic::AtomicI64>,
+    syncs: Family<OutcomeLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cidmirror");
+        let requests = Family::<RouteStatus, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        let bytes = Family::<RouteLabel, Counter<u64, AtomicU64>>::default();
+        registry.register(
+            "http_response_bytes",
+            "Body bytes sent by route",
+            bytes.clone(),
+        );
+        let store_hits = Counter::default();
+        registry.register(
+            "store_hits",
+            "Files served whole from the store's kept files",
+            store_hits.clone(),
+        );
+        let store_misses = Counter::default();
+        registry.register(
+            "store_misses",
+            "Files asked for whose blocks the store does not hold",
+            store_misses.clone(),
+        );
+        let snapshot_seq = Gauge::default();
+        registry.register(
+            "snapshot_sequence",
+            "Sequence number of the current snapshot",
+            snapshot_seq.clone(),
+        );
+        let snapshot_age = Gauge::default();
+        registry.register(
+            "snapshot_age_seconds",
+            "Seconds since the current snapshot was published",
+            snapshot_age.clone(),
+        );
+        let syncs = Family::<OutcomeLabel, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        registry.register(
+            "syncs",
+            "Publisher syncs recorded, by outcome",
+            syncs.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Open client connections",
+            connections.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                bytes,
+                store_hits,
+                store_misses,
+                snapshot_seq,
+                snapshot_age,
+                syncs,
+                connections,
+            }),
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn request(&self, route: &str, status: u16) {
+        self.inner
+            .requests
+            .get_or_create(&RouteStatus {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+    }
+
+    /// Counts body bytes sent.
+    pub fn bytes_served(&self, route: &str, n: u64) {
+        self.inner
+            .bytes
+            .get_or_create(&RouteLabel {
+                route: route.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// A file served from a kept file.
+    pub fn store_hit(&self) {
+        self.inner.store_hits.inc();
+    }
+
+    /// A file whose blocks are not all held.
+    pub fn store_miss(&self) {
+        self.inner.store_misses.inc();
+    }
+
+    /// A connection opened (+1) or closed (-1).
+    pub fn connection(&self, delta: i64) {
+        self.inner.connections.inc_by(delta);
+    }
+
+    /// Sets the snapshot gauges.
+    pub fn snapshot(&self, seq: u64, age_secs: u64) {
+        self.inner
+            .snapshot_seq
+            .set(i64::try_from(seq).unwrap_or(i64::MAX));
+        self.inner
+            .snapshot_age
+            .set(i64::try_from(age_secs).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the count of recorded syncs with this outcome.
+    pub fn syncs(&self, outcome: &str, count: u64) {
+        self.inner
+            .syncs
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+}

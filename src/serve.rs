@@ -1,0 +1,96 @@
+//! `cidmirror serve`: the HTTP server over this data directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cidmirror_resolver::config::ServeConfig;
+use cidmirror_resolver::snapshot::Snapshots;
+use cidmirror_resolver::{AppState, serve};
+use tokio_util::sync::CancellationToken;
+
+use crate::Context;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Address and port to listen on (default 127.0.0.1:7878).
+    #[arg(long)]
+    pub listen: Option<String>,
+
+    /// Connections open at once (default 4096).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> ServeConfig {
+        ServeConfig {
+            listen: self.listen.clone(),
+            max_connections: self.max_connections,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    serve: ServeArgs,
+
+    /// Settings file (TOML; the server reads its [serve] section).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// The server's state over the data directory: the embedded store and the publisher's
+/// snapshots, followed by polling.
+pub async fn state(ctx: &Context, cancel: &CancellationToken) -> anyhow::Result<AppState> {
+    let store = ctx.open_store()?;
+    let db = cidmirror_ingest::publish::open_state(&ctx.data_dir)?;
+    let snapshots = Snapshots::from_db(Arc::new(db));
+    snapshots.refresh().await?;
+    snapshots.spawn_poller(Duration::from_millis(500), cancel.clone());
+    Ok(AppState::new(store, snapshots))
+}
+
+/// Binds and serves until `cancel`.
+pub async fn run_server(
+    state: AppState,
+    cfg: &ServeConfig,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = cfg.listen().map_err(anyhow::Error::msg)?;
+    let limits = cfg.limits().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!("serving on http://{local}/");
+    eprintln!("serving on http://{local}/");
+    serve(
+        listener,
+        state,
+        limits,
+        async move { cancel.cancelled().await },
+    )
+    .await
+    .context("serving")?;
+    Ok(())
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let settings = crate::settings::load(args.config.as_deref())?;
+    let cfg = settings.serve.overridden_by(args.serve.config());
+    let cancel = CancellationToken::new();
+    let state = state(ctx, &cancel).await?;
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        crate::output::shutdown_signal().await;
+        tracing::info!("stopping: letting running downloads finish");
+        stop.cancel();
+    });
+    run_server(state, &cfg, cancel).await?;
+    Ok(ExitCode::SUCCESS)
+}

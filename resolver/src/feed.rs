@@ -152,7 +152,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         state.metrics().snapshot(c.seq, age);
     }
     if let Some(db) = state.snapshots().db().cloned() {
-        let counts = tokio::task::spawn_blocking(move || db.read(|c| syncs::counts(c)))
+        let counts = tokio::task::spawn_blocking(move || db.read(syncs::counts))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         for (outcome, n) in counts {

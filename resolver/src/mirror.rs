@@ -26,19 +26,22 @@ use crate::snapshot::Current;
 /// file costs no directory walk.
 #[derive(Default)]
 pub(crate) struct PathCache {
-    inner: Mutex<(u64, HashMap<String, (Cid, Option<SystemTime>)>)>,
+    inner: Mutex<(u64, HashMap<String, Resolved>)>,
 }
+
+/// A resolved path: the file, and for databases when their bytes last changed.
+type Resolved = (Cid, Option<SystemTime>);
 
 /// Entries kept per snapshot before the cache starts over.
 const CACHE_MAX: usize = 200_000;
 
 impl PathCache {
-    fn get(&self, seq: u64, path: &str) -> Option<(Cid, Option<SystemTime>)> {
+    fn get(&self, seq: u64, path: &str) -> Option<Resolved> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         (g.0 == seq).then(|| g.1.get(path).copied()).flatten()
     }
 
-    fn put(&self, seq: u64, path: String, v: (Cid, Option<SystemTime>)) {
+    fn put(&self, seq: u64, path: String, v: Resolved) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if g.0 != seq || g.1.len() >= CACHE_MAX {
             *g = (seq, HashMap::new());

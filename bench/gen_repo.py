@@ -2,12 +2,13 @@
 """Generates a pacman upstream mirror for bench/mirror.sh: deterministic, realistic databases.
 
     gen_repo.py init --upstream DIR --state FILE --repo extra --packages 15000 \
-                     [--min-kib 1 --max-kib 40 | --size-kib 10240] [--seed S]
+                     [--min-kib 1 --max-kib 40 | --size-kib 10240 | --mix 400x100,40x20480] [--seed S]
     gen_repo.py bump --upstream DIR --state FILE --count 150
 
 `init` writes DIR/lastupdate and DIR/<repo>/os/x86_64/ as repo-add leaves it: one package
 file per entry (random bytes, sized uniformly between --min-kib and --max-kib KiB, or exactly
---size-kib), its detached signature `<file>.sig` (the decoded %PGPSIG%), `<repo>.db.tar.gz`
+--size-kib, or a mix of fixed sizes given by --mix COUNTxKIB,... whose sizes are dealt out in
+a seeded random order; the mix sets the number of packages), its detached signature `<file>.sig` (the decoded %PGPSIG%), `<repo>.db.tar.gz`
 and `<repo>.files.tar.gz` (gzip -6 tar archives with one `<name>-<version>/` directory per
 package holding `desc`, and `desc` plus `files`) and the `<repo>.db` / `<repo>.files`
 symlinks. Every desc carries the fields of a real Arch entry (FILENAME NAME BASE VERSION
@@ -198,15 +199,36 @@ def write_lastupdate(upstream, t):
     os.replace(tmp, os.path.join(upstream, "lastupdate"))
 
 
+def parse_mix(text):
+    """`400x100,40x20480` -> [100 KiB] * 400 + [20480 KiB] * 40 (in bytes)."""
+    sizes = []
+    for part in text.split(","):
+        count, _, kib = part.strip().lower().partition("x")
+        if not count.isdigit() or not kib.isdigit() or int(kib) == 0:
+            raise SystemExit(f"--mix: expected COUNTxKIB[,COUNTxKIB...], got {part!r}")
+        sizes += [int(kib) * 1024] * int(count)
+    if not sizes:
+        raise SystemExit("--mix: no packages")
+    return sizes
+
+
 def cmd_init(a):
     outdir = os.path.join(a.upstream, a.repo, "os", ARCH_DIR)
     os.makedirs(outdir, exist_ok=True)
     names = set()
     pkgs = []
+    mix = None
+    if a.mix:
+        mix = parse_mix(a.mix)
+        random.Random(f"{a.seed}:mix").shuffle(mix)
+        a.packages = len(mix)
     for i in range(a.packages):
         meta = make_meta(a.seed, i, names)
         rng = random.Random(f"{a.seed}:size:{i}")
-        size = a.size_kib * 1024 if a.size_kib else rng.randint(a.min_kib * 1024, a.max_kib * 1024)
+        if mix:
+            size = mix[i]
+        else:
+            size = a.size_kib * 1024 if a.size_kib else rng.randint(a.min_kib * 1024, a.max_kib * 1024)
         rec = build(a.seed, i, meta, 1, size, outdir)
         rec["meta"] = meta
         pkgs.append(rec)
@@ -274,6 +296,9 @@ def main():
     i.add_argument("--min-kib", type=int, default=1)
     i.add_argument("--max-kib", type=int, default=40)
     i.add_argument("--size-kib", type=int, default=0, help="every package exactly this size")
+    i.add_argument("--mix", default="",
+                   help="COUNTxKIB[,COUNTxKIB...]: packages of these exact sizes in a seeded "
+                        "random order (overrides --packages and the other size options)")
     i.add_argument("--seed", default="cidmirror-bench")
     b = sub.add_parser("bump")
     b.add_argument("--upstream", required=True)

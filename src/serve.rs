@@ -22,6 +22,14 @@ pub struct ServeArgs {
     /// Connections open at once (default 4096).
     #[arg(long)]
     pub max_connections: Option<usize>,
+
+    /// Time a client has to send its request headers (default 10s).
+    #[arg(long)]
+    pub header_timeout: Option<String>,
+
+    /// On SIGTERM, how long running downloads may finish (default 30s).
+    #[arg(long)]
+    pub shutdown_grace: Option<String>,
 }
 
 impl ServeArgs {
@@ -29,7 +37,8 @@ impl ServeArgs {
         ServeConfig {
             listen: self.listen.clone(),
             max_connections: self.max_connections,
-            ..Default::default()
+            header_timeout: self.header_timeout.clone(),
+            shutdown_grace: self.shutdown_grace.clone(),
         }
     }
 }

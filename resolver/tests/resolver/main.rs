@@ -1,0 +1,4 @@
+//! Integration tests of the resolver crate, one binary.
+
+mod gateway;
+mod gw_support;

@@ -71,7 +71,8 @@ pub async fn run_server(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = cfg.listen().map_err(anyhow::Error::msg)?;
-    let limits = cfg.limits().map_err(anyhow::Error::msg)?;
+    let mut limits = cfg.limits().map_err(anyhow::Error::msg)?;
+    fit_connections_to_fd_limit(&mut limits);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -87,6 +88,31 @@ pub async fn run_server(
     .await
     .context("serving")?;
     Ok(())
+}
+
+/// File descriptors kept back from connections: the store's files, the database, logs.
+const FD_RESERVE: u64 = 256;
+
+/// Raises this process's soft limit on open files to its hard limit (many systems start
+/// programs at 1024, fewer than the default connection cap), then lowers the connection
+/// cap if it still would not fit, so that running out of descriptors never stops `accept`
+/// or the store's reads.
+fn fit_connections_to_fd_limit(limits: &mut cidmirror_resolver::Limits) {
+    let fds = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-files limit: {e}");
+            return;
+        }
+    };
+    let room = usize::try_from(fds.saturating_sub(FD_RESERVE).max(16)).unwrap_or(usize::MAX);
+    if limits.max_connections > room {
+        tracing::warn!(
+            "open-files limit {fds}: serving at most {room} connections instead of {}",
+            limits.max_connections
+        );
+        limits.max_connections = room;
+    }
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {

@@ -4,9 +4,13 @@
 //! properties (same CID on rerun, `cat` gives back the bytes that went in).
 
 mod add_cat;
+mod attacks;
 mod bad_input;
 mod car;
 mod concurrency;
 mod crash;
 mod mirror;
+mod pacman_client;
+mod serve;
+mod serve_support;
 mod support;

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 #[path = "../../ingest/tests/ingest/support/fixture.rs"]
-mod fixture;
+pub mod fixture;
 #[path = "../../ingest/tests/ingest/support/server.rs"]
 #[allow(dead_code)]
-mod server;
+pub mod server;
 
 use fixture::{change_standard_mirror, standard_mirror};
 use server::{Fault, TestUpstream};

@@ -23,6 +23,7 @@ pub const INSTALL_HINT: &str = "install pacman's tools: apt-get install -y --no-
 /// One test package: name, pkgver, payload size in bytes, signed.
 pub const PACKAGES: &[(&str, &str, usize, bool)] = &[
     ("alpha", "1.0", 20_000, true),
+    ("alpha", "2.0", 21_000, true),
     ("beta", "1.0", 3_000, false),
     ("beta", "2.0", 3_100, false),
     ("gamma", "1.0", 2_500_000, true),

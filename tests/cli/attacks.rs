@@ -1,0 +1,1 @@
+//! Attacks on `cidmirror serve` (being written).

@@ -58,6 +58,32 @@ fn sha256_of_raw(cid: &Cid) -> Option<String> {
         .then(|| hex::encode(cid.hash().digest()))
 }
 
+/// The mirror paths of the entries of snapshot `seq` with this SHA-256 (a file and its
+/// aliases, in every repository that lists it).
+async fn entry_paths(
+    db: Option<std::sync::Arc<cidmirror_schema::Db>>,
+    seq: u64,
+    sha: cidmirror_store::Sha256,
+) -> ApiResult<Vec<String>> {
+    let Some(db) = db else {
+        return Ok(Vec::new());
+    };
+    let entries = tokio::task::spawn_blocking(move || {
+        db.read(|c| snapshots::entries_with_sha256(c, seq, &sha))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let mut paths = Vec::new();
+    for e in entries {
+        let dir = format!("{}/os/{}", e.repo, e.arch);
+        paths.push(format!("{dir}/{}", e.filename));
+        if let Some(a) = e.alias {
+            paths.push(format!("{dir}/{a}"));
+        }
+    }
+    Ok(paths)
+}
+
 /// Answers a lookup from the current snapshot (and, by SHA-256, from files the publisher
 /// imported earlier that the store still holds).
 pub async fn resolve(state: &AppState, q: Lookup) -> ApiResult<Resolved> {
@@ -74,22 +100,7 @@ pub async fn resolve(state: &AppState, q: Lookup) -> ApiResult<Resolved> {
             match unixfs::resolve(state.store(), &cur.root, &by_path).await {
                 Ok(cid) => {
                     let size = unixfs::stat(state.store(), &cid).await?.size;
-                    let mut paths = Vec::new();
-                    if let Some(db) = db {
-                        let seq = cur.seq;
-                        let entries = tokio::task::spawn_blocking(move || {
-                            db.read(|c| snapshots::entries_with_sha256(c, seq, &sha))
-                        })
-                        .await
-                        .map_err(|e| ApiError::Internal(e.to_string()))??;
-                        for e in entries {
-                            let dir = format!("{}/os/{}", e.repo, e.arch);
-                            paths.push(format!("{dir}/{}", e.filename));
-                            if let Some(a) = e.alias {
-                                paths.push(format!("{dir}/{a}"));
-                            }
-                        }
-                    }
+                    let mut paths = entry_paths(db, cur.seq, sha).await?;
                     paths.push(by_path);
                     Ok(Resolved {
                         cid: cid.to_string(),
@@ -156,13 +167,34 @@ pub async fn resolve(state: &AppState, q: Lookup) -> ApiResult<Resolved> {
                     arch.to_string(),
                     file.to_string(),
                 );
+                let reader = db.clone();
                 let entry = tokio::task::spawn_blocking(move || {
-                    db.read(|c| snapshots::entry_at(c, seq, &r, &a, &f))
+                    reader.read(|c| snapshots::entry_at(c, seq, &r, &a, &f))
                 })
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))??;
                 if let Some(e) = entry {
                     sha256 = Some(e.sha256.to_hex());
+                    // The same answer as a lookup by that hash: every path of the file.
+                    let mut paths = entry_paths(Some(db), cur.seq, e.sha256).await?;
+                    let hexs = e.sha256.to_hex();
+                    let by_path = format!("by-sha256/{}/{hexs}", &hexs[..2]);
+                    if unixfs::resolve(state.store(), &cur.root, &by_path)
+                        .await
+                        .is_ok()
+                    {
+                        paths.push(by_path);
+                    }
+                    if !paths.contains(&clean) {
+                        paths.insert(0, clean);
+                    }
+                    return Ok(Resolved {
+                        cid: cid.to_string(),
+                        size,
+                        sha256,
+                        snapshot: Some(snap),
+                        paths,
+                    });
                 }
             }
             Ok(Resolved {

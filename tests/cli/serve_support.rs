@@ -92,6 +92,11 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Waits (bounded) for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        crate::support::wait_timeout(&mut self.child, timeout)
+    }
+
     /// Resident memory in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))

@@ -30,6 +30,9 @@ pub const PACKAGES: &[(&str, &str, usize, bool)] = &[
     ("delta", "1.0", 40_000, false),
     ("epsilon", "1.0", 1_500_000, true),
     ("zeta", "1.0", 5_000, true),
+    // Bigger than the sockets' buffers on loopback: a download of it is still running
+    // while a test does something else.
+    ("omega", "1.0", 12_000_000, true),
 ];
 
 /// A built package file.

@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cidmirror_store::hash::identity_data;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,11 @@ impl ApiError {
                     StatusCode::NOT_IMPLEMENTED,
                     format!("unsupported {what} 0x{code:x}"),
                 ),
+                // An identity CID carries its block: the client sent the broken bytes.
+                S::Malformed { cid, what, detail } if identity_data(cid).is_some() => (
+                    StatusCode::BAD_REQUEST,
+                    format!("block {cid} is not valid {what}: {detail}"),
+                ),
                 S::Malformed { cid, what, .. } => (
                     StatusCode::BAD_GATEWAY,
                     format!("block {cid} is not valid {what}"),
@@ -90,6 +96,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = self.status_and_message();
+        let message = shorten(&message);
         if status.is_server_error() {
             tracing::warn!("{status}: {self}");
         } else {
@@ -109,5 +116,43 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Longest message sent to a client, in characters.
+const MESSAGE_MAX: usize = 300;
+
+/// `message`, its middle elided if it is longer than [`MESSAGE_MAX`]: messages quote the
+/// client's input (a CID, a path segment), which may be kilobytes long, and the start and
+/// the reason at the end are what tell the problem.
+fn shorten(message: &str) -> String {
+    let n = message.chars().count();
+    if n <= MESSAGE_MAX {
+        return message.to_string();
+    }
+    let (head, tail) = (MESSAGE_MAX * 2 / 3, MESSAGE_MAX / 3);
+    let start: String = message.chars().take(head).collect();
+    let end: String = message.chars().skip(n - tail).collect();
+    format!("{start}[... {} characters ...]{end}", n - head - tail)
+}
+
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_keep_their_start_and_end() {
+        assert_eq!(shorten("short"), "short");
+        let long = format!(
+            "invalid CID \"{}\": Failed to parse multihash",
+            "b".repeat(10_000)
+        );
+        let s = shorten(&long);
+        assert!(s.chars().count() < MESSAGE_MAX + 40, "{s}");
+        assert!(s.starts_with("invalid CID \"bbb"), "{s}");
+        assert!(s.ends_with("\": Failed to parse multihash"), "{s}");
+        assert!(s.contains("characters ...]"), "{s}");
+        let wide = "\u{e9}".repeat(MESSAGE_MAX + 1);
+        assert!(shorten(&wide).chars().count() < MESSAGE_MAX + 40);
+    }
+}

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -29,8 +31,9 @@ use cidmirror_store::EmbeddedStore;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 pub mod body;
 pub mod config;
@@ -146,6 +149,19 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
     resp
 }
 
+/// A 304 carries no body, but axum gives the empty one a `Content-Length: 0`, which hyper
+/// passes on in answer to `HEAD`: a length the representation does not have (the 304 to
+/// `GET` has none). A body of unknown length gets no such header.
+async fn unsized_not_modified(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if resp.status() == StatusCode::NOT_MODIFIED {
+        *resp.body_mut() = Body::from_stream(futures::stream::empty::<
+            Result<bytes::Bytes, std::convert::Infallible>,
+        >());
+    }
+    resp
+}
+
 async fn not_found() -> Response {
     ApiError::NotFound("no such route".into()).into_response()
 }
@@ -161,6 +177,7 @@ pub fn router(state: AppState) -> Router {
         .merge(gateway::routes())
         .route("/{repo}/os/{arch}/{file}", get(mirror::file))
         .fallback(not_found)
+        .layer(middleware::from_fn(unsized_not_modified))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -179,6 +196,8 @@ pub async fn serve(
     let app = router(state.clone());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connections still waiting for their first byte: not hyper's yet, so not graceful's.
+    let stopping = CancellationToken::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -186,6 +205,7 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -207,21 +227,27 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let metrics = state.metrics().clone();
         metrics.connection(1);
-        let conn = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(app.clone()),
-            )
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
+        let (header_timeout, stopping) = (limits.header_timeout, stopping.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection ended: {e}");
+            if first_byte(&stream, header_timeout, &stopping).await {
+                let conn = builder
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(app),
+                    )
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!("connection ended: {e}");
+                }
+            } else {
+                tracing::debug!("connection closed: nothing sent within {header_timeout:?}");
             }
             metrics.connection(-1);
             drop(slot);
         });
     }
+    stopping.cancel();
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
@@ -230,4 +256,16 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Waits until the client sends something (or hangs up), at most `timeout`; false if it did
+/// not or the server is stopping. hyper's header timeout only starts once the first bytes
+/// have told `auto::Builder` the protocol, so without this a client that connects and sends
+/// nothing would hold its connection slot forever.
+async fn first_byte(stream: &TcpStream, timeout: Duration, stopping: &CancellationToken) -> bool {
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        r = tokio::time::timeout(timeout, stream.peek(&mut byte)) => matches!(r, Ok(Ok(_))),
+        () = stopping.cancelled() => false,
+    }
 }

@@ -64,6 +64,21 @@ pub async fn state(ctx: &Context, cancel: &CancellationToken) -> anyhow::Result<
     Ok(AppState::new(store, snapshots))
 }
 
+/// Connections the kernel queues before `accept`: the default of 128 overflows when
+/// many clients connect at once (each overflowed one waits a second to retry).
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds and serves until `cancel`.
 pub async fn run_server(
     state: AppState,
@@ -73,9 +88,7 @@ pub async fn run_server(
     let addr = cfg.listen().map_err(anyhow::Error::msg)?;
     let mut limits = cfg.limits().map_err(anyhow::Error::msg)?;
     fit_connections_to_fd_limit(&mut limits);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
+    let listener = listen(addr).with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!("serving on http://{local}/");
     eprintln!("serving on http://{local}/");

@@ -92,7 +92,7 @@ impl ContentPath {
             .ok_or_else(|| ApiError::BadRequest("not an /ipfs/ path".into()))?;
         let mut parts = rest.split('/');
         let cid_part = decode_segment(parts.next().unwrap_or_default())?;
-        let root = parse_root(&cid_part)?;
+        let root = parse_cid(&cid_part)?;
         let segments = parts
             .filter(|p| !p.is_empty())
             .map(decode_segment)
@@ -113,27 +113,6 @@ impl ContentPath {
         }
         s
     }
-}
-
-/// [`parse_cid`], strictly: the whole string must be the CID. (The `cid` crate ignores
-/// bytes after the CID and takes whatever follows an `/ipfs/` inside the string, so
-/// `<cid>aa` or `junk%2Fipfs%2F<cid>` would name the same content as `<cid>`.)
-fn parse_root(s: &str) -> ApiResult<Cid> {
-    let cid = parse_cid(s)?;
-    let exact = match cid.version() {
-        cid::Version::V0 => s.len() == 46 && s.starts_with("Qm"),
-        cid::Version::V1 => {
-            cid::multibase::decode(s).is_ok_and(|(_, bytes)| bytes == cid.to_bytes())
-        }
-    };
-    if !exact {
-        return Err(StoreError::InvalidCid {
-            input: s.to_string(),
-            reason: "more than a CID".into(),
-        }
-        .into());
-    }
-    Ok(cid)
 }
 
 fn decode_segment(s: &str) -> ApiResult<String> {

@@ -151,11 +151,26 @@ pub fn identity_data(cid: &Cid) -> Option<&[u8]> {
 }
 
 /// Parses a CID string, with a message that says what was wrong.
+///
+/// The whole string must be the CID: the `cid` crate alone ignores bytes after the CID and
+/// takes whatever follows an `/ipfs/` inside the string, so `<cid>aa` or
+/// `junk/ipfs/<cid>` would otherwise name the same content as `<cid>`.
 pub fn parse_cid(s: &str) -> Result<Cid> {
-    Cid::try_from(s).map_err(|e| Error::InvalidCid {
+    let invalid = |reason: String| Error::InvalidCid {
         input: s.to_string(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let cid = Cid::try_from(s).map_err(|e| invalid(e.to_string()))?;
+    let exact = match cid.version() {
+        cid::Version::V0 => s.len() == 46 && s.starts_with("Qm"),
+        cid::Version::V1 => {
+            cid::multibase::decode(s).is_ok_and(|(_, bytes)| bytes == cid.to_bytes())
+        }
+    };
+    if !exact {
+        return Err(invalid("more than a CID".into()));
+    }
+    Ok(cid)
 }
 
 #[cfg(test)]
@@ -187,6 +202,25 @@ mod tests {
     fn bad_cid_strings_name_the_input() {
         for bad in ["", "Qm", "bafy!!", "zzzz"] {
             let err = parse_cid(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_cid_string_is_nothing_but_the_cid() {
+        let v1 = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
+        let v0 = "QmWATWQ7fVPP2EFGu71UkfnqhYXDYH566qy47CnJDgvs8u";
+        for good in [v1, v0, &v1.to_uppercase()] {
+            assert!(parse_cid(good).is_ok(), "{good}");
+        }
+        for bad in [
+            format!("{v1}aa"),
+            format!("{v0}a"),
+            format!("junk/ipfs/{v1}"),
+            format!("/ipfs/{v0}"),
+            format!(" {v1}"),
+        ] {
+            let err = parse_cid(&bad).unwrap_err().to_string();
             assert!(err.contains(&format!("{bad:?}")), "{err}");
         }
     }

@@ -106,6 +106,26 @@ pub struct FileMeta {
     pub cache_control: Option<&'static str>,
 }
 
+/// Whether a `Range` may be honoured: no `If-Range`, or one that names this version (the
+/// strong ETag, or exactly the `Last-Modified` date). A client resuming a database that
+/// has changed since must not splice bytes of two versions together.
+fn if_range_holds(headers: &HeaderMap, meta: &FileMeta, etag: &str) -> bool {
+    let Some(v) = headers.get(header::IF_RANGE) else {
+        return true;
+    };
+    let Ok(v) = v.to_str() else {
+        return false;
+    };
+    let v = v.trim();
+    if v.starts_with('"') {
+        return v == etag;
+    }
+    match (meta.last_modified, httpdate::parse_http_date(v)) {
+        (Some(lm), Ok(date)) => httpdate::fmt_http_date(lm) == httpdate::fmt_http_date(date),
+        _ => false,
+    }
+}
+
 /// Whether conditional headers say the client's copy is current.
 fn not_modified(headers: &HeaderMap, meta: &FileMeta, etag: &str) -> bool {
     if let Some(inm) = headers
@@ -151,18 +171,23 @@ pub async fn file_response(
     // A kept file is looked up and, when its bytes will be sent, loaded in one trip to the
     // blocking pool: under load every trip back waits behind the running downloads.
     let want_body = method != Method::HEAD && !fresh;
+    // The only header the ranges below are read from: `Range`, unless `If-Range` names
+    // another version of the file (then the whole file goes out, RFC 9110 13.1.5).
     let mut range_only = HeaderMap::new();
-    if let Some(v) = headers.get(header::RANGE) {
+    if let Some(v) = headers.get(header::RANGE)
+        && if_range_holds(headers, &meta, &etag)
+    {
         range_only.insert(header::RANGE, v.clone());
     }
     let store = state.store().clone();
     let cid = meta.cid;
+    let ranges = range_only.clone();
     let whole = tokio::task::spawn_blocking(move || -> ApiResult<Option<(u64, Option<Kept>)>> {
         let Some((path, size)) = store.whole_file(&cid)? else {
             return Ok(None);
         };
         // An unsatisfiable range loads nothing: it is answered below.
-        let span = match parse_range(&range_only, size) {
+        let span = match parse_range(&ranges, size) {
             Ok(r) if want_body => Some(r.unwrap_or(0..size)),
             _ => None,
         };
@@ -207,7 +232,7 @@ pub async fn file_response(
             .body(Body::empty())
             .map_err(|e| ApiError::Internal(e.to_string()));
     }
-    let range = parse_range(headers, size)?;
+    let range = parse_range(&range_only, size)?;
     let (status, span) = match &range {
         Some(r) => {
             b = b.header(

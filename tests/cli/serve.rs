@@ -363,6 +363,33 @@ fn mirror_paths_ranges_heads_and_missing_signatures() {
     let started = std::time::Instant::now();
     assert_eq!(srv.get("/extra/os/x86_64/extra.db.sig").status, 404);
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // If-Range: a resume of this version gets the range, a resume of another version
+    // gets the whole current file, never a splice of two.
+    let r = request(
+        srv.addr,
+        "GET",
+        "/core/os/x86_64/core.db",
+        &[("Range", "bytes=10-"), ("If-Range", etag)],
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &db.body[10..]);
+    let r = request(
+        srv.addr,
+        "GET",
+        "/core/os/x86_64/core.db",
+        &[("Range", "bytes=10-"), ("If-Range", lm)],
+    );
+    assert_eq!(r.status, 206);
+    for other in ["\"bafkqaaa\"", "Thu, 01 Jan 2015 00:00:00 GMT", "W/\"x\""] {
+        let r = request(
+            srv.addr,
+            "GET",
+            "/core/os/x86_64/core.db",
+            &[("Range", "bytes=10-"), ("If-Range", other)],
+        );
+        assert_eq!(r.status, 200, "If-Range {other}");
+        assert_eq!(r.body, db.body, "If-Range {other}");
+    }
     assert_eq!(srv.get("/community/os/x86_64/community.db").status, 404);
     assert_eq!(srv.get("/core/os/aarch64/core.db").status, 404);
 }

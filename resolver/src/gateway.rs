@@ -31,9 +31,8 @@ use axum::routing::get;
 use bytes::Bytes;
 use cid::Cid;
 use cidmirror_store::car::{encode_header, encode_section};
-use cidmirror_store::dir::{HAMT_HASH_MURMUR3, murmur64};
 use cidmirror_store::hash::{DAG_PB, HashAlg, RAW, identity_data, parse_cid};
-use cidmirror_store::pb::{self, DataType};
+use cidmirror_store::pb::DataType;
 use cidmirror_store::unixfs::{self, Kind, links_of, need_block};
 use cidmirror_store::{EmbeddedStore, Error as StoreError, Store};
 use futures::{Stream, StreamExt};
@@ -386,27 +385,6 @@ struct Walked {
     trail: Vec<Cid>,
 }
 
-fn decode<'a>(cid: &Cid, block: &'a [u8]) -> ApiResult<(pb::Node<'a>, pb::Unixfs<'a>)> {
-    let node = pb::decode_node(block).map_err(|e| StoreError::malformed(cid, "dag-pb", e.0))?;
-    let data = node
-        .data
-        .ok_or_else(|| StoreError::malformed(cid, "UnixFS data", "node has no Data"))?;
-    let u = pb::decode_unixfs(data).map_err(|e| StoreError::malformed(cid, "UnixFS data", e.0))?;
-    Ok((node, u))
-}
-
-/// Bits per level and hex width of bucket names of a HAMT node.
-fn hamt_shape(cid: &Cid, u: &pb::Unixfs<'_>) -> ApiResult<(u32, usize)> {
-    let fanout = u.fanout.unwrap_or(0);
-    if !fanout.is_power_of_two() || !(2..=1024).contains(&fanout) {
-        return Err(StoreError::malformed(cid, "HAMT shard", format!("fanout {fanout}")).into());
-    }
-    if u.hash_type != Some(HAMT_HASH_MURMUR3) {
-        return Err(StoreError::malformed(cid, "HAMT shard", "hash type is not murmur3").into());
-    }
-    Ok((fanout.trailing_zeros(), format!("{:X}", fanout - 1).len()))
-}
-
 /// Follows `path` from `root` (as [`unixfs::resolve`] does), recording the blocks read.
 async fn walk_path(store: &EmbeddedStore, root: &Cid, path: &[String]) -> ApiResult<Walked> {
     let mut walked = Walked {
@@ -422,86 +400,25 @@ async fn walk_path(store: &EmbeddedStore, root: &Cid, path: &[String]) -> ApiRes
                 .join("/")
         };
         let dir = walked.terminal;
-        match lookup_traced(store, &dir, name, &mut walked.trail).await? {
-            Lookup::Found(c) => {
-                walked.roots.push(c);
-                walked.terminal = c;
+        match unixfs::lookup_traced(store, &dir, name, &mut walked.trail).await {
+            Ok(Some(link)) => {
+                walked.roots.push(link.cid);
+                walked.terminal = link.cid;
             }
-            Lookup::Missing => {
+            Ok(None) => {
                 return Err(StoreError::PathNotFound {
                     root: Box::new(*root),
                     path: path[..=i].join("/"),
                 }
                 .into());
             }
-            Lookup::NotADirectory => return Err(StoreError::NotADirectory(here()).into()),
+            Err(StoreError::NotADirectory(_)) => {
+                return Err(StoreError::NotADirectory(here()).into());
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(walked)
-}
-
-enum Lookup {
-    Found(Cid),
-    Missing,
-    NotADirectory,
-}
-
-/// [`unixfs::lookup`] that also records every block it reads (the directory and the HAMT
-/// shards on the way to `name`) in `trail`.
-async fn lookup_traced(
-    store: &EmbeddedStore,
-    dir: &Cid,
-    name: &str,
-    trail: &mut Vec<Cid>,
-) -> ApiResult<Lookup> {
-    if dir.codec() != DAG_PB {
-        return Ok(Lookup::NotADirectory);
-    }
-    let block = need_block(store, dir).await?;
-    let (node, u) = decode(dir, &block)?;
-    trail.push(*dir);
-    match u.typ {
-        Some(DataType::Directory) => Ok(node
-            .links
-            .iter()
-            .find(|l| l.name == name.as_bytes())
-            .map_or(Lookup::Missing, |l| Lookup::Found(l.cid))),
-        Some(DataType::HamtShard) => {
-            let hash = murmur64(name.as_bytes());
-            let mut depth = 0u32;
-            let (mut shard_cid, mut shard_block) = (*dir, block.clone());
-            loop {
-                let (node, u) = decode(&shard_cid, &shard_block)?;
-                let (bits, pad) = hamt_shape(&shard_cid, &u)?;
-                if bits * (depth + 1) > 64 {
-                    return Ok(Lookup::Missing);
-                }
-                let bucket = (hash >> (64 - bits * (depth + 1))) & ((1u64 << bits) - 1);
-                let prefix = format!("{bucket:0pad$X}");
-                let mut next = None;
-                for l in &node.links {
-                    if !l.name.starts_with(prefix.as_bytes()) {
-                        continue;
-                    }
-                    if l.name.len() == pad {
-                        next = Some(l.cid);
-                        break;
-                    }
-                    if &l.name[pad..] == name.as_bytes() {
-                        return Ok(Lookup::Found(l.cid));
-                    }
-                }
-                let Some(next) = next else {
-                    return Ok(Lookup::Missing);
-                };
-                shard_block = need_block(store, &next).await?;
-                trail.push(next);
-                shard_cid = next;
-                depth += 1;
-            }
-        }
-        _ => Ok(Lookup::NotADirectory),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -798,8 +715,8 @@ impl CarWalk {
                 children.extend(links_of(cid, block)?.into_iter().map(Visit::All));
             }
             Visit::Shard(cid) => {
-                let (node, u) = decode(cid, block).map_err(api_to_store)?;
-                let (_, pad) = hamt_shape(cid, &u).map_err(api_to_store)?;
+                let (node, u) = unixfs::decode(cid, block)?;
+                let (_, pad) = unixfs::hamt_shape(cid, &u)?;
                 children.extend(
                     node.links
                         .iter()
@@ -813,7 +730,7 @@ impl CarWalk {
                 len,
                 want,
             } => {
-                let (node, u) = decode(cid, block).map_err(api_to_store)?;
+                let (node, u) = unixfs::decode(cid, block)?;
                 if !matches!(u.typ, Some(DataType::File | DataType::Raw))
                     || node.links.len() != u.blocksizes.len()
                 {
@@ -845,14 +762,6 @@ impl CarWalk {
         }
         self.stack.extend(children.into_iter().rev());
         Ok(())
-    }
-}
-
-/// Store errors inside a stream: the ones `decode` and `hamt_shape` make are store errors.
-fn api_to_store(e: ApiError) -> StoreError {
-    match e {
-        ApiError::Store(s) => s,
-        other => StoreError::Task(other.to_string()),
     }
 }
 
@@ -1037,10 +946,10 @@ impl ListWalk {
                 ));
             }
             let block = need_block(&self.store, &c).await?;
-            let (node, u) = decode(&c, &block).map_err(api_to_store)?;
+            let (node, u) = unixfs::decode(&c, &block)?;
             let pad = match u.typ {
                 Some(DataType::Directory) => 0,
-                Some(DataType::HamtShard) => hamt_shape(&c, &u).map_err(api_to_store)?.1,
+                Some(DataType::HamtShard) => unixfs::hamt_shape(&c, &u)?.1,
                 _ => return Err(StoreError::NotADirectory(c.to_string())),
             };
             let mut rows = String::new();

@@ -110,7 +110,7 @@ fn file_node_size(cid: &Cid, node: &pb::Node<'_>, u: &pb::Unixfs<'_>) -> Result<
     }
 }
 
-fn decode<'a>(cid: &Cid, block: &'a [u8]) -> Result<(pb::Node<'a>, pb::Unixfs<'a>)> {
+pub fn decode<'a>(cid: &Cid, block: &'a [u8]) -> Result<(pb::Node<'a>, pb::Unixfs<'a>)> {
     let node = pb::decode_node(block).map_err(|e| Error::malformed(cid, "dag-pb", e.0))?;
     let data = node
         .data
@@ -177,7 +177,7 @@ fn stat_block(cid: &Cid, block: &[u8]) -> Result<Stat> {
 }
 
 /// Shape of a HAMT node: (bits per level, hex width of bucket prefixes).
-fn hamt_shape(cid: &Cid, u: &pb::Unixfs<'_>) -> Result<(u32, usize)> {
+pub fn hamt_shape(cid: &Cid, u: &pb::Unixfs<'_>) -> Result<(u32, usize)> {
     let fanout = u.fanout.unwrap_or(0);
     if !fanout.is_power_of_two() || !(2..=1024).contains(&fanout) {
         return Err(Error::malformed(
@@ -207,24 +207,34 @@ pub async fn lookup<S: Store + ?Sized>(
     dir: &Cid,
     name: &str,
 ) -> Result<Option<DirLink>> {
+    lookup_traced(store, dir, name, &mut Vec::new()).await
+}
+
+/// [`lookup`], recording in `trail` every block it reads on the way: the directory, and
+/// the HAMT shards walked inside it (what a CAR must carry to prove the step).
+pub async fn lookup_traced<S: Store + ?Sized>(
+    store: &S,
+    dir: &Cid,
+    name: &str,
+    trail: &mut Vec<Cid>,
+) -> Result<Option<DirLink>> {
     let block = need_block(store, dir).await?;
     if dir.codec() != DAG_PB {
         return Err(Error::NotADirectory(dir.to_string()));
     }
+    trail.push(*dir);
+    let found = |l: &pb::Link| DirLink {
+        name: name.to_string(),
+        cid: l.cid,
+        tsize: l.tsize,
+    };
     let (node, u) = decode(dir, &block)?;
     match u.typ {
-        Some(DataType::Directory) => {
-            for l in &node.links {
-                if l.name == name.as_bytes() {
-                    return Ok(Some(DirLink {
-                        name: name.to_string(),
-                        cid: l.cid,
-                        tsize: l.tsize,
-                    }));
-                }
-            }
-            Ok(None)
-        }
+        Some(DataType::Directory) => Ok(node
+            .links
+            .iter()
+            .find(|l| l.name == name.as_bytes())
+            .map(found)),
         Some(DataType::HamtShard) => {
             let hash = murmur64(name.as_bytes());
             let mut depth = 0u32;
@@ -248,17 +258,14 @@ pub async fn lookup<S: Store + ?Sized>(
                         break;
                     }
                     if &l.name[pad..] == name.as_bytes() {
-                        return Ok(Some(DirLink {
-                            name: name.to_string(),
-                            cid: l.cid,
-                            tsize: l.tsize,
-                        }));
+                        return Ok(Some(found(l)));
                     }
                 }
                 let Some(n) = next else {
                     return Ok(None);
                 };
                 shard_block = need_block(store, &n).await?;
+                trail.push(n);
                 shard_cid = n;
                 depth += 1;
             }

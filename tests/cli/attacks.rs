@@ -49,18 +49,7 @@ impl Published {
         let t = TestDir::new();
         let m = standard_mirror();
         let d = t.data("data");
-        let o = d.run(&[
-            "mirror",
-            "--upstream",
-            s(m.root()),
-            "--repo",
-            "core",
-            "--repo",
-            "extra",
-            "--once",
-            "--no-progress",
-        ]);
-        assert_eq!(o.status.code(), Some(0), "mirror --once: {}", stderr(&o));
+        crate::mirror::mirror_once(&d, s(m.root()));
         let out = d.ok_text(&["import", s(&fixture("dir-with-files.car"))]);
         let fixture_root = out
             .split_whitespace()

@@ -17,7 +17,7 @@ use server::{Fault, TestUpstream};
 
 /// A runtime for the test upstream server, on its own threads: the test itself blocks on
 /// child processes.
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -38,6 +38,13 @@ fn mirror_args<'a>(upstream: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     ];
     v.extend_from_slice(extra);
     v
+}
+
+/// `mirror --once` of core and extra from `upstream`, which must publish; its stdout.
+pub fn mirror_once(d: &DataDir, upstream: &str) -> String {
+    let o = d.run(&mirror_args(upstream, &["--once"]));
+    assert_eq!(o.status.code(), Some(0), "mirror --once: {}", stderr(&o));
+    stdout(&o)
 }
 
 /// The root CID from `published snapshot N ROOT: ...`.

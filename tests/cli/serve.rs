@@ -8,33 +8,10 @@ use std::path::Path;
 
 use crate::mirror::fixture::{self, Mirror};
 use crate::mirror::server::TestUpstream;
+use crate::mirror::{mirror_once, runtime};
 use crate::pacman_client::{Pacman, export_key};
 use crate::serve_support::{Server, request};
 use crate::support::*;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn mirror_once(d: &DataDir, upstream: &str) -> String {
-    let o = d.run(&[
-        "mirror",
-        "--upstream",
-        upstream,
-        "--repo",
-        "core",
-        "--repo",
-        "extra",
-        "--once",
-        "--no-progress",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "mirror --once: {}", stderr(&o));
-    stdout(&o)
-}
 
 /// The server's count of 304 answers on mirror paths, from `/metrics`.
 fn mirror_304s(srv: &Server) -> u64 {

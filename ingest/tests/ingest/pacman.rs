@@ -2,7 +2,6 @@
 //! from packages built by `makepkg`, and hand-made hostile ones.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -13,6 +12,8 @@ use cidmirror_ingest::pacman::{
     parse_db_limited, parse_files_db,
 };
 use sha2::Digest as _;
+
+use crate::support::fixture::{self, run};
 
 const ALL: [Compression; 5] = [
     Compression::None,
@@ -409,28 +410,9 @@ package() { mkdir -p "$pkgdir/usr/lib"; echo lib > "$pkgdir/usr/lib/libx++.so.1"
     ),
 ];
 
-const INSTALL_HINT: &str = "install pacman's tools: apt-get install -y --no-install-recommends \
-     pacman-package-manager makepkg libarchive-tools fakeroot gnupg (Debian/Ubuntu), \
-     or pacman -S pacman gnupg (Arch)";
-
 fn fixtures() -> &'static Fixtures {
     static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
     FIXTURES.get_or_init(build_fixtures)
-}
-
-/// Runs `cmd`, failing the test with its output if it cannot start or fails.
-fn run(cmd: &mut Command) {
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {shown}: {e}; {INSTALL_HINT}");
-    });
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn read(path: &Path) -> Vec<u8> {
@@ -438,76 +420,27 @@ fn read(path: &Path) -> Vec<u8> {
 }
 
 fn build_fixtures() -> Fixtures {
-    for tool in ["makepkg", "repo-add", "bsdtar", "fakeroot", "gpg"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false);
-        assert!(found, "{tool} not found on PATH; {INSTALL_HINT}");
-    }
+    fixture::require_tools(&["makepkg", "repo-add", "bsdtar", "fakeroot", "gpg"]);
     let tmp = tempfile::tempdir().expect("temp dir");
     let top = tmp.path();
     let build = top.join("build");
     let pkgs = top.join("pkgs");
     let gnupg = top.join("gnupg");
-    for d in [&build, &pkgs, &gnupg] {
+    for d in [&build, &pkgs] {
         std::fs::create_dir(d).expect("mkdir");
     }
-    // makepkg refuses to run as root: build as nobody then.
-    let as_root = std::fs::metadata(top).expect("stat temp dir").uid() == 0;
     for (name, _, pkgbuild, _, _) in PACKAGES {
         let dir = build.join(name);
         std::fs::create_dir(&dir).expect("mkdir");
         std::fs::write(dir.join("PKGBUILD"), pkgbuild).expect("write PKGBUILD");
     }
-    if as_root {
-        run(Command::new("chown").args(["-R", "nobody"]).arg(&build));
-        // nobody must be able to reach the build directory.
-        run(Command::new("chmod").arg("755").arg(top));
-    }
     for (name, _, _, ext, _) in PACKAGES {
-        let dir = build.join(name);
-        let mut cmd = if as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "nobody", "--", "makepkg"]);
-            c
-        } else {
-            Command::new("makepkg")
-        };
-        cmd.args(["--nodeps", "--noconfirm"])
-            .current_dir(&dir)
-            .env("HOME", &build)
-            .env("PKGEXT", ext)
-            .env("PACKAGER", "cidmirror tests <tests@cidmirror.invalid>");
-        run(&mut cmd);
+        fixture::makepkg(&build, &[build.join(name)], ext);
     }
 
     // A key to sign the package that should carry %PGPSIG%, and `repo-add --sign`.
-    let gpg = |args: &[&str]| {
-        let mut c = Command::new("gpg");
-        c.env("GNUPGHOME", &gnupg)
-            .args([
-                "--batch",
-                "--quiet",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args);
-        run(&mut c);
-    };
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&gnupg, std::fs::Permissions::from_mode(0o700))
-            .expect("chmod gnupg");
-    }
-    gpg(&[
-        "--quick-gen-key",
-        "cidmirror tests <tests@cidmirror.invalid>",
-        "ed25519",
-        "sign",
-        "never",
-    ]);
+    let gpg = |args: &[&str]| fixture::gpg(&gnupg, args);
+    fixture::new_signing_key(&gnupg);
 
     let mut packages = Vec::new();
     for (name, version, _, ext, signed) in PACKAGES {

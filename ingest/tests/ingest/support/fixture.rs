@@ -66,7 +66,8 @@ impl Packages {
     }
 }
 
-fn run(cmd: &mut Command) {
+/// Runs `cmd`, failing the test with its output if it cannot start or fails.
+pub fn run(cmd: &mut Command) {
     let shown = format!("{cmd:?}");
     let out = cmd
         .output()
@@ -145,7 +146,8 @@ fn build_or_load() -> Packages {
     Packages { dir, gnupg, built }
 }
 
-fn gpg(gnupg: &Path, args: &[&str]) {
+/// `gpg` on the keyring `gnupg`, never asking for a passphrase.
+pub fn gpg(gnupg: &Path, args: &[&str]) {
     run(Command::new("gpg")
         .env("GNUPGHOME", gnupg)
         .args([
@@ -159,32 +161,25 @@ fn gpg(gnupg: &Path, args: &[&str]) {
         .args(args));
 }
 
-fn build_into(dir: &Path) {
-    for tool in [
-        "makepkg", "repo-add", "bsdtar", "fakeroot", "gpg", "openssl",
-    ] {
+/// Fails the test, with the install hint, unless pacman's tools are on PATH.
+pub fn require_tools(tools: &[&str]) {
+    for tool in tools {
         let found = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
             .unwrap_or(false);
         assert!(found, "{tool} not found on PATH; {INSTALL_HINT}");
     }
-    let build = dir.join("build");
-    let pkgs = dir.join("pkgs");
-    let gnupg = dir.join("gnupg");
-    for d in [&build, &pkgs, &gnupg] {
-        fs::create_dir_all(d).expect("mkdir");
-    }
-    fs::set_permissions(&gnupg, fs::Permissions::from_mode(0o700)).expect("chmod gnupg");
-    let as_root = fs::metadata(dir).expect("stat").uid() == 0;
-    for (name, pkgver, size, _) in PACKAGES {
-        let d = build.join(format!("{name}-{pkgver}"));
-        fs::create_dir_all(&d).expect("mkdir");
-        fs::write(d.join("PKGBUILD"), pkgbuild(name, pkgver, *size)).expect("PKGBUILD");
-    }
+}
+
+/// Runs makepkg in each of `dirs` (each holding a PKGBUILD) with `PKGEXT=pkgext`, `HOME`
+/// at `build`. makepkg refuses root: as root it runs as nobody, who is given `build` and
+/// the way to it.
+pub fn makepkg(build: &Path, dirs: &[PathBuf], pkgext: &str) {
+    // /proc/self belongs to this process's effective user.
+    let as_root = fs::metadata("/proc/self").expect("stat /proc/self").uid() == 0;
     if as_root {
-        // makepkg refuses root: build as nobody, who must reach the build directory.
-        run(Command::new("chown").args(["-R", "nobody"]).arg(&build));
-        let mut p = dir.to_path_buf();
+        run(Command::new("chown").args(["-R", "nobody"]).arg(build));
+        let mut p = build.to_path_buf();
         loop {
             let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o755));
             if !p.pop() || p.as_os_str().is_empty() || p == Path::new("/") {
@@ -198,8 +193,7 @@ fn build_into(dir: &Path) {
             }
         }
     }
-    for (name, pkgver, _, _) in PACKAGES {
-        let d = build.join(format!("{name}-{pkgver}"));
+    for d in dirs {
         let mut cmd = if as_root {
             let mut c = Command::new("runuser");
             c.args(["-u", "nobody", "--", "makepkg"]);
@@ -208,14 +202,20 @@ fn build_into(dir: &Path) {
             Command::new("makepkg")
         };
         cmd.args(["--nodeps", "--noconfirm"])
-            .current_dir(&d)
-            .env("HOME", &build)
-            .env("PKGEXT", ".pkg.tar.zst")
+            .current_dir(d)
+            .env("HOME", build)
+            .env("PKGEXT", pkgext)
             .env("PACKAGER", "cidmirror tests <tests@cidmirror.invalid>");
         run(&mut cmd);
     }
+}
+
+/// A fresh keyring in `gnupg` (mode 0700) with one ed25519 signing key.
+pub fn new_signing_key(gnupg: &Path) {
+    fs::create_dir_all(gnupg).expect("mkdir gnupg");
+    fs::set_permissions(gnupg, fs::Permissions::from_mode(0o700)).expect("chmod gnupg");
     gpg(
-        &gnupg,
+        gnupg,
         &[
             "--quick-gen-key",
             "cidmirror tests <tests@cidmirror.invalid>",
@@ -224,6 +224,27 @@ fn build_into(dir: &Path) {
             "never",
         ],
     );
+}
+
+fn build_into(dir: &Path) {
+    require_tools(&[
+        "makepkg", "repo-add", "bsdtar", "fakeroot", "gpg", "openssl",
+    ]);
+    let build = dir.join("build");
+    let pkgs = dir.join("pkgs");
+    let gnupg = dir.join("gnupg");
+    for d in [&build, &pkgs] {
+        fs::create_dir_all(d).expect("mkdir");
+    }
+    let mut dirs = Vec::new();
+    for (name, pkgver, size, _) in PACKAGES {
+        let d = build.join(format!("{name}-{pkgver}"));
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::write(d.join("PKGBUILD"), pkgbuild(name, pkgver, *size)).expect("PKGBUILD");
+        dirs.push(d);
+    }
+    makepkg(&build, &dirs, ".pkg.tar.zst");
+    new_signing_key(&gnupg);
     for (name, pkgver, _, signed) in PACKAGES {
         let filename = format!("{name}-{pkgver}-1-x86_64.pkg.tar.zst");
         let from = build.join(format!("{name}-{pkgver}")).join(&filename);

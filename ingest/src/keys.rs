@@ -1,25 +1,18 @@
 //! The publisher's ed25519 key and what it signs.
 //!
-//! A snapshot is signed over (sequence, root CID, previous root CID): the root covers every
-//! byte of the listing, the manifest included, and the chain of previous roots makes a
-//! rollback visible. The signed message is text, so anyone can check it with any ed25519
-//! tool:
-//!
-//! ```text
-//! cidmirror-snapshot-v1
-//! seq 42
-//! root bafy...
-//! previous bafy...        ("previous -" for the first snapshot)
-//! ```
-//! (lines joined with `\n`, a final `\n`). The key file holds the 32-byte secret seed and is
-//! created on first use with mode 0600.
+//! A snapshot is signed over (sequence, root CID, previous root CID); the message and its
+//! verification live in [`cidmirror_store::sign`] so that followers can check signatures
+//! without depending on this crate, and are re-exported here for the publisher's callers.
+//! The key file holds the 32-byte secret seed and is created on first use with mode 0600.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use cid::Cid;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
+
+pub use cidmirror_store::sign::{snapshot_message, verify_snapshot};
 
 use crate::{Error, Result};
 
@@ -27,33 +20,6 @@ use crate::{Error, Result};
 pub struct PublisherKey {
     key: SigningKey,
     path: PathBuf,
-}
-
-/// The message a snapshot signature covers.
-pub fn snapshot_message(seq: u64, root: &Cid, previous: Option<&Cid>) -> Vec<u8> {
-    let prev = previous.map_or_else(|| "-".to_string(), Cid::to_string);
-    format!("cidmirror-snapshot-v1\nseq {seq}\nroot {root}\nprevious {prev}\n").into_bytes()
-}
-
-/// Checks a snapshot signature against a public key given as 64 hex digits.
-pub fn verify_snapshot(
-    public_hex: &str,
-    seq: u64,
-    root: &Cid,
-    previous: Option<&Cid>,
-    signature: &[u8],
-) -> Result<bool> {
-    let mut pk = [0u8; 32];
-    hex::decode_to_slice(public_hex.trim(), &mut pk)
-        .map_err(|e| Error::Config(format!("publisher key {public_hex:?}: {e}")))?;
-    let vk = VerifyingKey::from_bytes(&pk)
-        .map_err(|e| Error::Config(format!("publisher key {public_hex:?}: {e}")))?;
-    let Ok(sig) = Signature::from_slice(signature) else {
-        return Ok(false);
-    };
-    Ok(vk
-        .verify(&snapshot_message(seq, root, previous), &sig)
-        .is_ok())
 }
 
 impl PublisherKey {

@@ -140,6 +140,10 @@ pub enum Error {
     /// A pin reason that is empty or unprintable.
     #[error("invalid pin reason {0:?}: use 1 to 128 printable characters")]
     InvalidPinReason(String),
+    /// A publisher public key that cannot be used (not 64 hex digits, not an ed25519
+    /// point); the message names the key as given.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
     /// A blocking task was cancelled or panicked.
     #[error("background task failed: {0}")]
     Task(String),

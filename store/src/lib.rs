@@ -6,7 +6,9 @@
 //! - [`car`] reads (verifying every block) and writes CAR v1;
 //! - [`Store`] is where blocks live; [`EmbeddedStore`] keeps them in a local directory with
 //!   no daemon, each package once as a whole file; [`unixfs`] reads files and paths back
-//!   from any store.
+//!   from any store;
+//! - [`sign`] builds and checks the publisher's snapshot signatures (shared by the publisher
+//!   and its followers, so neither depends on the other).
 //!
 //! ```no_run
 //! use cidmirror_store::{EmbeddedStore, FileSource, Profile, PutOptions, Store};
@@ -29,6 +31,7 @@ pub mod hash;
 pub mod importer;
 pub mod params;
 pub mod pb;
+pub mod sign;
 pub mod unixfs;
 
 pub use api::{

@@ -491,6 +491,23 @@ pub mod pins {
         Ok(out)
     }
 
+    /// The pins still in force at `now`, as (root, reason), one row per pin: garbage
+    /// collection needs the reason, which says how deep a pin keeps (see the store's
+    /// direct pins).
+    pub fn live(conn: &Connection, now: UnixTime) -> Result<Vec<(Cid, String)>, Error> {
+        let mut stmt = conn
+            .prepare("SELECT cid, reason FROM pins WHERE expires_at IS NULL OR expires_at > ?1")?;
+        let rows = stmt.query_map([now], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (cid, reason) = r?;
+            out.push((cid_from_blob(cid)?, reason));
+        }
+        Ok(out)
+    }
+
     /// Deletes pins that expired before `now`; returns how many.
     pub fn delete_expired(tx: &WriteTx<'_>, now: UnixTime) -> Result<usize, Error> {
         Ok(tx

@@ -117,6 +117,13 @@ impl fmt::Debug for PutOptions {
 }
 
 /// Why a DAG is kept (`add`, `snapshot:42`, `grace:core`). 1 to 128 printable characters.
+///
+/// A pin is recursive (it keeps every block its root reaches) unless its reason starts with
+/// [`PinReason::DIRECT_PREFIX`] (`direct:`): a direct pin keeps only the pinned block
+/// itself. A follower pins a snapshot's directory nodes that way, so that holding the
+/// listing does not mean holding every package file the directories link to. The depth is
+/// part of the reason rather than a separate flag so that every store (and the pin table)
+/// keeps one key per pin, (root, reason).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PinReason(String);
 
@@ -135,6 +142,35 @@ impl PinReason {
     /// The reason text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// What a reason starts with to make its pins direct (block only, links not followed).
+    pub const DIRECT_PREFIX: &'static str = "direct:";
+
+    /// A direct pin reason, `direct:<name>`: pins under it keep only the pinned block, not
+    /// what it links to (see [`PinReason`]). Infallible so that callers building reasons
+    /// from their own names need no error path: control characters in `name` become `_`
+    /// and it is cut (at a character boundary) to fit the 128-byte limit.
+    pub fn direct(name: &str) -> PinReason {
+        let mut s = String::from(Self::DIRECT_PREFIX);
+        for c in name.chars() {
+            let c = if c.is_control() { '_' } else { c };
+            if s.len() + c.len_utf8() > 128 {
+                break;
+            }
+            s.push(c);
+        }
+        PinReason(s)
+    }
+
+    /// Whether pins under this reason are direct: they keep the pinned block only.
+    pub fn is_direct(&self) -> bool {
+        Self::is_direct_reason(&self.0)
+    }
+
+    /// [`PinReason::is_direct`] for reason text as stored.
+    pub(crate) fn is_direct_reason(reason: &str) -> bool {
+        reason.starts_with(Self::DIRECT_PREFIX)
     }
 }
 
@@ -248,8 +284,9 @@ pub trait Store: Send + Sync + 'static {
     /// (clamped to the file; a start past the end is an error). Returns the file's full size.
     async fn read(&self, cid: &Cid, range: Option<Range<u64>>) -> Result<(u64, ByteStream)>;
 
-    /// Pins `cid` (recursively) for `reason`, until `expires_at` if given. Re-pinning with the
-    /// same reason updates the expiry.
+    /// Pins `cid` for `reason`, until `expires_at` if given: recursively, or only the block
+    /// itself if the reason is direct ([`PinReason::direct`]). Re-pinning with the same
+    /// reason updates the expiry.
     async fn pin(
         &self,
         cid: &Cid,
@@ -275,6 +312,7 @@ pub trait Store: Send + Sync + 'static {
     /// Every pin, expired or not.
     async fn pins(&self) -> Result<Vec<Pin>>;
 
-    /// Deletes expired pins and everything no remaining pin reaches.
+    /// Deletes expired pins and everything no remaining pin reaches (a direct pin reaches
+    /// only its own block).
     async fn gc(&self, opts: GcOptions) -> Result<GcReport>;
 }

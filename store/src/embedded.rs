@@ -517,10 +517,14 @@ impl EmbeddedStore {
             pins_expired: self.inner.db.write(|tx| pins::delete_expired(tx, now))? as u64,
             ..Default::default()
         };
-        // Mark.
-        let live = self.inner.db.read(|c| pins::live_roots(c, now))?;
+        // Mark: recursive pins keep their whole DAG, direct pins only their own block
+        // (added after the walk, so a block both pin kinds name is still walked).
+        let live = self.inner.db.read(|c| pins::live(c, now))?;
+        let (direct, recursive): (Vec<_>, Vec<_>) = live
+            .into_iter()
+            .partition(|(_, reason)| PinReason::is_direct_reason(reason));
         let mut marked: HashSet<Cid> = HashSet::new();
-        let mut stack = live;
+        let mut stack: Vec<Cid> = recursive.into_iter().map(|(c, _)| c).collect();
         while let Some(c) = stack.pop() {
             if !marked.insert(c) || c.codec() != DAG_PB {
                 continue;
@@ -537,6 +541,22 @@ impl EmbeddedStore {
                 Ok(links) => stack.extend(links),
                 Err(e) => tracing::warn!("gc: {e}; keeping it, without following its links"),
             }
+        }
+        // A direct pin on a whole file's root keeps that node, not the file: forget that it
+        // is the file's root, so that the file goes with its leaves.
+        let mut direct_only = Vec::new();
+        for (c, _) in direct {
+            if marked.insert(c) && c.codec() == DAG_PB {
+                direct_only.push(c);
+            }
+        }
+        for chunk in direct_only.chunks(1000) {
+            self.inner.db.write(|tx| -> Result<()> {
+                for c in chunk {
+                    roots::delete(tx, c)?;
+                }
+                Ok(())
+            })?;
         }
         // Sweep.
         let all = self.inner.db.read(blocks::all)?;

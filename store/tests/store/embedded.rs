@@ -353,6 +353,119 @@ async fn gc_follows_links_inside_identity_cids() {
     assert_eq!(drain(s).await, data);
 }
 
+/// A directory node holding `name -> file`, its blocks put into `store`.
+fn dir_over(store: &EmbeddedStore, name: &str, f: &cidmirror_store::ImportedFile) -> cid::Cid {
+    let mut dir = cidmirror_store::dir::Directory::new();
+    let e = cidmirror_store::dir::DirEntry {
+        cid: f.cid,
+        tsize: f.tsize,
+    };
+    dir.insert(name, e).unwrap();
+    let mut sink = VecSink::default();
+    let root = dir
+        .build(&Profile::UnixfsV1_2025.params(), &mut sink)
+        .unwrap()
+        .cid;
+    let blocks: Vec<cidmirror_store::Block> = sink
+        .0
+        .into_iter()
+        .map(|(cid, data)| cidmirror_store::Block {
+            cid,
+            data: data.into(),
+        })
+        .collect();
+    store.put_blocks_sync(&blocks).unwrap();
+    root
+}
+
+fn gc_now(store: &EmbeddedStore) -> cidmirror_store::GcReport {
+    store
+        .gc_sync(cidmirror_store::GcOptions {
+            grace: std::time::Duration::ZERO,
+        })
+        .unwrap()
+}
+
+/// A follower pins a snapshot's directory nodes without the package files they link to:
+/// a `direct:` pin keeps the pinned block only; any other pin keeps everything below it.
+#[test]
+fn a_direct_pin_keeps_its_block_but_not_what_it_links_to() {
+    use cidmirror_store::PinReason;
+    let (_dir, store) = temp_store();
+    let data = pseudo_random("direct-pin", 5000);
+    let f = store.put_reader(&data[..], &PutOptions::default()).unwrap();
+    let dir = dir_over(&store, "pkg", &f);
+    assert_ne!(dir, f.cid);
+
+    let direct = PinReason::direct("listing:1");
+    assert_eq!(direct.as_str(), "direct:listing:1");
+    assert!(direct.is_direct());
+    assert!(!"snapshot:1".parse::<PinReason>().unwrap().is_direct());
+    store.pin_sync(&dir, &direct, None).unwrap();
+    let rep = gc_now(&store);
+    assert!(store.has_sync(&dir).unwrap(), "the pinned directory stays");
+    assert!(
+        !store.has_sync(&f.cid).unwrap(),
+        "the file it links to goes"
+    );
+    assert!(kept_files(&store).is_empty(), "{rep:?}");
+    assert_eq!(rep.files_removed, 1, "{rep:?}");
+
+    // The same directory pinned recursively keeps the file, also beside the direct pin.
+    let f = store.put_reader(&data[..], &PutOptions::default()).unwrap();
+    let recursive: PinReason = "snapshot:1".parse().unwrap();
+    store.pin_sync(&dir, &recursive, None).unwrap();
+    gc_now(&store);
+    assert!(store.has_sync(&dir).unwrap());
+    assert!(
+        store.has_sync(&f.cid).unwrap(),
+        "a recursive pin keeps the file"
+    );
+    assert_eq!(kept_files(&store).len(), 1);
+    assert!(store.unpin_sync(&dir, &direct).unwrap());
+    gc_now(&store);
+    assert!(
+        store.has_sync(&f.cid).unwrap(),
+        "the recursive pin alone keeps it too"
+    );
+
+    // Without the recursive pin, the file goes again.
+    assert!(store.unpin_sync(&dir, &recursive).unwrap());
+    store.pin_sync(&dir, &direct, None).unwrap();
+    gc_now(&store);
+    assert!(store.has_sync(&dir).unwrap());
+    assert!(!store.has_sync(&f.cid).unwrap());
+
+    // A direct pin on a multi-block file's root keeps that node, not the file's bytes.
+    let big = pseudo_random("direct-pin-big", 3 << 20);
+    let g = store.put_reader(&big[..], &PutOptions::default()).unwrap();
+    let root = store.get_block_sync(&g.cid).unwrap().unwrap();
+    let leaves = cidmirror_store::unixfs::links_of(&g.cid, &root).unwrap();
+    assert!(leaves.len() > 1, "a multi-block file");
+    store.pin_sync(&g.cid, &direct, None).unwrap();
+    gc_now(&store);
+    assert_eq!(store.get_block_sync(&g.cid).unwrap(), Some(root));
+    for l in &leaves {
+        assert!(!store.has_sync(l).unwrap(), "leaf {l} goes");
+    }
+    assert!(kept_files(&store).is_empty());
+    assert!(store.whole_file(&g.cid).unwrap().is_none());
+    let rep = store.verify(true).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+}
+
+#[test]
+fn direct_pin_reasons_are_always_valid() {
+    use cidmirror_store::PinReason;
+    let r = PinReason::direct("a\nb");
+    assert_eq!(r.as_str(), "direct:a_b");
+    assert_eq!(r.as_str().parse::<PinReason>().unwrap(), r);
+    let long = PinReason::direct(&"\u{e9}".repeat(100));
+    assert!(long.as_str().len() <= 128 && long.is_direct());
+    assert_eq!(long.as_str().parse::<PinReason>().unwrap(), long);
+    assert!(PinReason::direct("").is_direct());
+}
+
 #[test]
 fn an_empty_temp_file_of_a_dead_writer_goes_at_once() {
     let (_dir, store) = temp_store();

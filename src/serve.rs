@@ -39,6 +39,58 @@ impl ServeArgs {
             max_connections: self.max_connections,
             header_timeout: self.header_timeout.clone(),
             shutdown_grace: self.shutdown_grace.clone(),
+            ..ServeConfig::default()
+        }
+    }
+}
+
+/// Options of a follower gateway (`serve` only).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FollowArgs {
+    /// Follow this gateway (a publisher's or another follower's) instead of serving a local
+    /// publisher's snapshots: snapshots arrive by its feed, verified with --publisher-key.
+    #[arg(long, value_name = "URL")]
+    pub follow: Option<String>,
+
+    /// The publisher's public key, 64 hex digits (`cidmirror key show` on the publisher).
+    #[arg(long, value_name = "HEX")]
+    pub publisher_key: Option<String>,
+
+    /// Another trustless gateway to fetch blocks from (repeatable): followers, volunteers,
+    /// a local Kubo gateway.
+    #[arg(long = "source", value_name = "URL")]
+    pub sources: Vec<String>,
+
+    /// A plain HTTP mirror in pacman's layout, the last resort for package files, checked
+    /// against the snapshot's SHA-256 (repeatable).
+    #[arg(long = "fallback-mirror", value_name = "URL")]
+    pub fallback_mirrors: Vec<String>,
+
+    /// Bytes of files the follower keeps, e.g. 20G (default 20G; `none` for no limit).
+    #[arg(long, value_name = "SIZE")]
+    pub cache_budget: Option<String>,
+
+    /// How a follower refreshes: delta (default) or walk (fetch every listing block not held).
+    #[arg(long, value_name = "MODE")]
+    pub refresh: Option<String>,
+
+    /// How often a follower polls while the feed is down (default 5s).
+    #[arg(long, value_name = "DURATION")]
+    pub poll_every: Option<String>,
+}
+
+impl FollowArgs {
+    /// `cfg` with every option given here set.
+    fn apply(&self, cfg: ServeConfig) -> ServeConfig {
+        ServeConfig {
+            follow: self.follow.clone(),
+            publisher_key: self.publisher_key.clone(),
+            sources: self.sources.clone(),
+            fallback_mirrors: self.fallback_mirrors.clone(),
+            cache_budget: self.cache_budget.clone(),
+            refresh: self.refresh.clone(),
+            poll_every: self.poll_every.clone(),
+            ..cfg
         }
     }
 }
@@ -47,6 +99,9 @@ impl ServeArgs {
 pub struct Args {
     #[command(flatten)]
     serve: ServeArgs,
+
+    #[command(flatten)]
+    follow: FollowArgs,
 
     /// Settings file (TOML; the server reads its [serve] section).
     #[arg(long, value_name = "FILE")]
@@ -130,9 +185,23 @@ fn fit_connections_to_fd_limit(limits: &mut cidmirror_resolver::Limits) {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let settings = crate::settings::load(args.config.as_deref())?;
-    let cfg = settings.serve.overridden_by(args.serve.config());
+    let cfg = settings
+        .serve
+        .overridden_by(args.follow.apply(args.serve.config()));
     let cancel = CancellationToken::new();
-    let state = state(ctx, &cancel).await?;
+    let follow = cfg
+        .follow(ctx.data_dir.join("follow"))
+        .map_err(anyhow::Error::msg)?;
+    let state = match follow {
+        Some(f) => {
+            let store = ctx.open_store()?;
+            tracing::info!("following {}", f.follow);
+            let follower = cidmirror_resolver::follow::Follower::new(f, store)?;
+            follower.spawn(cancel.clone());
+            follower.app_state()
+        }
+        None => state(ctx, &cancel).await?,
+    };
     let stop = cancel.clone();
     tokio::spawn(async move {
         crate::output::shutdown_signal().await;

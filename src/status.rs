@@ -22,7 +22,84 @@ fn when(t: i64) -> String {
     )
 }
 
+/// A follower's status, from the `status.json` the running `serve --follow` writes every
+/// two seconds.
+fn follower(path: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read(path)?;
+    let r: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        o => o.to_string(),
+    };
+    println!("following      {}", s(&r["publisher"]));
+    match r["current"].as_array() {
+        Some(c) if c.len() == 2 => println!("current        snapshot {} {}", c[0], s(&c[1])),
+        _ => println!("current        none yet"),
+    }
+    println!(
+        "latest seen    {} (lag {} snapshots; feed {})",
+        s(&r["latest_seen"]),
+        s(&r["lag"]),
+        if r["feed_connected"] == true {
+            "connected"
+        } else {
+            "down, polling"
+        }
+    );
+    println!(
+        "refreshes      {} by delta, {} by walk, {} failed; last fetched {} bytes; {} announcements refused",
+        s(&r["refreshes_delta"]),
+        s(&r["refreshes_walk"]),
+        s(&r["refreshes_failed"]),
+        s(&r["last_refresh_bytes"]),
+        s(&r["refused"])
+    );
+    for src in r["sources"].as_array().into_iter().flatten() {
+        let rate = src["recent_success"]
+            .as_f64()
+            .map_or("-".into(), |f| format!("{:.0}%", f * 100.0));
+        println!(
+            "source         {}  {} blocks ok ({} bytes), {} missing, {} failed, {} corrupt; recent success {rate}",
+            s(&src["url"]),
+            s(&src["blocks_ok"]),
+            s(&src["bytes"]),
+            s(&src["blocks_missing"]),
+            s(&src["blocks_failed"]),
+            s(&src["blocks_corrupt"])
+        );
+    }
+    let c = &r["cache"];
+    println!(
+        "cache          {} bytes used of {} budget; {} cached files; {} evicted ({} bytes)",
+        s(&c["used"]),
+        s(&c["budget"]),
+        s(&c["cached_files"]),
+        s(&c["evicted_files"]),
+        s(&c["evicted_bytes"])
+    );
+    let t = &r["transfers"];
+    println!(
+        "transfers      {} started, {} shared, {} completed, {} failed; {} sources dropped; {} fallback bytes, {} fallback files rejected",
+        s(&t[0]),
+        s(&t[1]),
+        s(&t[2]),
+        s(&t[3]),
+        s(&t[4]),
+        s(&t[5]),
+        s(&t[6])
+    );
+    println!("as of          {}", s(&r["at"]));
+    Ok(())
+}
+
 pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
+    let follow_status = ctx.data_dir.join("follow").join("status.json");
+    if follow_status.exists() {
+        follower(&follow_status)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let key_path = ctx.data_dir.join("publisher.key");
     if key_path.exists() {
         println!(

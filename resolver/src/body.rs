@@ -111,7 +111,7 @@ pub struct FileMeta {
 /// Whether a `Range` may be honoured: no `If-Range`, or one that names this version (the
 /// strong ETag, or exactly the `Last-Modified` date). A client resuming a database that
 /// has changed since must not splice bytes of two versions together.
-fn if_range_holds(headers: &HeaderMap, meta: &FileMeta, etag: &str) -> bool {
+pub(crate) fn if_range_holds(headers: &HeaderMap, meta: &FileMeta, etag: &str) -> bool {
     let Some(v) = headers.get(header::IF_RANGE) else {
         return true;
     };
@@ -129,7 +129,7 @@ fn if_range_holds(headers: &HeaderMap, meta: &FileMeta, etag: &str) -> bool {
 }
 
 /// Whether conditional headers say the client's copy is current.
-fn not_modified(headers: &HeaderMap, meta: &FileMeta, etag: &str) -> bool {
+pub(crate) fn not_modified(headers: &HeaderMap, meta: &FileMeta, etag: &str) -> bool {
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -6,6 +6,13 @@
 //! max_connections = 4096
 //! header_timeout = "10s"
 //! shutdown_grace = "30s"
+//!
+//! # a follower gateway (`serve --follow`)
+//! follow = "http://publisher.example:7878/"
+//! publisher_key = "64 hex digits"
+//! sources = ["http://peer.lan:7878/"]
+//! fallback_mirrors = ["https://geo.mirror.pkgbuild.com/"]
+//! cache_budget = "20G"
 //! ```
 
 use std::net::SocketAddr;
@@ -30,6 +37,22 @@ pub struct ServeConfig {
     pub header_timeout: Option<String>,
     /// How long running downloads may finish on shutdown.
     pub shutdown_grace: Option<String>,
+    /// A gateway to follow (makes this a follower gateway).
+    pub follow: Option<String>,
+    /// The publisher's public key (hex), required with `follow`.
+    pub publisher_key: Option<String>,
+    /// More trustless gateways to fetch blocks from.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// HTTP mirrors in pacman's layout, the last resort for package files.
+    #[serde(default)]
+    pub fallback_mirrors: Vec<String>,
+    /// Bytes of files kept (`20G`, `512M`); `none` for no limit.
+    pub cache_budget: Option<String>,
+    /// `delta` (default) or `walk`.
+    pub refresh: Option<String>,
+    /// How often to poll the followed gateway while its feed is down.
+    pub poll_every: Option<String>,
 }
 
 fn duration(field: &str, v: Option<&str>, default: Duration) -> Result<Duration, String> {
@@ -47,7 +70,79 @@ impl ServeConfig {
             max_connections: over.max_connections.or(self.max_connections),
             header_timeout: over.header_timeout.or(self.header_timeout),
             shutdown_grace: over.shutdown_grace.or(self.shutdown_grace),
+            follow: over.follow.or(self.follow),
+            publisher_key: over.publisher_key.or(self.publisher_key),
+            sources: if over.sources.is_empty() {
+                self.sources
+            } else {
+                over.sources
+            },
+            fallback_mirrors: if over.fallback_mirrors.is_empty() {
+                self.fallback_mirrors
+            } else {
+                over.fallback_mirrors
+            },
+            cache_budget: over.cache_budget.or(self.cache_budget),
+            refresh: over.refresh.or(self.refresh),
+            poll_every: over.poll_every.or(self.poll_every),
         }
+    }
+
+    /// The follower's settings, if `follow` is set; `dir` holds its state.
+    pub fn follow(
+        &self,
+        dir: std::path::PathBuf,
+    ) -> Result<Option<crate::follow::FollowConfig>, String> {
+        let Some(follow) = &self.follow else {
+            if self.publisher_key.is_some()
+                || !self.sources.is_empty()
+                || !self.fallback_mirrors.is_empty()
+            {
+                return Err(
+                    "publisher_key, sources and fallback_mirrors only make sense with follow"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        };
+        let url = |field: &str, s: &str| -> Result<url::Url, String> {
+            let u = url::Url::parse(s).map_err(|e| format!("{field} = {s:?}: {e}"))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(format!("{field} = {s:?}: not an http(s) URL"));
+            }
+            Ok(u)
+        };
+        let Some(key) = &self.publisher_key else {
+            return Err(format!(
+                "following {follow} needs the publisher's key (--publisher-key; \
+                 `cidmirror key show` on the publisher prints it)"
+            ));
+        };
+        let mut cfg = crate::follow::FollowConfig::new(url("follow", follow)?, key, dir)
+            .map_err(|e| format!("publisher_key: {e}"))?;
+        for s in &self.sources {
+            cfg.sources.push(url("sources", s)?);
+        }
+        for s in &self.fallback_mirrors {
+            cfg.fallback_mirrors.push(url("fallback_mirrors", s)?);
+        }
+        match self.cache_budget.as_deref() {
+            None => {}
+            Some("none" | "unlimited") => cfg.cache_budget = None,
+            Some(b) => {
+                cfg.cache_budget = Some(
+                    crate::follow::cache::parse_size(b)
+                        .map_err(|e| format!("cache_budget = {e}"))?,
+                );
+            }
+        }
+        cfg.refresh = match self.refresh.as_deref() {
+            None | Some("delta") => crate::follow::RefreshMode::Delta,
+            Some("walk") => crate::follow::RefreshMode::Walk,
+            Some(o) => return Err(format!("refresh = {o:?}: use delta or walk")),
+        };
+        cfg.poll_every = duration("poll_every", self.poll_every.as_deref(), cfg.poll_every)?;
+        Ok(Some(cfg))
     }
 
     /// The listening address.

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// The publisher's database failed.
     #[error(transparent)]
     Schema(#[from] cidmirror_schema::Error),
+    /// A follower could not get the file from any source or mirror.
+    #[error("bad gateway: {0}")]
+    Upstream(String),
     /// Anything else that is our fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -86,6 +89,7 @@ impl ApiError {
                 ),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
             },
+            ApiError::Upstream(m) => (StatusCode::BAD_GATEWAY, format!("bad gateway: {m}")),
             ApiError::Schema(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
             }

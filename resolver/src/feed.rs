@@ -142,6 +142,19 @@ fn snapshot_events(
     )
 }
 
+/// `GET /api/v1/follow/status`: a follower's report (what `cidmirror status` prints).
+pub async fn follow_status(State(state): State<AppState>) -> ApiResult<Response> {
+    let Some(f) = state.follow() else {
+        return Err(ApiError::NotFound(
+            "this gateway follows no publisher".into(),
+        ));
+    };
+    let mut resp = Json(f.report().await).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     if let Some(c) = state.snapshots().current() {
@@ -150,6 +163,9 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         state.metrics().snapshot(c.seq, age);
+    }
+    if let Some(f) = state.follow() {
+        state.metrics().follow(&f.report().await);
     }
     if let Some(db) = state.snapshots().db().cloned() {
         let counts = tokio::task::spawn_blocking(move || db.read(syncs::counts))

@@ -37,8 +37,10 @@ use tokio_util::sync::CancellationToken;
 
 pub mod body;
 pub mod config;
+mod delta;
 pub mod error;
 mod feed;
+pub mod follow;
 pub mod gateway;
 pub mod lookup;
 pub mod metrics;
@@ -60,6 +62,8 @@ struct StateInner {
     snapshots: Snapshots,
     metrics: Metrics,
     cache: mirror::PathCache,
+    /// Set on a follower gateway.
+    follower: Option<Arc<follow::Follower>>,
 }
 
 impl AppState {
@@ -71,8 +75,27 @@ impl AppState {
                 snapshots,
                 metrics: Metrics::new(),
                 cache: mirror::PathCache::default(),
+                follower: None,
             }),
         }
+    }
+
+    /// State of a follower gateway: its snapshots are the ones it verified and fetched.
+    pub fn follower(store: EmbeddedStore, follower: Arc<follow::Follower>) -> Self {
+        AppState {
+            inner: Arc::new(StateInner {
+                store,
+                snapshots: follower.snapshots().clone(),
+                metrics: Metrics::new(),
+                cache: mirror::PathCache::default(),
+                follower: Some(follower),
+            }),
+        }
+    }
+
+    /// The follower, on a follower gateway.
+    pub fn follow(&self) -> Option<&Arc<follow::Follower>> {
+        self.inner.follower.as_ref()
     }
 
     /// The store.
@@ -131,6 +154,8 @@ fn route_of(path: &str) -> &'static str {
         "resolve"
     } else if path.starts_with("/api/v1/snapshot") {
         "snapshot"
+    } else if path.starts_with("/api/v1/delta") {
+        "delta"
     } else if path == "/feed" {
         "feed"
     } else if path == "/metrics" {
@@ -172,6 +197,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(feed::metrics))
         .route("/feed", get(feed::feed))
         .route("/api/v1/snapshot/current", get(feed::current))
+        .route("/api/v1/delta/{root}", get(delta::delta))
+        .route("/api/v1/follow/status", get(feed::follow_status))
         .route("/api/v1/resolve", get(lookup::resolve_api))
         .route("/by-hash/sha256/{hex}", get(lookup::by_hash))
         .merge(gateway::routes())

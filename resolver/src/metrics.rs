@@ -29,6 +29,19 @@ struct OutcomeLabel {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceOutcome {
+    source: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabel {
+    what: String,
+}
+
+type IGauge = Gauge<i64, std::sync::atomic::AtomicI64>;
+
 /// The server's counters. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -45,6 +58,9 @@ struct Inner {
     snapshot_age: Gauge<i64, std::sync::atomic::AtomicI64>,
     syncs: Family<OutcomeLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
     connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    follow: Family<WhatLabel, IGauge>,
+    source_blocks: Family<SourceOutcome, IGauge>,
+    source_bytes: Family<WhatLabel, IGauge>,
 }
 
 impl Default for Metrics {
@@ -105,6 +121,26 @@ impl Metrics {
             "Open client connections",
             connections.clone(),
         );
+        let follow = Family::<WhatLabel, IGauge>::default();
+        registry.register(
+            "follow",
+            "Follower gateway: latest_seen and lag (snapshots), refreshes by delta/walk/failed, \
+             refused announcements, last_refresh_bytes, transfers started/shared/completed/failed, \
+             sources_dropped, fallback_bytes, fallback_rejected, cache_used/cache_budget bytes",
+            follow.clone(),
+        );
+        let source_blocks = Family::<SourceOutcome, IGauge>::default();
+        registry.register(
+            "follow_source_blocks",
+            "Follower gateway: blocks asked of each source, by outcome",
+            source_blocks.clone(),
+        );
+        let source_bytes = Family::<WhatLabel, IGauge>::default();
+        registry.register(
+            "follow_source_bytes",
+            "Follower gateway: verified bytes received from each source (label what = URL)",
+            source_bytes.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -116,6 +152,9 @@ impl Metrics {
                 snapshot_age,
                 syncs,
                 connections,
+                follow,
+                source_blocks,
+                source_bytes,
             }),
         }
     }
@@ -174,6 +213,63 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the follower's gauges from its report.
+    pub fn follow(&self, r: &crate::follow::FollowReport) {
+        let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let set = |what: &str, v: u64| {
+            self.inner
+                .follow
+                .get_or_create(&WhatLabel {
+                    what: what.to_string(),
+                })
+                .set(i(v));
+        };
+        set("latest_seen", r.latest_seen.unwrap_or(0));
+        set("lag", r.lag);
+        set("refreshes_delta", r.refreshes_delta);
+        set("refreshes_walk", r.refreshes_walk);
+        set("refreshes_failed", r.refreshes_failed);
+        set("refused", r.refused);
+        set("last_refresh_bytes", r.last_refresh_bytes);
+        set("feed_connected", u64::from(r.feed_connected));
+        let names = [
+            "transfers_started",
+            "transfers_shared",
+            "transfers_completed",
+            "transfers_failed",
+            "sources_dropped",
+            "fallback_bytes",
+            "fallback_rejected",
+        ];
+        for (n, v) in names.iter().zip(r.transfers) {
+            set(n, v);
+        }
+        set("cache_used", r.cache.used);
+        set("cache_budget", r.cache.budget.unwrap_or(0));
+        for s in &r.sources {
+            for (outcome, v) in [
+                ("ok", s.blocks_ok),
+                ("missing", s.blocks_missing),
+                ("failed", s.blocks_failed),
+                ("corrupt", s.blocks_corrupt),
+            ] {
+                self.inner
+                    .source_blocks
+                    .get_or_create(&SourceOutcome {
+                        source: s.url.clone(),
+                        outcome: outcome.to_string(),
+                    })
+                    .set(i(v));
+            }
+            self.inner
+                .source_bytes
+                .get_or_create(&WhatLabel {
+                    what: s.url.clone(),
+                })
+                .set(i(s.bytes));
+        }
     }
 
     /// The text exposition.

@@ -123,6 +123,17 @@ pub async fn file(
         check_segment(s)?;
     }
     let cur = state.current()?;
+    if let Some(view) = cur.follow.clone() {
+        return crate::follow::serve::file(
+            &state,
+            &cur,
+            &view,
+            &method,
+            &headers,
+            (&repo, &arch, &file),
+        )
+        .await;
+    }
     let path = format!("{repo}/os/{arch}/{file}");
     let (cid, since) = match state.cache().get(cur.seq, &path) {
         Some(hit) => hit,

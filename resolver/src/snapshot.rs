@@ -29,6 +29,8 @@ pub struct Current {
     pub published_at: SystemTime,
     /// The publisher's ed25519 signature over (seq, root, previous).
     pub signature: Vec<u8>,
+    /// On a follower: its view of the listing (lookups, locally rebuilt databases).
+    pub follow: Option<Arc<crate::follow::view::View>>,
 }
 
 impl From<&Snapshot> for Current {
@@ -39,6 +41,7 @@ impl From<&Snapshot> for Current {
             previous: s.previous,
             published_at: UNIX_EPOCH + Duration::from_secs(s.published_at.0.max(0).unsigned_abs()),
             signature: s.signature.clone(),
+            follow: None,
         }
     }
 }

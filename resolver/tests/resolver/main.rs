@@ -1,4 +1,5 @@
 //! Integration tests of the resolver crate, one binary.
 
+mod delta;
 mod gateway;
 mod gw_support;

@@ -1,0 +1,254 @@
+//! Where a follower gets blocks: trustless gateways (the publisher, other followers,
+//! volunteers, a local Kubo gateway, any gateway that answers `?format=raw`), each asked
+//! for one block at a time and every answer checked against the CID before it is used.
+//!
+//! Each source keeps counters (blocks fetched, failed, corrupt, bytes) and its last 100
+//! outcomes, which order the sources for listing fetches and show in `status`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use serde::Serialize;
+
+/// Outcomes remembered per source for its recent success rate.
+const RECENT: usize = 100;
+
+/// How one block fetch from one source ended.
+#[derive(Debug)]
+pub enum BlockError {
+    /// The source does not have it (404, 410) or timed out.
+    Missing(String),
+    /// The source sent bytes that do not hash to the CID.
+    Corrupt(String),
+    /// Anything else (connection refused, 5xx, a cut body).
+    Failed(String),
+}
+
+impl std::fmt::Display for BlockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlockError::Missing(s) => write!(f, "missing: {s}"),
+            BlockError::Corrupt(s) => write!(f, "corrupt: {s}"),
+            BlockError::Failed(s) => write!(f, "failed: {s}"),
+        }
+    }
+}
+
+/// One trustless gateway.
+#[derive(Debug)]
+pub struct Source {
+    /// Its base URL (`http://host:port/`).
+    pub url: url::Url,
+    ok: AtomicU64,
+    missing: AtomicU64,
+    failed: AtomicU64,
+    corrupt: AtomicU64,
+    bytes: AtomicU64,
+    recent: Mutex<VecDeque<bool>>,
+}
+
+/// A source's counters, for `status` and metrics.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceReport {
+    /// Base URL.
+    pub url: String,
+    /// Blocks received and verified.
+    pub blocks_ok: u64,
+    /// Blocks it did not have.
+    pub blocks_missing: u64,
+    /// Requests that failed.
+    pub blocks_failed: u64,
+    /// Blocks that did not match their CID.
+    pub blocks_corrupt: u64,
+    /// Verified bytes received.
+    pub bytes: u64,
+    /// Share of the last 100 requests that gave a verified block.
+    pub recent_success: Option<f64>,
+}
+
+impl Source {
+    /// A source at `url`.
+    pub fn new(url: url::Url) -> Source {
+        Source {
+            url,
+            ok: AtomicU64::new(0),
+            missing: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn outcome(&self, good: bool) {
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() == RECENT {
+            r.pop_front();
+        }
+        r.push_back(good);
+    }
+
+    /// Share of recent requests that succeeded (1.0 when there were none).
+    pub fn success_rate(&self) -> f64 {
+        let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_empty() {
+            return 1.0;
+        }
+        r.iter().filter(|g| **g).count() as f64 / r.len() as f64
+    }
+
+    /// Its counters.
+    pub fn report(&self) -> SourceReport {
+        let recent = {
+            let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            (!r.is_empty()).then(|| r.iter().filter(|g| **g).count() as f64 / r.len() as f64)
+        };
+        SourceReport {
+            url: self.url.to_string(),
+            blocks_ok: self.ok.load(Ordering::Relaxed),
+            blocks_missing: self.missing.load(Ordering::Relaxed),
+            blocks_failed: self.failed.load(Ordering::Relaxed),
+            blocks_corrupt: self.corrupt.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            recent_success: recent,
+        }
+    }
+
+    /// Verified bytes received from it.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Fetches one block (`GET /ipfs/<cid>?format=raw`) and checks it against `cid`.
+    pub async fn block(
+        &self,
+        client: &reqwest::Client,
+        cid: &Cid,
+        timeout: Duration,
+    ) -> Result<Bytes, BlockError> {
+        let res = self.block_inner(client, cid, timeout).await;
+        match &res {
+            Ok(b) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                self.outcome(true);
+            }
+            Err(e) => {
+                let c = match e {
+                    BlockError::Missing(_) => &self.missing,
+                    BlockError::Corrupt(_) => &self.corrupt,
+                    BlockError::Failed(_) => &self.failed,
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+                self.outcome(false);
+            }
+        }
+        res
+    }
+
+    async fn block_inner(
+        &self,
+        client: &reqwest::Client,
+        cid: &Cid,
+        timeout: Duration,
+    ) -> Result<Bytes, BlockError> {
+        let url = self
+            .url
+            .join(&format!("ipfs/{cid}?format=raw"))
+            .map_err(|e| BlockError::Failed(e.to_string()))?;
+        let fut = async {
+            let resp = client
+                .get(url)
+                .header("accept", "application/vnd.ipld.raw")
+                .send()
+                .await
+                .map_err(|e| BlockError::Failed(format!("{}: {e}", self.url)))?;
+            let status = resp.status();
+            if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+                return Err(BlockError::Missing(format!("{}: {status}", self.url)));
+            }
+            if !status.is_success() {
+                return Err(BlockError::Failed(format!("{}: {status}", self.url)));
+            }
+            resp.bytes()
+                .await
+                .map_err(|e| BlockError::Failed(format!("{}: {e}", self.url)))
+        };
+        let data = match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(BlockError::Missing(format!(
+                    "{}: no answer within {timeout:?}",
+                    self.url
+                )));
+            }
+        };
+        cidmirror_store::hash::verify_block(cid, &data)
+            .map_err(|e| BlockError::Corrupt(format!("{}: {e}", self.url)))?;
+        Ok(data)
+    }
+}
+
+/// The sources of a follower, in the order given (the followed gateway first).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    list: Arc<Vec<Arc<Source>>>,
+    client: reqwest::Client,
+    /// Time one block may take from one source before it counts as missing there.
+    pub block_timeout: Duration,
+}
+
+impl Sources {
+    /// Sources at these URLs (duplicates dropped).
+    pub fn new(urls: &[url::Url], client: reqwest::Client) -> Sources {
+        let mut list: Vec<Arc<Source>> = Vec::new();
+        for u in urls {
+            if !list.iter().any(|s| s.url == *u) {
+                list.push(Arc::new(Source::new(u.clone())));
+            }
+        }
+        Sources {
+            list: Arc::new(list),
+            client,
+            block_timeout: Duration::from_secs(20),
+        }
+    }
+
+    /// Every source.
+    pub fn all(&self) -> &[Arc<Source>] {
+        &self.list
+    }
+
+    /// The HTTP client.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// One block from whichever source has it, best recent success rate first; every
+    /// answer verified. Errors list what each source said.
+    pub async fn block_any(&self, cid: &Cid) -> Result<Bytes, String> {
+        let mut order: Vec<&Arc<Source>> = self.list.iter().collect();
+        order.sort_by(|a, b| b.success_rate().total_cmp(&a.success_rate()));
+        let mut why = Vec::new();
+        for s in order {
+            match s.block(&self.client, cid, self.block_timeout).await {
+                Ok(b) => return Ok(b),
+                Err(e) => {
+                    if let BlockError::Corrupt(m) = &e {
+                        tracing::warn!("source sent a corrupt block {cid}: {m}");
+                    }
+                    why.push(e.to_string());
+                }
+            }
+        }
+        if why.is_empty() {
+            why.push("no sources".into());
+        }
+        Err(format!("block {cid}: {}", why.join("; ")))
+    }
+}

@@ -18,6 +18,9 @@ use serde::Serialize;
 /// Outcomes remembered per source for its recent success rate.
 const RECENT: usize = 100;
 
+/// How long one source may take for a block before the next source is asked as well.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(500);
+
 /// How one block fetch from one source ended.
 #[derive(Debug)]
 pub enum BlockError {
@@ -229,25 +232,50 @@ impl Sources {
         &self.client
     }
 
-    /// One block from whichever source has it, best recent success rate first; every
-    /// answer verified. Errors list what each source said.
+    /// One block from whichever source has it, best recent success rate first; a source
+    /// that has not answered within [`HEDGE_AFTER`] gets company from the next one, and the
+    /// first verified answer wins. Errors list what each source said.
     pub async fn block_any(&self, cid: &Cid) -> Result<Bytes, String> {
+        use futures::stream::{FuturesUnordered, StreamExt};
         let mut order: Vec<&Arc<Source>> = self.list.iter().collect();
         order.sort_by(|a, b| b.success_rate().total_cmp(&a.success_rate()));
+        let mut next = order.into_iter();
+        let mut running = FuturesUnordered::new();
         let mut why = Vec::new();
-        for s in order {
-            match s.block(&self.client, cid, self.block_timeout).await {
-                Ok(b) => return Ok(b),
-                Err(e) => {
-                    if let BlockError::Corrupt(m) = &e {
-                        tracing::warn!("source sent a corrupt block {cid}: {m}");
+        let start = |s: &Arc<Source>| {
+            let s = s.clone();
+            let client = self.client.clone();
+            let timeout = self.block_timeout;
+            let cid = *cid;
+            async move { s.block(&client, &cid, timeout).await }
+        };
+        match next.next() {
+            Some(s) => running.push(start(s)),
+            None => return Err(format!("block {cid}: no sources")),
+        }
+        loop {
+            tokio::select! {
+                r = running.next() => match r {
+                    Some(Ok(b)) => return Ok(b),
+                    Some(Err(e)) => {
+                        if let BlockError::Corrupt(m) = &e {
+                            tracing::warn!("source sent a corrupt block {cid}: {m}");
+                        }
+                        why.push(e.to_string());
+                        match next.next() {
+                            Some(s) => running.push(start(s)),
+                            None if running.is_empty() => break,
+                            None => {}
+                        }
                     }
-                    why.push(e.to_string());
+                    None => break,
+                },
+                () = tokio::time::sleep(HEDGE_AFTER), if next.len() > 0 => {
+                    if let Some(s) = next.next() {
+                        running.push(start(s));
+                    }
                 }
             }
-        }
-        if why.is_empty() {
-            why.push("no sources".into());
         }
         Err(format!("block {cid}: {}", why.join("; ")))
     }

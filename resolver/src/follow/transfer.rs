@@ -445,7 +445,26 @@ impl Transfers {
                 });
             }
         }
-        while workers.join_next().await.is_some() {}
+        // Until every leaf is written (or the plan failed): then fetches still running on
+        // slow sources (hedged elsewhere) are abandoned, not waited for.
+        loop {
+            // Registered before the check, so a wake-up in between is not lost.
+            let notified = plan.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let settled = {
+                let st = plan.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.failure.is_some() || st.done.iter().all(|d| *d)
+            };
+            if settled {
+                workers.abort_all();
+                break;
+            }
+            tokio::select! {
+                r = workers.join_next() => if r.is_none() { break },
+                () = notified => {}
+            }
+        }
         let st = plan.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.done.iter().all(|d| *d) {
             return Ok(size);
@@ -621,7 +640,7 @@ impl Plan {
                 failure: None,
             }),
             wake: Notify::new(),
-            hedge_after: Duration::from_millis(500),
+            hedge_after: super::sources::HEDGE_AFTER,
         }
     }
 

@@ -3,3 +3,4 @@
 mod delta;
 mod gateway;
 mod gw_support;
+mod transfer;

@@ -203,6 +203,60 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cidmirror_store::{FileSource, Profile, PutOptions};
+
+    async fn cached(store: &EmbeddedStore, seed: u8, len: usize) -> Cid {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
+            .collect();
+        store
+            .put_file(
+                FileSource::Reader(Box::new(std::io::Cursor::new(data))),
+                PutOptions {
+                    params: Profile::UnixfsV1_2025.params(),
+                    pin: Some(cache_reason()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .cid
+    }
+
+    #[tokio::test]
+    async fn evicts_unreferenced_then_least_recently_used_never_what_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mb = 1 << 20;
+        // Oldest first: a, b, c, d; each 1 MiB.
+        let (a, b, c, d) = (
+            cached(&store, 3, mb).await,
+            cached(&store, 5, mb).await,
+            cached(&store, 7, mb).await,
+            cached(&store, 11, mb).await,
+        );
+        let cache = Cache::new(Some(2 * mb as u64 + 1000));
+        for x in [a, b, c, d] {
+            drop(cache.serving(x));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // `a` is being served; `d` is not referenced by any kept snapshot.
+        let serving = cache.serving(a);
+        let kept: BTreeSet<Cid> = [a, b, c].into_iter().collect();
+        let freed = cache.enforce(&store, &kept).await.unwrap();
+        assert_eq!(freed, 2 * mb as u64, "two files over the budget");
+        let held = |x: Cid| store.whole_file(&x).unwrap().is_some();
+        assert!(held(a), "being served");
+        assert!(!held(d), "referenced by no kept snapshot: first to go");
+        assert!(!held(b), "then the least recently used");
+        assert!(held(c));
+        let r = cache.report(&store).await;
+        assert_eq!((r.evicted_files, r.cached_files), (2, 2));
+        assert!(r.used <= r.budget.unwrap());
+        drop(serving);
+        // Within budget now: nothing more goes.
+        assert_eq!(cache.enforce(&store, &kept).await.unwrap(), 0);
+    }
 
     #[test]
     fn sizes() {

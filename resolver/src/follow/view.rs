@@ -414,6 +414,135 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cidmirror_store::hash::{HashAlg, raw_cid};
+
+    fn entry(tag: &str) -> DirEntry {
+        DirEntry {
+            cid: raw_cid(HashAlg::Sha2_256, tag.as_bytes()),
+            tsize: tag.len() as u64,
+        }
+    }
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format: 1,
+            profile: "unixfs-v1-2025".into(),
+            upstream: "http://127.0.0.1:1/".into(),
+            repos: vec![RepoInfo {
+                repo: "core".into(),
+                arch: "x86_64".into(),
+                database: "core.db.tar.gz".into(),
+                files: None,
+                signed: false,
+            }],
+            previous: None,
+        }
+    }
+
+    fn pkg(name: &str, ver: &str) -> (Key, Package) {
+        let filename = format!("{name}-{ver}-x86_64.pkg.tar.zst");
+        let sha: Sha256 =
+            Sha256(<sha2::Sha256 as sha2::Digest>::digest(filename.as_bytes()).into());
+        (
+            ("core".into(), "x86_64".into(), filename.clone()),
+            Package {
+                name: name.into(),
+                size: 10,
+                sha256: sha,
+                file: entry(&filename),
+                desc: entry(&format!("desc {filename}")),
+                sig: Some(entry(&format!("{filename}.sig"))),
+            },
+        )
+    }
+
+    fn line(op: &str, k: &Key, p: &Package) -> String {
+        serde_json::json!({
+            "op": op, "repo": k.0, "arch": k.1, "kind": "package", "name": p.name,
+            "filename": k.2, "alias": null, "size": p.size, "sha256": p.sha256.to_hex(),
+            "cid": p.file.cid.to_string(), "tsize": p.file.tsize,
+            "desc_cid": p.desc.cid.to_string(), "desc_tsize": p.desc.tsize,
+            "sig_cid": p.sig.map(|s| s.cid.to_string()), "sig_tsize": p.sig.map(|s| s.tsize),
+        })
+        .to_string()
+    }
+
+    fn view(pkgs: &[(Key, Package)], db: &str, m: &str) -> View {
+        let mut v = View::new(
+            Cid::default(),
+            manifest(),
+            entry(m),
+            entry(&format!("c{m}")),
+        );
+        for (k, p) in pkgs {
+            v.insert_package(k.clone(), p.clone());
+        }
+        for name in ["core.db.tar.gz", "core.db"] {
+            v.others.insert(format!("core/os/x86_64/{name}"), entry(db));
+        }
+        v
+    }
+
+    #[test]
+    fn applying_changes_gives_the_listing_built_from_scratch() {
+        let (a, b1, b2, c) = (pkg("a", "1"), pkg("b", "1"), pkg("b", "2"), pkg("c", "1"));
+        let old = view(&[a.clone(), b1.clone()], "db1", "m1");
+        let want = view(&[b2.clone(), c.clone()], "db2", "m2");
+        let db = serde_json::json!({
+            "op": "change", "repo": "core", "arch": "x86_64", "kind": "database", "name": null,
+            "filename": "core.db.tar.gz", "alias": "core.db", "size": 3, "sha256": "00".repeat(32),
+            "cid": entry("db2").cid.to_string(), "tsize": entry("db2").tsize,
+            "desc_cid": null, "desc_tsize": null, "sig_cid": null, "sig_tsize": null,
+        });
+        let changes = [
+            line("remove", &a.0, &a.1),
+            line("remove", &b1.0, &b1.1),
+            line("add", &b2.0, &b2.1),
+            line("add", &c.0, &c.1),
+            db.to_string(),
+        ]
+        .join("\n");
+        let (built_want, _) = want.build().unwrap();
+        let got = old
+            .apply(
+                changes.as_bytes(),
+                built_want.cid,
+                manifest(),
+                entry("m2"),
+                entry("cm2"),
+            )
+            .unwrap();
+        let (built_got, blocks) = got.build().unwrap();
+        assert_eq!(built_got, built_want);
+        assert!(!blocks.is_empty());
+        assert_eq!(got.packages, want.packages);
+        assert_eq!(got.others, want.others);
+        // Lookups: packages with their size and hash, signatures, both database names.
+        assert!(got.lookup("core", "x86_64", &a.0.2).is_none());
+        assert!(matches!(
+            got.lookup("core", "x86_64", &c.0.2),
+            Some(Resolved::Package { size: 10, .. })
+        ));
+        assert_eq!(
+            got.lookup("core", "x86_64", &format!("{}.sig", c.0.2)),
+            Some(Resolved::Other(c.1.sig.unwrap().cid))
+        );
+        assert_eq!(
+            got.lookup("core", "x86_64", "core.db"),
+            Some(Resolved::Other(entry("db2").cid))
+        );
+        // A line that is not JSON is an error naming the line.
+        let err = old
+            .apply(
+                b"{\"op\":\"add\"}\nnot json",
+                Cid::default(),
+                manifest(),
+                entry("m"),
+                entry("c"),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
 
     #[test]
     fn layout_directories() {

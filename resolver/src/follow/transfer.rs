@@ -653,9 +653,22 @@ impl Plan {
         let pending = |st: &PlanState, i: usize| {
             !st.done[i] && st.inflight[i].is_empty() && !st.lacking[i][s]
         };
-        // Leaves dealt to this source, then any pending one, lowest offset first.
+        // Leaves dealt to this source, lowest offset first; then one dealt to a source that
+        // cannot take it now (dropped, lacking it, or with every worker busy).
         let mine = (st.next..n).find(|&i| i % self.sources == s && pending(&st, i));
-        let any = || (st.next..n).find(|&i| pending(&st, i));
+        let busy = |o: usize| {
+            st.inflight
+                .iter()
+                .filter(|f| f.iter().any(|(x, _)| *x == o))
+                .count()
+                >= PER_SOURCE
+        };
+        let any = || {
+            (st.next..n).find(|&i| {
+                let owner = i % self.sources;
+                pending(&st, i) && (st.dropped[owner] || st.lacking[i][owner] || busy(owner))
+            })
+        };
         if let Some(i) = mine.or_else(any) {
             st.inflight[i].push((s, Instant::now()));
             return Pick::Leaf(i);
@@ -692,7 +705,10 @@ impl Plan {
         Pick::Wait
     }
 
-    fn finish(&self, i: usize, s: usize, outcome: Outcome) {
+    /// Records how fetching leaf `i` from source `s` ended; true if this dropped the
+    /// source (the first corrupt block it sent in this transfer).
+    fn finish(&self, i: usize, s: usize, outcome: Outcome) -> bool {
+        let mut newly_dropped = false;
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.inflight[i].retain(|(o, _)| *o != s);
         match outcome {
@@ -705,17 +721,24 @@ impl Plan {
                 }
             }
             Outcome::Missing => st.lacking[i][s] = true,
-            Outcome::Dropped => st.dropped[s] = true,
+            Outcome::Dropped | Outcome::Corrupt(_) => {
+                newly_dropped = !st.dropped[s];
+                st.dropped[s] = true;
+            }
             Outcome::Failed(e) => st.failure = Some(e),
         }
         self.wake.notify_waiters();
+        newly_dropped
     }
 }
 
 enum Outcome {
     Written,
     Missing,
+    /// A block of the wrong size.
     Dropped,
+    /// A block that fails its CID.
+    Corrupt(String),
     Failed(String),
 }
 
@@ -741,8 +764,8 @@ async fn worker(
         let (cid, off, len) = plan.leaves[i];
         let outcome = match src.block(client, &cid, timeout).await {
             Ok(data) if data.len() as u64 != len => {
-                tracing::warn!(
-                    "{}: block {cid} has {} bytes, its parent says {len}; dropping the source",
+                tracing::debug!(
+                    "{}: block {cid} has {} bytes, its parent says {len}",
                     src.url,
                     data.len()
                 );
@@ -766,16 +789,23 @@ async fn worker(
                     }
                 }
             }
-            Err(BlockError::Corrupt(m)) => {
-                tracing::warn!("dropping source {} for this transfer: {m}", src.url);
-                stats
-                    .sources_dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Outcome::Dropped
-            }
+            Err(BlockError::Corrupt(m)) => Outcome::Corrupt(m),
             Err(BlockError::Missing(_)) | Err(BlockError::Failed(_)) => Outcome::Missing,
         };
-        plan.finish(i, s, outcome);
+        let corrupt = match &outcome {
+            Outcome::Corrupt(m) => Some(m.clone()),
+            _ => None,
+        };
+        if plan.finish(i, s, outcome) {
+            tracing::warn!(
+                "dropping source {} for this transfer: {}",
+                src.url,
+                corrupt.as_deref().unwrap_or("a block of the wrong size")
+            );
+            stats
+                .sources_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let ready = plan.state.lock().map(|st| st.ready).unwrap_or(0);
         t.progress.send_modify(|p| {
             if let Progress::Running { ready: r, .. } = p {

@@ -195,4 +195,55 @@ mod tests {
         };
         assert!(bad.limits().unwrap_err().contains("header_timeout"));
     }
+
+    #[test]
+    fn follower_settings_from_toml() {
+        let key = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let c: ServeConfig = toml::from_str(&format!(
+            "follow = \"http://127.0.0.1:7000\"\npublisher_key = \"{key}\"\n\
+             sources = [\"http://127.0.0.1:7001/\"]\ncache_budget = \"512M\"\nrefresh = \"walk\"\n"
+        ))
+        .unwrap();
+        let f = c.follow("/var/empty".into()).unwrap().unwrap();
+        assert_eq!(f.follow.as_str(), "http://127.0.0.1:7000/");
+        assert_eq!(f.sources.len(), 1);
+        assert_eq!(f.cache_budget, Some(512 << 20));
+        assert_eq!(f.refresh, crate::follow::RefreshMode::Walk);
+        assert_eq!(
+            ServeConfig::default()
+                .follow("/x".into())
+                .unwrap()
+                .map(|_| ()),
+            None
+        );
+        let no_key = ServeConfig {
+            follow: Some("http://127.0.0.1:7000/".into()),
+            ..Default::default()
+        };
+        assert!(
+            no_key
+                .follow("/x".into())
+                .unwrap_err()
+                .contains("--publisher-key")
+        );
+        let bad_key = ServeConfig {
+            publisher_key: Some("zz".into()),
+            ..no_key.clone()
+        };
+        assert!(
+            bad_key
+                .follow("/x".into())
+                .unwrap_err()
+                .contains("publisher_key")
+        );
+        let stray = ServeConfig {
+            sources: vec!["http://127.0.0.1:1/".into()],
+            ..Default::default()
+        };
+        assert!(stray.follow("/x".into()).is_err(), "sources without follow");
+    }
 }

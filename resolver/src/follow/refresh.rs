@@ -303,17 +303,23 @@ impl Follower {
             })?;
         // Keep the pins of this snapshot and the one before.
         let keep: BTreeSet<u64> = std::iter::once(ev.seq).chain(keep_prev).collect();
-        for p in self.store.pins().await? {
-            let r = p.reason.as_str();
-            let seq = r
-                .strip_prefix("direct:follow:")
-                .or_else(|| r.strip_prefix("follow:"))
-                .and_then(|s| s.parse::<u64>().ok());
-            if let Some(s) = seq
-                && !keep.contains(&s)
-            {
-                self.store.unpin_all(&p.reason).await?;
-            }
+        // One unpin per reason (a snapshot's pins are thousands of rows under one reason).
+        let stale: BTreeSet<cidmirror_store::PinReason> = self
+            .store
+            .pins()
+            .await?
+            .into_iter()
+            .map(|p| p.reason)
+            .filter(|r| {
+                let s = r.as_str();
+                s.strip_prefix("direct:follow:")
+                    .or_else(|| s.strip_prefix("follow:"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| !keep.contains(&n))
+            })
+            .collect();
+        for r in stale {
+            self.store.unpin_all(&r).await?;
         }
         Ok(())
     }

@@ -199,6 +199,11 @@ wait_refreshed() {
 }
 
 kv() { awk -v k="$2" '$1 == k {print $2}' "$1"; }
+HZ=$(getconf CLK_TCK)
+# cpu_s PID -> CPU seconds (user + system) of that process so far (utime and stime are the
+# 12th and 13th fields after the command name)
+cpu_s() { sed -E 's/^.*\) //' "/proc/$1/stat" | awk -v hz="$HZ" '{printf "%.2f", ($12 + $13) / hz}'; }
+fsub() { echo "$1 $2" | awk '{printf "%.2f", $1 - $2}'; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 # col FILE NAME -> that column of a results file whose first line names the columns
 col() { awk -v k="$2" 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == k) c = i; next} {print $c}' "$1"; }
@@ -301,7 +306,7 @@ printf '  %-46s %s\n' "extra.db.tar.gz in the upstream directory" "$(kb "$(kv "$
 printf '  %-46s %.1f s; F1 %s, F2 %s from the publisher\n' "first sync of both followers (a walk each)" \
   "$(echo "$f1 - $f0" | bc)" "$(kb "$first1")" "$(kb "$first2")"
 
-COLS="round seq d_up d_down d_conns w_up w_down w_conns db_wire db_file desc_n desc_raw desc_gz f1_cur f1_done f2_cur f2_done f1_log f2_log"
+COLS="round seq d_up d_down d_conns w_up w_down w_conns db_wire db_file desc_n desc_raw desc_gz f1_cur f1_done f2_cur f2_done f1_cpu f2_cpu f1_log f2_log"
 echo "$COLS" >"$WORK/res"
 PROBLEMS=()
 for r in $(seq "$ROUNDS"); do
@@ -309,11 +314,13 @@ for r in $(seq "$ROUNDS"); do
   EXPECT[F2]=$(($(refreshes F2) + 1))
   counts PX1 reset >/dev/null
   counts PX2 reset >/dev/null
+  c1=$(cpu_s "$F1_PID") c2=$(cpu_s "$F2_PID")
   python3 "$GEN" bump --upstream "$WORK/upstream" --state "$WORK/state.json" --count "$BUMP" >"$WORK/bump"
   publish
   s=$PUB_SEQ
   wait_refreshed "$s" F1 F2
   sleep 1
+  c1=$(fsub "$(cpu_s "$F1_PID")" "$c1") c2=$(fsub "$(cpu_s "$F2_PID")" "$c2")
   read -r d_up d_down d_conns < <(counts PX1)
   read -r w_up w_down w_conns < <(counts PX2)
   [ "$(root_of "$PUB")" = "$PUB_ROOT" ] || { echo "the publisher's current root is not $PUB_ROOT" >&2; exit 1; }
@@ -360,13 +367,13 @@ EOF
   l1=${l1:-none} l2=${l2:-none}
   [ "${l1%% *}" = delta ] || PROBLEMS+=("round $r: F1 (--refresh delta) reached snapshot $s by '${l1%% *}'")
   [ "${l2%% *}" = walk ] || PROBLEMS+=("round $r: F2 (--refresh walk) reached snapshot $s by '${l2%% *}'")
-  echo "$r $s $d_up $d_down $d_conns $w_up $w_down $w_conns $db_wire $db_file $desc_n $desc_raw $desc_gz ${TCUR[F1]} ${TDONE[F1]} ${TCUR[F2]} ${TDONE[F2]} ${l1// /_} ${l2// /_}" >>"$WORK/res"
+  echo "$r $s $d_up $d_down $d_conns $w_up $w_down $w_conns $db_wire $db_file $desc_n $desc_raw $desc_gz ${TCUR[F1]} ${TDONE[F1]} ${TCUR[F2]} ${TDONE[F2]} $c1 $c2 ${l1// /_} ${l2// /_}" >>"$WORK/res"
   printf '  round %d: snapshot %s (mirror --once %.1f s); extra.db %s on the wire; new desc %s (gzip -6 %s)\n' \
     "$r" "$s" "$PUB_WALL" "$(kb "$db_wire")" "$(kb "$desc_raw")" "$(kb "$desc_gz")"
-  printf '    F1: %s down / %s up; current %.1f s, refresh finished %.1f s after the commit; its log: %s\n' \
-    "$(kb "$d_down")" "$(kb "$d_up")" "${TCUR[F1]}" "${TDONE[F1]}" "$l1"
-  printf '    F2: %s down / %s up; current %.1f s, refresh finished %.1f s after the commit; its log: %s\n' \
-    "$(kb "$w_down")" "$(kb "$w_up")" "${TCUR[F2]}" "${TDONE[F2]}" "$l2"
+  printf '    F1: %s down / %s up; current %.1f s, refresh finished %.1f s after the commit; %.1f CPU s; its log: %s\n' \
+    "$(kb "$d_down")" "$(kb "$d_up")" "${TCUR[F1]}" "${TDONE[F1]}" "$c1" "$l1"
+  printf '    F2: %s down / %s up; current %.1f s, refresh finished %.1f s after the commit; %.1f CPU s; its log: %s\n' \
+    "$(kb "$w_down")" "$(kb "$w_up")" "${TCUR[F2]}" "${TDONE[F2]}" "$c2" "$l2"
 done
 
 R=$WORK/res
@@ -380,6 +387,7 @@ printf '  %-46s %12s   (%s)\n' "changed desc entries, gzip -6 of them together" 
 printf '  %-46s %s / %s\n' "TCP connections opened per round (F1 / F2)" "$(med "$R" d_conns)" "$(med "$R" w_conns)"
 printf '  %-46s F1 %.1f s / %.1f s, F2 %.1f s / %.1f s\n' "current / refresh finished, after the commit" \
   "$(med "$R" f1_cur)" "$(med "$R" f1_done)" "$(med "$R" f2_cur)" "$(med "$R" f2_done)"
+printf '  %-46s F1 %.1f s, F2 %.1f s\n' "follower CPU time per round (user + system)" "$(med "$R" f1_cpu)" "$(med "$R" f2_cpu)"
 echo "  ratios (median of the per-round ratios; each round in parentheses):"
 printf '    %-44s %s\n' "delta / full db (goal < 0.05)" "$(qratio "$R" d_down db_wire %.4f)"
 printf '    %-44s %s\n' "delta / changed desc raw" "$(qratio "$R" d_down desc_raw %.3f)"
@@ -461,9 +469,10 @@ echo "== 2. Push latency: publisher's feed event -> F1's feed event, $PUSH_ROUND
 echo "  (the interval starts at the publisher's feed event: it excludes the publisher serve's <= 500 ms"
 echo "   poll of its database after mirror --once commits, shown apart as 'commit -> publisher event',"
 echo "   from the timestamp of mirror's 'published' log line; 'refresh finished': F1's status.json counts it)"
-echo "round ms poll_ms done" >"$WORK/push"
+echo "round ms poll_ms done cpu" >"$WORK/push"
 for r in $(seq "$PUSH_ROUNDS"); do
   EXPECT[F1]=$(($(refreshes F1) + 1))
+  c1=$(cpu_s "$F1_PID")
   python3 "$GEN" bump --upstream "$WORK/upstream" --state "$WORK/state.json" --count "$PUSH_BUMP" >"$WORK/bump"
   publish
   s=$PUB_SEQ
@@ -471,6 +480,7 @@ for r in $(seq "$PUSH_ROUNDS"); do
   wait_for "F1's feed event for snapshot $s" "$TIMEOUT" sse_event f1 "$s"
   # The next round starts once this refresh has finished (steady state, one at a time).
   wait_refreshed "$s" F1
+  c1=$(fsub "$(cpu_s "$F1_PID")" "$c1")
   tp=$(awk -v s="$s" '$1 == "pub" && $2 == "snapshot" && $3 == s {print $4, $5; exit}' "$WORK/sse.out")
   tf=$(awk -v s="$s" '$1 == "f1" && $2 == "snapshot" && $3 == s {print $4; exit}' "$WORK/sse.out")
   ms=$(echo "${tp% *} $tf" | awk '{printf "%.1f", ($2 - $1) * 1000}')
@@ -478,9 +488,9 @@ for r in $(seq "$PUSH_ROUNDS"); do
   l1=$(refresh_line f1 "$s")
   l1=${l1:-none}
   [ "${l1%% *}" = delta ] || PROBLEMS+=("push round $r: F1 reached snapshot $s by '${l1%% *}'")
-  echo "$r $ms $poll ${TDONE[F1]}" >>"$WORK/push"
-  printf '  round %2d: snapshot %s: %8.1f ms   (commit -> publisher event %s ms; F1 refresh finished %.1f s after the commit; F1 log: %s)\n' \
-    "$r" "$s" "$ms" "$poll" "${TDONE[F1]}" "$l1"
+  echo "$r $ms $poll ${TDONE[F1]} $c1" >>"$WORK/push"
+  printf '  round %2d: snapshot %s: %8.1f ms   (commit -> publisher event %s ms; F1 refresh finished %.1f s after the commit, %.1f CPU s; F1 log: %s)\n' \
+    "$r" "$s" "$ms" "$poll" "${TDONE[F1]}" "$c1" "$l1"
 done
 P=$WORK/push
 printf '  %-46s %.1f ms (min %.1f, max %.1f)\n' "publisher event -> F1 event, median" "$(med "$P" ms)" \
@@ -489,6 +499,8 @@ printf '  %-46s %.1f ms (min %.1f, max %.1f)\n' "commit -> publisher event, medi
   "$(col "$P" poll_ms | sort -g | head -1)" "$(col "$P" poll_ms | sort -g | tail -1)"
 printf '  %-46s %.1f s (min %.1f, max %.1f)\n' "commit -> F1 refresh finished, median" "$(med "$P" done)" \
   "$(col "$P" done | sort -g | head -1)" "$(col "$P" done | sort -g | tail -1)"
+printf '  %-46s %.1f s (min %.1f, max %.1f)\n' "F1 CPU time per round (user + system), median" "$(med "$P" cpu)" \
+  "$(col "$P" cpu | sort -g | head -1)" "$(col "$P" cpu | sort -g | tail -1)"
 
 # ---------------------------------------------------------------------------------------
 echo

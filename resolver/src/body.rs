@@ -160,6 +160,23 @@ pub(crate) fn not_modified(headers: &HeaderMap, meta: &FileMeta, etag: &str) -> 
     false
 }
 
+/// The headers every answer about a file carries: `ETag` (already quoted),
+/// `Accept-Ranges`, `Content-Type`, and `Last-Modified` and `Cache-Control` when `meta` has
+/// them.
+pub(crate) fn file_headers(meta: &FileMeta, etag: &str) -> axum::http::response::Builder {
+    let mut b = Response::builder()
+        .header(header::ETAG, etag)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, meta.content_type);
+    if let Some(lm) = meta.last_modified {
+        b = b.header(header::LAST_MODIFIED, httpdate::fmt_http_date(lm));
+    }
+    if let Some(cc) = meta.cache_control {
+        b = b.header(header::CACHE_CONTROL, cc);
+    }
+    b
+}
+
 /// A full `GET`/`HEAD` answer for a file: 200, 206 or 304, streamed.
 pub async fn file_response(
     state: &AppState,
@@ -218,16 +235,7 @@ pub async fn file_response(
             }
         }
     };
-    let mut b = Response::builder()
-        .header(header::ETAG, &etag)
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_TYPE, meta.content_type);
-    if let Some(lm) = meta.last_modified {
-        b = b.header(header::LAST_MODIFIED, httpdate::fmt_http_date(lm));
-    }
-    if let Some(cc) = meta.cache_control {
-        b = b.header(header::CACHE_CONTROL, cc);
-    }
+    let mut b = file_headers(&meta, &etag);
     if fresh {
         return b
             .status(StatusCode::NOT_MODIFIED)

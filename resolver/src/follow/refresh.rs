@@ -465,15 +465,24 @@ impl Follower {
         Ok(b)
     }
 
+    /// Many blocks (from the store, or fetched and kept), [`WALK_PARALLEL`] at a time.
+    async fn blocks(
+        &self,
+        cids: Vec<Cid>,
+        fetched: &AtomicU64,
+    ) -> Result<Vec<(Cid, Bytes)>, FollowError> {
+        futures::stream::iter(cids)
+            .map(|c| async move { self.block(&c, fetched).await.map(|b| (c, b)) })
+            .buffer_unordered(WALK_PARALLEL)
+            .try_collect()
+            .await
+    }
+
     /// Makes sure a directory's node and all its HAMT shards are held.
     async fn ensure_dir(&self, cid: Cid, fetched: &AtomicU64) -> Result<(), FollowError> {
         let mut level = vec![cid];
         while !level.is_empty() {
-            let blocks: Vec<(Cid, Bytes)> = futures::stream::iter(level.drain(..))
-                .map(|c| async move { self.block(&c, fetched).await.map(|b| (c, b)) })
-                .buffer_unordered(WALK_PARALLEL)
-                .try_collect()
-                .await?;
+            let blocks = self.blocks(std::mem::take(&mut level), fetched).await?;
             for (c, b) in blocks {
                 if c.codec() != DAG_PB {
                     return Err(FollowError::Invalid {
@@ -500,11 +509,7 @@ impl Follower {
     async fn ensure_file(&self, cid: Cid, fetched: &AtomicU64) -> Result<(), FollowError> {
         let mut level = vec![cid];
         while !level.is_empty() {
-            let blocks: Vec<(Cid, Bytes)> = futures::stream::iter(level.drain(..))
-                .map(|c| async move { self.block(&c, fetched).await.map(|b| (c, b)) })
-                .buffer_unordered(WALK_PARALLEL)
-                .try_collect()
-                .await?;
+            let blocks = self.blocks(std::mem::take(&mut level), fetched).await?;
             for (c, b) in blocks {
                 if c.codec() == RAW || cidmirror_store::hash::identity_data(&c).is_some() {
                     continue;

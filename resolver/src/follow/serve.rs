@@ -12,7 +12,9 @@ use futures::StreamExt;
 use super::transfer::{Progress, Want};
 use super::view::{Resolved, View};
 use crate::AppState;
-use crate::body::{FileMeta, file_response, if_range_holds, not_modified, parse_range};
+use crate::body::{
+    FileMeta, file_headers, file_response, if_range_holds, not_modified, parse_range,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::snapshot::Current;
 
@@ -60,16 +62,7 @@ pub(crate) async fn file(
         return Ok(keep_while_sending(resp, guard));
     }
     let etag = format!("\"{cid}\"");
-    let mut b = Response::builder()
-        .header(header::ETAG, &etag)
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_TYPE, meta.content_type);
-    if let Some(lm) = meta.last_modified {
-        b = b.header(header::LAST_MODIFIED, httpdate::fmt_http_date(lm));
-    }
-    if let Some(cc) = meta.cache_control {
-        b = b.header(header::CACHE_CONTROL, cc);
-    }
+    let mut b = file_headers(&meta, &etag);
     if not_modified(headers, &meta, &etag) {
         return b
             .status(StatusCode::NOT_MODIFIED)

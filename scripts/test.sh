@@ -2,11 +2,14 @@
 # The whole test suite, as CI runs it (`.ci/run`). Installs what the tests need first.
 #
 # The publisher's tests build real pacman repositories (makepkg, repo-add, gpg), so pacman's
-# tools come from Debian first. Later parts (apt, an IPFS node) add theirs here.
+# tools come from Debian first; the kubo store's tests run a real IPFS node (js-ipfs from
+# npm, on Node.js), installed next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pacman-package-manager makepkg libarchive-tools fakeroot gnupg openssl zstd)
+packages=(pacman-package-manager makepkg libarchive-tools fakeroot gnupg openssl zstd curl)
+# Node.js and npm from Debian unless a Node.js is already there.
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +22,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null \
     || { "${sudo[@]}" apt-get update >/dev/null && "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
 fi
+
+# js-ipfs 0.66.1 into target/js-ipfs (about 4 minutes cold; nothing when in place).
+./scripts/install-js-ipfs.sh >/dev/null
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 

@@ -508,6 +508,40 @@ pub mod pins {
         Ok(out)
     }
 
+    /// The reasons `cid` is pinned for, expired or not.
+    pub fn reasons_of(conn: &Connection, cid: &Cid) -> Result<Vec<String>, Error> {
+        let mut stmt = conn.prepare_cached("SELECT reason FROM pins WHERE cid = ?1")?;
+        let rows = stmt.query_map([cid.to_bytes()], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The roots pinned for `reason`.
+    pub fn roots_of(conn: &Connection, reason: &str) -> Result<Vec<Cid>, Error> {
+        let mut stmt = conn.prepare_cached("SELECT cid FROM pins WHERE reason = ?1")?;
+        let rows = stmt.query_map([reason], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(cid_from_blob(r?)?);
+        }
+        Ok(out)
+    }
+
+    /// The pins that expired at or before `now`, as (root, reason).
+    pub fn expired(conn: &Connection, now: UnixTime) -> Result<Vec<(Cid, String)>, Error> {
+        let mut stmt = conn.prepare(
+            "SELECT cid, reason FROM pins WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+        )?;
+        let rows = stmt.query_map([now], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (cid, reason) = r?;
+            out.push((cid_from_blob(cid)?, reason));
+        }
+        Ok(out)
+    }
+
     /// Deletes pins that expired before `now`; returns how many.
     pub fn delete_expired(tx: &WriteTx<'_>, now: UnixTime) -> Result<usize, Error> {
         Ok(tx

@@ -178,10 +178,6 @@ impl EmbeddedStore {
     /// Imports a file from a reader (blocking).
     pub fn put_reader(&self, reader: impl Read + Send, opts: &PutOptions) -> Result<ImportedFile> {
         let tmp = TempFile::create(&self.tmp_dir())?;
-        let reader = Limited {
-            inner: reader,
-            left: opts.expect.map(|e| e.size),
-        };
         let mut sink = FileSink {
             file: &tmp.file,
             path: &tmp.path,
@@ -189,24 +185,7 @@ impl EmbeddedStore {
             written: 0,
             progress: opts.progress.as_deref(),
         };
-        let imported = importer::import(reader, &opts.params, &mut sink).map_err(|e| match e {
-            Error::Stream { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => {
-                Error::TooLong {
-                    expected_size: opts.expect.map_or(0, |x| x.size),
-                }
-            }
-            other => other,
-        })?;
-        if let Some(exp) = opts.expect
-            && (exp.size != imported.size || exp.sha256 != imported.sha256)
-        {
-            return Err(Error::Mismatch {
-                expected_size: exp.size,
-                actual_size: imported.size,
-                expected_sha256: exp.sha256.to_hex(),
-                actual_sha256: imported.sha256.to_hex(),
-            });
-        }
+        let imported = importer::import_expecting(reader, &opts.params, opts.expect, &mut sink)?;
         let rows = sink.rows;
         // Kept files never change: make that visible to anyone with a shell.
         tmp.file
@@ -769,34 +748,6 @@ impl EmbeddedStore {
     }
 }
 
-/// A reader that fails with `FileTooLarge` once more than `left` bytes have been read,
-/// without reading further: a download that is longer than its index entry stops there.
-struct Limited<R> {
-    inner: R,
-    left: Option<u64>,
-}
-
-impl<R: Read> Read for Limited<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let Some(left) = self.left else {
-            return self.inner.read(buf);
-        };
-        // Ask for one byte more than allowed, so a longer input is noticed at once.
-        let cap = usize::try_from(left.saturating_add(1))
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = self.inner.read(&mut buf[..cap])?;
-        if n as u64 > left {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::FileTooLarge,
-                "more bytes than expected",
-            ));
-        }
-        self.left = Some(left - n as u64);
-        Ok(n)
-    }
-}
-
 /// Whether the process named in a temp file's name (`put-<pid>-<rand>.part`) still runs.
 /// A dead writer's empty file can go at once; an unknown name counts as alive (the age
 /// rule then applies).
@@ -816,7 +767,7 @@ fn writer_alive(temp: &Path) -> bool {
 
 /// A block is acceptable if it hashes to its CID and, for dag-pb, decodes: an undecodable
 /// dag-pb block would otherwise be pinned and then stop every walk over its DAG.
-fn check_block(cid: &Cid, data: &[u8]) -> Result<()> {
+pub(crate) fn check_block(cid: &Cid, data: &[u8]) -> Result<()> {
     verify_block(cid, data)?;
     if cid.codec() == DAG_PB {
         pb::decode_node(data).map_err(|e| Error::malformed(cid, "dag-pb", e.0))?;

@@ -144,6 +144,26 @@ pub enum Error {
     /// point); the message names the key as given.
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// A Kubo (or Kubo-compatible) node's RPC API failed or refused a call.
+    #[error("IPFS node at {api}: {call}: {message}")]
+    Kubo {
+        /// The API's URL.
+        api: String,
+        /// The RPC path (`/dag/import`) or step.
+        call: &'static str,
+        /// What the node said (or why there was no answer).
+        message: String,
+    },
+    /// An IPFS Cluster's REST API failed or refused a call.
+    #[error("IPFS Cluster at {api}: {call}: {message}")]
+    Cluster {
+        /// The REST API's URL.
+        api: String,
+        /// The call (`POST /pins/{cid}`).
+        call: String,
+        /// What the cluster said (or why there was no answer).
+        message: String,
+    },
     /// A blocking task was cancelled or panicked.
     #[error("background task failed: {0}")]
     Task(String),

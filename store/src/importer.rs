@@ -173,6 +173,69 @@ pub fn import_with_meta<R: Read + Send>(
     })
 }
 
+/// Imports a file that must match `expect` (when given): reading stops as soon as there
+/// are more bytes than expected ([`Error::TooLong`]), and a size or SHA-256 that differs
+/// at the end is [`Error::Mismatch`]. Shared by every store, so each refuses bad bytes
+/// the same way; the sink has seen the blocks by then, and the caller keeps nothing of
+/// them under a final name when this fails.
+pub(crate) fn import_expecting<R: Read + Send>(
+    reader: R,
+    params: &ImportParams,
+    expect: Option<crate::Expected>,
+    sink: &mut dyn BlockSink,
+) -> Result<ImportedFile> {
+    let reader = Limited {
+        inner: reader,
+        left: expect.map(|e| e.size),
+    };
+    let imported = import(reader, params, sink).map_err(|e| match e {
+        Error::Stream { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => {
+            Error::TooLong {
+                expected_size: expect.map_or(0, |x| x.size),
+            }
+        }
+        other => other,
+    })?;
+    if let Some(exp) = expect
+        && (exp.size != imported.size || exp.sha256 != imported.sha256)
+    {
+        return Err(Error::Mismatch {
+            expected_size: exp.size,
+            actual_size: imported.size,
+            expected_sha256: exp.sha256.to_hex(),
+            actual_sha256: imported.sha256.to_hex(),
+        });
+    }
+    Ok(imported)
+}
+
+/// A reader that fails with `FileTooLarge` as soon as it yields more than `left` bytes.
+struct Limited<R> {
+    inner: R,
+    left: Option<u64>,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(left) = self.left else {
+            return self.inner.read(buf);
+        };
+        // Ask for one byte more than allowed, so a longer input is noticed at once.
+        let cap = usize::try_from(left.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..cap])?;
+        if n as u64 > left {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "more bytes than expected",
+            ));
+        }
+        self.left = Some(left - n as u64);
+        Ok(n)
+    }
+}
+
 /// The CID of a dag-pb node under `params`.
 pub(crate) fn node_cid(params: &ImportParams, mh: Multihash) -> Result<Cid> {
     match params.cid_version {

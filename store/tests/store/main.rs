@@ -5,6 +5,7 @@ mod car;
 mod conformance;
 mod embedded;
 mod hostile;
+mod kubo;
 mod sizes;
 mod support;
 mod vectors;

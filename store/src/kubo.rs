@@ -1,0 +1,794 @@
+//! [`KuboStore`]: blocks in a Kubo node (or anything speaking Kubo's HTTP RPC API, such as
+//! js-ipfs or IPFS Cluster's proxy), reached with `ipfs-api-backend-hyper`.
+//!
+//! - Writes never let the node chunk anything: cidmirror imports a file itself (so its CIDs
+//!   never depend on the node's import settings), writes the blocks into a CAR and sends it
+//!   with `dag/import`. A file that fails its expected size or hash is never sent.
+//! - Reads use `block/get` and `block/stat` (`offline`, with a short timeout, because a node
+//!   asked for a block it lacks goes looking for it on the network, and js-ipfs waits for it
+//!   forever); files are put back together from blocks by [`crate::unixfs`].
+//! - Pins keep cidmirror's reasons and expiries in a local [`Ledger`]; the node holds one
+//!   pin per root, as deep as the deepest reason ([`crate::ledger::Depth`]).
+//! - IPNS: [`KuboStore::publish_name`] points a key at a snapshot root.
+//! - Never MFS: earlier IPFS mirrors built their trees with `files/*` and did not survive
+//!   their size.
+//!
+//! The client crate has no `dag/import`, `refs/local` or `repo/gc` with the options needed
+//! here, so every call goes through its generic request API ([`Rpc`]), which is the
+//! extension point it offers.
+
+use std::collections::HashSet;
+use std::io::{BufWriter, Seek, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cid::Cid;
+use futures::{StreamExt, TryStreamExt};
+use ipfs_api_backend_hyper::{Form, IpfsClient, TryFromUri};
+use ipfs_api_prelude::{ApiRequest, Backend};
+use tokio::io::AsyncRead;
+use tokio_util::io::SyncIoBridge;
+
+use crate::api::{
+    Block, BlocksWritten, ByteStream, CarImport, FileSource, GcOptions, GcReport, Pin, PinReason,
+    PutOptions, Store,
+};
+use crate::car::{CarReader, CarWriter};
+use crate::hash::identity_data;
+use crate::importer::{self, BlockSink, ImportedFile, Leaf};
+use crate::ledger::{Change, Depth, Ledger};
+use crate::{Error, Result, unixfs};
+
+/// How long a call that moves no bulk data may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for a block the node may not have. Kubo answers at once with
+/// `offline=true`; js-ipfs ignores `offline` and waits until this timeout, after which the
+/// node's list of local blocks settles it (so a slow answer is never taken for a miss).
+const MISS_TIMEOUT: Duration = Duration::from_millis(300);
+/// Roots per `pin/add` or `pin/rm` call.
+const PIN_BATCH: usize = 200;
+/// At least this many CIDs in one `has_many`: list the node's blocks once instead.
+const LIST_LOCAL_FROM: usize = 16;
+
+/// Blocks in a Kubo node, pins by reason in a local ledger.
+#[derive(Clone)]
+pub struct KuboStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: IpfsClient,
+    api: String,
+    dir: PathBuf,
+    ledger: Ledger,
+    /// Pins change one at a time, so the ledger and the node agree.
+    pinning: tokio::sync::Mutex<()>,
+}
+
+/// One call of the RPC API: a path below `/api/v0` and its query.
+///
+/// The client crate builds a request from [`ApiRequest::absolute_url`]; overriding it
+/// lets one type carry any endpoint and repeated `arg`s (which the crate's serializer
+/// cannot express).
+struct Rpc {
+    path: &'static str,
+    query: Vec<(&'static str, String)>,
+}
+
+impl serde::Serialize for Rpc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_unit()
+    }
+}
+
+impl ApiRequest for Rpc {
+    const PATH: &'static str = "";
+
+    fn absolute_url(
+        &self,
+        base: &http02::Uri,
+    ) -> std::result::Result<http02::Uri, ipfs_api_prelude::Error> {
+        let mut u = format!("{base}{}", self.path);
+        for (i, (k, v)) in self.query.iter().enumerate() {
+            u.push(if i == 0 { '?' } else { '&' });
+            u.push_str(k);
+            u.push('=');
+            u.extend(url::form_urlencoded::byte_serialize(v.as_bytes()));
+        }
+        u.parse().map_err(ipfs_api_prelude::Error::from)
+    }
+}
+
+impl Rpc {
+    fn new(path: &'static str) -> Rpc {
+        Rpc {
+            path,
+            query: Vec::new(),
+        }
+    }
+
+    fn arg(mut self, k: &'static str, v: impl ToString) -> Rpc {
+        self.query.push((k, v.to_string()));
+        self
+    }
+}
+
+/// The message of an RPC error answer (`{"Message": ..., "Type": "error"}`), or the body.
+fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ApiError {
+        #[serde(rename = "Message")]
+        message: String,
+    }
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(e) => e.message,
+        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
+    }
+}
+
+/// Whether an error says the block is not there (Kubo offline: "not found"; js-ipfs:
+/// its timeout).
+fn means_missing(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("not found") || m.contains("timed out") || m.contains("timeout")
+}
+
+/// A sink that writes every block into a CAR file.
+struct CarSink<'a> {
+    car: CarWriter<BufWriter<&'a std::fs::File>>,
+    progress: Option<&'a (dyn Fn(u64) + Send + Sync)>,
+}
+
+impl BlockSink for CarSink<'_> {
+    fn leaf(&mut self, leaf: &Leaf<'_>) -> Result<()> {
+        self.car.write_block(leaf.cid, &leaf.block())?;
+        if let Some(p) = self.progress {
+            p(leaf.data.len() as u64);
+        }
+        Ok(())
+    }
+    fn node(&mut self, cid: &Cid, block: &[u8]) -> Result<()> {
+        self.car.write_block(cid, block)
+    }
+}
+
+/// The root a CAR of loose blocks names: dag/import wants at least one, and the empty
+/// identity CID costs nothing (roots are never pinned by the import: `pin-roots=false`).
+fn placeholder_root() -> Result<Cid> {
+    crate::hash::parse_cid("bafkqaaa")
+}
+
+impl KuboStore {
+    /// Connects to the RPC API at `api` (`http://127.0.0.1:5001`) and keeps the pin ledger
+    /// and temporary CARs in `dir`. Fails unless the node answers `version`.
+    pub async fn connect(api: &str, dir: &Path) -> Result<KuboStore> {
+        let parsed = url::Url::parse(api).map_err(|e| Error::Kubo {
+            api: api.to_string(),
+            call: "connect",
+            message: format!("not a URL: {e}"),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(Error::Kubo {
+                api: api.to_string(),
+                call: "connect",
+                message: "expected http://HOST:PORT".into(),
+            });
+        }
+        let client = IpfsClient::from_str(api).map_err(|e| Error::Kubo {
+            api: api.to_string(),
+            call: "connect",
+            message: e.to_string(),
+        })?;
+        std::fs::create_dir_all(dir.join("tmp")).map_err(|e| Error::io(dir.join("tmp"), e))?;
+        let ledger = Ledger::open(&dir.join("pins.sqlite"))?;
+        let s = KuboStore {
+            inner: Arc::new(Inner {
+                client,
+                api: api.trim_end_matches('/').to_string(),
+                dir: dir.to_path_buf(),
+                ledger,
+                pinning: tokio::sync::Mutex::new(()),
+            }),
+        };
+        s.call(Rpc::new("/version"), None, CALL_TIMEOUT).await?;
+        Ok(s)
+    }
+
+    /// The RPC API's URL.
+    pub fn api(&self) -> &str {
+        &self.inner.api
+    }
+
+    fn err(&self, call: &'static str, message: impl Into<String>) -> Error {
+        Error::Kubo {
+            api: self.inner.api.clone(),
+            call,
+            message: message.into(),
+        }
+    }
+
+    /// One call; the answer's body, or the node's error message.
+    async fn call(&self, rpc: Rpc, form: Option<Form<'static>>, limit: Duration) -> Result<Bytes> {
+        let path = rpc.path;
+        let sent = self.inner.client.request_raw(rpc, form);
+        let (status, body) = match tokio::time::timeout(limit, sent).await {
+            Err(_) => return Err(self.err(path, format!("no answer within {limit:?}"))),
+            Ok(Err(e)) => return Err(self.err(path, e.to_string())),
+            Ok(Ok(r)) => r,
+        };
+        if !status.is_success() {
+            return Err(self.err(path, format!("{status}: {}", error_message(&body))));
+        }
+        // Streaming commands report late errors as a JSON object in the body.
+        if body.starts_with(b"{") {
+            for line in body.split(|b| *b == b'\n') {
+                if line.windows(15).any(|w| w == b"\"Type\":\"error\"") {
+                    return Err(self.err(path, error_message(line)));
+                }
+            }
+        }
+        Ok(body)
+    }
+
+    /// Records that something was just written (see [`Store::gc`]).
+    fn touch(&self) -> Result<()> {
+        let p = self.inner.dir.join("last-write");
+        std::fs::write(&p, b"").map_err(|e| Error::io(&p, e))
+    }
+
+    /// When something was last written through any store on this ledger directory.
+    fn last_write(&self) -> Option<SystemTime> {
+        std::fs::metadata(self.inner.dir.join("last-write"))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    /// Sends a CAR file (already verified) with `dag/import`, pinning nothing.
+    async fn send_car(&self, file: std::fs::File, size: u64) -> Result<()> {
+        let mut form = Form::default();
+        form.add_reader_file("file", file, "blocks.car");
+        // Bulk data: allow a slow node 1 s per 8 MiB on top of the usual limit.
+        let limit = CALL_TIMEOUT + Duration::from_secs(size / (8 << 20));
+        self.call(
+            Rpc::new("/dag/import")
+                .arg("pin-roots", "false")
+                .arg("silent", "true"),
+            Some(form),
+            limit,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A temp file for a CAR, removed when dropped.
+    fn temp_car(&self) -> Result<tempfile::NamedTempFile> {
+        let dir = self.inner.dir.join("tmp");
+        tempfile::Builder::new()
+            .prefix("car-")
+            .suffix(".part")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(&dir, e))
+    }
+
+    /// Brings the node's pins in line with ledger changes.
+    async fn apply(&self, changes: &[Change]) -> Result<()> {
+        let mut rm_rec = Vec::new();
+        let mut rm_direct = Vec::new();
+        let mut add_rec = Vec::new();
+        let mut add_direct = Vec::new();
+        for c in changes {
+            match (c.before, c.after) {
+                (a, b) if a == b => {}
+                (Depth::None, Depth::Recursive) | (Depth::Direct, Depth::Recursive) => {
+                    // Kubo turns a direct pin into a recursive one; js-ipfs too.
+                    add_rec.push(c.cid)
+                }
+                (Depth::None, Depth::Direct) => add_direct.push(c.cid),
+                (Depth::Recursive, Depth::Direct) => {
+                    rm_rec.push(c.cid);
+                    add_direct.push(c.cid);
+                }
+                (Depth::Recursive, Depth::None) => rm_rec.push(c.cid),
+                (Depth::Direct, Depth::None) => rm_direct.push(c.cid),
+                _ => {}
+            }
+        }
+        self.pin_call("/pin/rm", &rm_rec, true).await?;
+        self.pin_call("/pin/rm", &rm_direct, false).await?;
+        self.pin_call("/pin/add", &add_rec, true).await?;
+        self.pin_call("/pin/add", &add_direct, false).await?;
+        Ok(())
+    }
+
+    async fn pin_call(&self, path: &'static str, cids: &[Cid], recursive: bool) -> Result<()> {
+        for batch in cids.chunks(PIN_BATCH) {
+            let mut rpc = Rpc::new(path).arg("recursive", recursive);
+            for c in batch {
+                rpc = rpc.arg("arg", c);
+            }
+            match self.call(rpc, None, CALL_TIMEOUT * 5).await {
+                Ok(_) => {}
+                // Unpinning what the node no longer pins (its repo was reset, or a pin
+                // was removed by hand) reaches the wanted state anyway: retry one by one.
+                Err(Error::Kubo { message, .. })
+                    if path == "/pin/rm" && message.contains("not pinned") =>
+                {
+                    for c in batch {
+                        let one = Rpc::new(path).arg("recursive", recursive).arg("arg", c);
+                        match self.call(one, None, CALL_TIMEOUT).await {
+                            Ok(_) => {}
+                            Err(Error::Kubo { message, .. }) if message.contains("not pinned") => {
+                                tracing::debug!(cid = %c, "not pinned on the node");
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the IPNS key `name` if the node lacks it; returns its IPNS name (peer id).
+    pub async fn ensure_key(&self, name: &str) -> Result<String> {
+        #[derive(serde::Deserialize)]
+        struct Key {
+            #[serde(rename = "Name")]
+            name: String,
+            #[serde(rename = "Id")]
+            id: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Keys {
+            #[serde(rename = "Keys")]
+            keys: Vec<Key>,
+        }
+        let body = self.call(Rpc::new("/key/list"), None, CALL_TIMEOUT).await?;
+        let keys: Keys = serde_json::from_slice(&body)
+            .map_err(|e| self.err("/key/list", format!("unexpected answer: {e}")))?;
+        if let Some(k) = keys.keys.into_iter().find(|k| k.name == name) {
+            return Ok(k.id);
+        }
+        let body = self
+            .call(
+                Rpc::new("/key/gen").arg("arg", name).arg("type", "ed25519"),
+                None,
+                CALL_TIMEOUT,
+            )
+            .await?;
+        let k: Key = serde_json::from_slice(&body)
+            .map_err(|e| self.err("/key/gen", format!("unexpected answer: {e}")))?;
+        Ok(k.id)
+    }
+
+    /// Points the IPNS name of key `key` at `/ipfs/<root>` (`allow-offline`, so a node
+    /// without peers publishes too); returns the name.
+    pub async fn publish_name(&self, key: &str, root: &Cid, ttl: Duration) -> Result<String> {
+        #[derive(serde::Deserialize)]
+        struct Published {
+            #[serde(rename = "Name")]
+            name: String,
+        }
+        let body = self
+            .call(
+                Rpc::new("/name/publish")
+                    .arg("arg", format!("/ipfs/{root}"))
+                    .arg("key", key)
+                    .arg("ttl", format!("{}s", ttl.as_secs().max(1)))
+                    .arg("lifetime", "48h")
+                    .arg("allow-offline", "true"),
+                None,
+                CALL_TIMEOUT,
+            )
+            .await?;
+        let p: Published = serde_json::from_slice(&body)
+            .map_err(|e| self.err("/name/publish", format!("unexpected answer: {e}")))?;
+        Ok(p.name)
+    }
+
+    /// Every block the node holds, by multihash (`refs/local`).
+    async fn local_hashes(&self) -> Result<HashSet<Vec<u8>>> {
+        #[derive(serde::Deserialize)]
+        struct Ref {
+            #[serde(rename = "Ref")]
+            r: String,
+            #[serde(rename = "Err", default)]
+            err: String,
+        }
+        let body = self
+            .call(Rpc::new("/refs/local"), None, CALL_TIMEOUT * 5)
+            .await?;
+        let mut out = HashSet::new();
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let r: Ref = serde_json::from_slice(line)
+                .map_err(|e| self.err("/refs/local", format!("unexpected answer: {e}")))?;
+            if !r.err.is_empty() {
+                return Err(self.err("/refs/local", r.err));
+            }
+            let c = crate::hash::parse_cid(&r.r)?;
+            out.insert(c.hash().to_bytes());
+        }
+        Ok(out)
+    }
+
+    /// Whether the node's own list of local blocks has `cid` (the answer when a lookup
+    /// timed out: js-ipfs waits for missing blocks instead of saying so).
+    async fn held_locally(&self, cid: &Cid) -> Result<bool> {
+        Ok(self.local_hashes().await?.contains(&cid.hash().to_bytes()))
+    }
+
+    /// Re-applies every ledger pin to the node (after its repository was replaced).
+    pub async fn resync_pins(&self) -> Result<()> {
+        let _g = self.inner.pinning.lock().await;
+        let changes: Vec<Change> = self
+            .inner
+            .ledger
+            .depths()?
+            .into_iter()
+            .map(|(cid, d)| Change {
+                cid,
+                before: Depth::None,
+                after: d,
+            })
+            .collect();
+        self.apply(&changes).await
+    }
+
+    /// Imports a file into a temp CAR (blocking); nothing is sent yet.
+    fn import_to_car(
+        &self,
+        reader: impl std::io::Read + Send,
+        opts: &PutOptions,
+    ) -> Result<(ImportedFile, tempfile::NamedTempFile, u64)> {
+        let tmp = self.temp_car()?;
+        let imported = {
+            let mut sink = CarSink {
+                car: CarWriter::new(BufWriter::new(tmp.as_file()), &[placeholder_root()?])?,
+                progress: opts.progress.as_deref(),
+            };
+            let imported =
+                importer::import_expecting(reader, &opts.params, opts.expect, &mut sink)?;
+            let mut w = sink.car.finish()?;
+            w.flush().map_err(|e| Error::io(tmp.path(), e))?;
+            imported
+        };
+        let size = tmp
+            .as_file()
+            .metadata()
+            .map_err(|e| Error::io(tmp.path(), e))?
+            .len();
+        Ok((imported, tmp, size))
+    }
+
+    async fn upload(&self, tmp: tempfile::NamedTempFile, size: u64) -> Result<()> {
+        let mut f = tmp.reopen().map_err(|e| Error::io(tmp.path(), e))?;
+        f.rewind().map_err(|e| Error::io(tmp.path(), e))?;
+        self.touch()?;
+        let r = self.send_car(f, size).await;
+        drop(tmp);
+        r
+    }
+
+    async fn pin_changes(&self, changes: Vec<Change>) -> Result<()> {
+        self.apply(&changes).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
+#[async_trait]
+impl Store for KuboStore {
+    async fn put_file(&self, source: FileSource, opts: PutOptions) -> Result<ImportedFile> {
+        let s = self.clone();
+        let pin = opts.pin.clone();
+        let expires = opts.pin_expires_at;
+        let (imported, tmp, size) = match source {
+            FileSource::Path(p) => {
+                blocking(move || {
+                    let f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
+                    let meta = f.metadata().map_err(|e| Error::io(&p, e))?;
+                    if meta.is_dir() {
+                        return Err(Error::IsADirectory(p.display().to_string()));
+                    }
+                    s.import_to_car(f, &opts).map_err(|e| match e {
+                        Error::Stream { source, .. } => Error::io(&p, source),
+                        other => other,
+                    })
+                })
+                .await?
+            }
+            other => {
+                let r = other
+                    .into_async_read()
+                    .ok_or_else(|| Error::Task("file source has no reader".into()))?;
+                let bridge = SyncIoBridge::new(r);
+                blocking(move || s.import_to_car(bridge, &opts)).await?
+            }
+        };
+        let _g = match &pin {
+            Some(_) => Some(self.inner.pinning.lock().await),
+            None => None,
+        };
+        self.upload(tmp, size).await?;
+        if let Some(reason) = pin {
+            let changes = self.inner.ledger.add(&[imported.cid], &reason, expires)?;
+            self.pin_changes(changes).await?;
+        }
+        Ok(imported)
+    }
+
+    async fn put_blocks(&self, blocks: Vec<Block>) -> Result<BlocksWritten> {
+        for b in &blocks {
+            crate::embedded::check_block(&b.cid, &b.data)?;
+        }
+        let blocks: Vec<Block> = blocks
+            .into_iter()
+            .filter(|b| identity_data(&b.cid).is_none())
+            .collect();
+        if blocks.is_empty() {
+            return Ok(BlocksWritten::default());
+        }
+        let cids: Vec<Cid> = blocks.iter().map(|b| b.cid).collect();
+        let held = self.has_many(&cids).await?;
+        let mut written = BlocksWritten::default();
+        let mut seen = HashSet::new();
+        let s = self.clone();
+        let (tmp, size) = {
+            let fresh: Vec<Block> = blocks
+                .into_iter()
+                .zip(held)
+                .filter(|(b, h)| !h && seen.insert(b.cid))
+                .map(|(b, _)| b)
+                .collect();
+            if fresh.is_empty() {
+                return Ok(written);
+            }
+            for b in &fresh {
+                written.new_blocks += 1;
+                written.new_bytes += b.data.len() as u64;
+            }
+            blocking(move || {
+                let tmp = s.temp_car()?;
+                let mut car =
+                    CarWriter::new(BufWriter::new(tmp.as_file()), &[placeholder_root()?])?;
+                for b in &fresh {
+                    car.write_block(&b.cid, &b.data)?;
+                }
+                let size = car.written();
+                car.finish()?
+                    .flush()
+                    .map_err(|e| Error::io(tmp.path(), e))?;
+                Ok((tmp, size))
+            })
+            .await?
+        };
+        self.upload(tmp, size).await?;
+        Ok(written)
+    }
+
+    async fn import_car(
+        &self,
+        car: Box<dyn AsyncRead + Send + Unpin>,
+        what: String,
+        pin: Option<PinReason>,
+    ) -> Result<CarImport> {
+        let s = self.clone();
+        let bridge = SyncIoBridge::new(car);
+        // Read and verify all of it first: a bad or cut CAR sends nothing.
+        let (roots, blocks, bytes, tmp, size) = blocking(move || {
+            let mut car = CarReader::new(bridge, what.clone())?;
+            let roots = car.roots().to_vec();
+            let tmp = s.temp_car()?;
+            let mut out = CarWriter::new(BufWriter::new(tmp.as_file()), &[placeholder_root()?])?;
+            let (mut n, mut bytes) = (0u64, 0u64);
+            while let Some((cid, data)) = car.next_block()? {
+                crate::embedded::check_block(&cid, &data).map_err(|e| Error::Car {
+                    what: what.clone(),
+                    detail: e.to_string(),
+                })?;
+                n += 1;
+                bytes += data.len() as u64;
+                if identity_data(&cid).is_none() {
+                    out.write_block(&cid, &data)?;
+                }
+            }
+            let size = out.written();
+            out.finish()?
+                .flush()
+                .map_err(|e| Error::io(tmp.path(), e))?;
+            Ok((roots, n, bytes, tmp, size))
+        })
+        .await?;
+        let _g = match &pin {
+            Some(_) => Some(self.inner.pinning.lock().await),
+            None => None,
+        };
+        self.upload(tmp, size).await?;
+        if let Some(reason) = pin {
+            let changes = self.inner.ledger.add(&roots, &reason, None)?;
+            self.pin_changes(changes).await?;
+        }
+        Ok(CarImport {
+            roots,
+            blocks,
+            bytes,
+        })
+    }
+
+    async fn get_block(&self, cid: &Cid) -> Result<Option<Bytes>> {
+        if let Some(d) = identity_data(cid) {
+            return Ok(Some(Bytes::copy_from_slice(d)));
+        }
+        let rpc = Rpc::new("/block/get")
+            .arg("arg", cid)
+            .arg("offline", "true")
+            .arg("timeout", format!("{}ms", MISS_TIMEOUT.as_millis()));
+        match self.call(rpc, None, MISS_TIMEOUT + CALL_TIMEOUT).await {
+            Ok(data) => {
+                // Trust no one: the node's bytes must hash to the CID asked for.
+                crate::hash::verify_block(cid, &data)?;
+                Ok(Some(data))
+            }
+            Err(Error::Kubo { message, .. }) if means_missing(&message) => {
+                if !self.held_locally(cid).await? {
+                    return Ok(None);
+                }
+                // Held after all (the node was slow): ask again, patiently.
+                let rpc = Rpc::new("/block/get").arg("arg", cid);
+                let data = self.call(rpc, None, CALL_TIMEOUT).await?;
+                crate::hash::verify_block(cid, &data)?;
+                Ok(Some(data))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn has(&self, cid: &Cid) -> Result<bool> {
+        if identity_data(cid).is_some() {
+            return Ok(true);
+        }
+        let rpc = Rpc::new("/block/stat")
+            .arg("arg", cid)
+            .arg("offline", "true")
+            .arg("timeout", format!("{}ms", MISS_TIMEOUT.as_millis()));
+        match self.call(rpc, None, MISS_TIMEOUT + CALL_TIMEOUT).await {
+            Ok(_) => Ok(true),
+            Err(Error::Kubo { message, .. }) if means_missing(&message) => {
+                self.held_locally(cid).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn has_many(&self, cids: &[Cid]) -> Result<Vec<bool>> {
+        if cids.len() < LIST_LOCAL_FROM {
+            let checks = futures::stream::iter(cids.to_vec())
+                .map(|c| {
+                    let s = self.clone();
+                    async move { s.has(&c).await }
+                })
+                .buffered(8)
+                .try_collect::<Vec<bool>>();
+            return checks.await;
+        }
+        let local = self.local_hashes().await?;
+        Ok(cids
+            .iter()
+            .map(|c| identity_data(c).is_some() || local.contains(&c.hash().to_bytes()))
+            .collect())
+    }
+
+    async fn read(&self, cid: &Cid, range: Option<Range<u64>>) -> Result<(u64, ByteStream)> {
+        unixfs::read(self, cid, range).await
+    }
+
+    async fn pin(
+        &self,
+        cid: &Cid,
+        reason: &PinReason,
+        expires_at: Option<SystemTime>,
+    ) -> Result<()> {
+        self.pin_all(std::slice::from_ref(cid), reason, expires_at)
+            .await
+    }
+
+    async fn pin_all(
+        &self,
+        cids: &[Cid],
+        reason: &PinReason,
+        expires_at: Option<SystemTime>,
+    ) -> Result<()> {
+        let _g = self.inner.pinning.lock().await;
+        let changes = self.inner.ledger.add(cids, reason, expires_at)?;
+        if let Err(e) = self.apply(&changes).await {
+            // The node refused (it lacks the blocks, say): take the ledger rows back.
+            for c in cids {
+                let _ = self.inner.ledger.remove(c, reason);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn unpin(&self, cid: &Cid, reason: &PinReason) -> Result<bool> {
+        let _g = self.inner.pinning.lock().await;
+        let (changes, existed) = self.inner.ledger.remove(cid, reason)?;
+        self.apply(&changes).await?;
+        Ok(existed)
+    }
+
+    async fn unpin_all(&self, reason: &PinReason) -> Result<u64> {
+        let _g = self.inner.pinning.lock().await;
+        let (changes, n) = self.inner.ledger.remove_reason(reason)?;
+        self.apply(&changes).await?;
+        Ok(n)
+    }
+
+    async fn pins(&self) -> Result<Vec<Pin>> {
+        self.inner.ledger.all()
+    }
+
+    /// Drops expired pins (on the node too), then runs the node's `repo/gc`, unless
+    /// something was written within `opts.grace`: the node's collector cannot spare young
+    /// blocks one by one, so it waits until nothing unpinned can be part of an import that
+    /// has not pinned its root yet.
+    async fn gc(&self, opts: GcOptions) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        {
+            let _g = self.inner.pinning.lock().await;
+            let (changes, n) = self.inner.ledger.expire()?;
+            self.apply(&changes).await?;
+            report.pins_expired = n;
+        }
+        let young = self
+            .last_write()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < opts.grace);
+        if young {
+            tracing::info!(
+                grace = ?opts.grace,
+                "something was written within the grace period: the node's gc waits"
+            );
+            return Ok(report);
+        }
+        let before = self.repo_stat().await?;
+        let body = self
+            .call(Rpc::new("/repo/gc"), None, CALL_TIMEOUT * 10)
+            .await?;
+        report.blocks_removed = body
+            .split(|b| *b == b'\n')
+            .filter(|l| l.windows(5).any(|w| w == b"\"Key\""))
+            .count() as u64;
+        let after = self.repo_stat().await?;
+        report.bytes_freed = before.0.saturating_sub(after.0);
+        report.blocks_kept = after.1;
+        Ok(report)
+    }
+}
+
+impl KuboStore {
+    /// (repository bytes, blocks) as the node counts them.
+    async fn repo_stat(&self) -> Result<(u64, u64)> {
+        let body = self
+            .call(Rpc::new("/repo/stat"), None, CALL_TIMEOUT)
+            .await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| self.err("/repo/stat", format!("unexpected answer: {e}")))?;
+        // Kubo answers numbers, js-ipfs strings.
+        let num = |k: &str| match &v[k] {
+            serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+            serde_json::Value::String(s) => s.parse().unwrap_or(0),
+            _ => 0,
+        };
+        Ok((num("RepoSize"), num("NumObjects")))
+    }
+}

@@ -1,0 +1,238 @@
+//! The pin ledger of the stores that keep blocks elsewhere (Kubo, IPFS Cluster).
+//!
+//! A Kubo node keeps at most one pin per CID and knows nothing of cidmirror's reasons
+//! (`snapshot:42`, `left-upstream`) or their expiry. The ledger keeps every (root, reason,
+//! expiry) in a local SQLite database with the embedded store's schema, and says after
+//! each change how deep the node's one pin on that root must now be ([`Depth`]): the
+//! store then pins, re-pins or unpins on the node so that it always holds exactly what
+//! the ledger's pins reach.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cid::Cid;
+use cidmirror_schema::{Db, Schema, UnixTime, pins};
+
+use crate::api::{Pin, PinReason};
+use crate::{Error, Result};
+
+/// How deep the node must pin a root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Depth {
+    /// Not at all.
+    None,
+    /// The block only (every reason is direct).
+    Direct,
+    /// The block and everything it links to.
+    Recursive,
+}
+
+/// One root whose node pin must change from `before` to `after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub cid: Cid,
+    pub before: Depth,
+    pub after: Depth,
+}
+
+/// Pins by reason, kept beside a store that has no reasons of its own.
+pub(crate) struct Ledger {
+    db: Db,
+}
+
+fn depth_of(reasons: &[String]) -> Depth {
+    if reasons.is_empty() {
+        Depth::None
+    } else if reasons.iter().all(|r| PinReason::is_direct_reason(r)) {
+        Depth::Direct
+    } else {
+        Depth::Recursive
+    }
+}
+
+pub(crate) fn to_unix(t: SystemTime) -> UnixTime {
+    let secs = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    UnixTime(secs)
+}
+
+pub(crate) fn from_unix(t: UnixTime) -> SystemTime {
+    if t.0 >= 0 {
+        UNIX_EPOCH + std::time::Duration::from_secs(t.0 as u64)
+    } else {
+        UNIX_EPOCH - std::time::Duration::from_secs(t.0.unsigned_abs())
+    }
+}
+
+impl Ledger {
+    /// Opens (creating) the ledger database at `path`.
+    pub fn open(path: &Path) -> Result<Ledger> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(Ledger {
+            db: Db::open(path, Schema::Store)?,
+        })
+    }
+
+    /// Runs `f` over the rows of `cids` in one transaction and reports whose depth moved.
+    fn change(
+        &self,
+        cids: &[Cid],
+        f: impl Fn(&cidmirror_schema::WriteTx<'_>, &Cid) -> Result<bool, cidmirror_schema::Error>,
+    ) -> Result<(Vec<Change>, u64)> {
+        Ok(self.db.write(|tx| -> Result<_, cidmirror_schema::Error> {
+            let mut out = Vec::new();
+            let mut hits = 0u64;
+            let mut seen = std::collections::HashSet::new();
+            for c in cids {
+                if !seen.insert(*c) {
+                    continue;
+                }
+                let before = depth_of(&pins::reasons_of(tx, c)?);
+                if f(tx, c)? {
+                    hits += 1;
+                }
+                let after = depth_of(&pins::reasons_of(tx, c)?);
+                if before != after {
+                    out.push(Change {
+                        cid: *c,
+                        before,
+                        after,
+                    });
+                }
+            }
+            Ok((out, hits))
+        })?)
+    }
+
+    /// Adds (or renews) pins of `cids` for `reason`.
+    pub fn add(
+        &self,
+        cids: &[Cid],
+        reason: &PinReason,
+        expires_at: Option<SystemTime>,
+    ) -> Result<Vec<Change>> {
+        let now = UnixTime::now();
+        let exp = expires_at.map(to_unix);
+        Ok(self
+            .change(cids, |tx, c| {
+                pins::add(tx, c, reason.as_str(), now, exp)?;
+                Ok(true)
+            })?
+            .0)
+    }
+
+    /// Removes one pin; the bool says whether it existed.
+    pub fn remove(&self, cid: &Cid, reason: &PinReason) -> Result<(Vec<Change>, bool)> {
+        let (changes, hits) = self.change(&[*cid], |tx, c| pins::remove(tx, c, reason.as_str()))?;
+        Ok((changes, hits > 0))
+    }
+
+    /// Removes every pin for `reason`; returns the changes and how many pins went.
+    pub fn remove_reason(&self, reason: &PinReason) -> Result<(Vec<Change>, u64)> {
+        let roots = self.db.read(|c| pins::roots_of(c, reason.as_str()))?;
+        self.change(&roots, |tx, c| pins::remove(tx, c, reason.as_str()))
+    }
+
+    /// Deletes the pins that have expired; returns the changes and how many went.
+    pub fn expire(&self) -> Result<(Vec<Change>, u64)> {
+        let now = UnixTime::now();
+        let gone = self.db.read(|c| pins::expired(c, now))?;
+        let mut by_reason: BTreeMap<String, Vec<Cid>> = BTreeMap::new();
+        for (cid, reason) in gone {
+            by_reason.entry(reason).or_default().push(cid);
+        }
+        let mut changes = Vec::new();
+        let mut n = 0;
+        for (reason, cids) in by_reason {
+            let (c, hits) = self.change(&cids, |tx, c| pins::remove(tx, c, &reason))?;
+            changes.extend(c);
+            n += hits;
+        }
+        Ok((changes, n))
+    }
+
+    /// Every pin.
+    pub fn all(&self) -> Result<Vec<Pin>> {
+        let rows = self.db.read(pins::all)?;
+        rows.into_iter()
+            .map(|p| {
+                Ok(Pin {
+                    cid: p.cid,
+                    reason: p.reason.parse()?,
+                    created_at: from_unix(p.created_at),
+                    expires_at: p.expires_at.map(from_unix),
+                })
+            })
+            .collect()
+    }
+
+    /// How deep each root with a pin must be held (for a full resync with the node).
+    pub fn depths(&self) -> Result<Vec<(Cid, Depth)>> {
+        let now = UnixTime(i64::MIN);
+        let rows = self.db.read(|c| pins::live(c, now))?;
+        let mut by_cid: BTreeMap<Cid, Vec<String>> = BTreeMap::new();
+        for (cid, reason) in rows {
+            by_cid.entry(cid).or_default().push(reason);
+        }
+        Ok(by_cid.into_iter().map(|(c, r)| (c, depth_of(&r))).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cid(n: u8) -> Cid {
+        crate::hash::raw_cid(crate::hash::HashAlg::Sha2_256, &[n])
+    }
+
+    #[test]
+    fn depth_follows_the_deepest_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("pins.sqlite")).unwrap();
+        let a = cid(1);
+        let direct = PinReason::direct("follow:1");
+        let deep: PinReason = "snapshot:1".parse().unwrap();
+        let c = l.add(&[a, a], &direct, None).unwrap();
+        assert_eq!(
+            c,
+            vec![Change {
+                cid: a,
+                before: Depth::None,
+                after: Depth::Direct
+            }]
+        );
+        let c = l.add(&[a], &deep, None).unwrap();
+        assert_eq!((c[0].before, c[0].after), (Depth::Direct, Depth::Recursive));
+        assert!(l.add(&[a], &deep, None).unwrap().is_empty(), "renewal");
+        let (c, existed) = l.remove(&a, &deep).unwrap();
+        assert!(existed);
+        assert_eq!((c[0].before, c[0].after), (Depth::Recursive, Depth::Direct));
+        let (c, n) = l.remove_reason(&direct).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!((c[0].before, c[0].after), (Depth::Direct, Depth::None));
+        assert!(!l.remove(&a, &deep).unwrap().1);
+    }
+
+    #[test]
+    fn expiry_removes_only_lapsed_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("pins.sqlite")).unwrap();
+        let r: PinReason = "grace".parse().unwrap();
+        let past = SystemTime::now() - std::time::Duration::from_secs(5);
+        let future = SystemTime::now() + std::time::Duration::from_secs(3600);
+        l.add(&[cid(1)], &r, Some(past)).unwrap();
+        l.add(&[cid(2)], &r, Some(future)).unwrap();
+        let (c, n) = l.expire().unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].cid, cid(1));
+        assert_eq!(l.all().unwrap().len(), 1);
+        assert_eq!(l.depths().unwrap(), vec![(cid(2), Depth::Recursive)]);
+    }
+}

@@ -9,6 +9,7 @@ mod bad_input;
 mod car;
 mod concurrency;
 mod crash;
+mod expiry;
 mod follow;
 mod mirror;
 mod pacman_client;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cidmirror_store::{GcOptions, Store};
+use cidmirror_store::GcOptions;
 
 use crate::Context;
 use crate::output::parse_duration;
@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let store = ctx.open_store()?;
+    let store = ctx.open(None).await?.as_dyn();
     let r = store.gc(GcOptions { grace: args.grace }).await?;
     println!(
         "removed {} blocks and {} files ({} bytes), {} expired pins; {} blocks kept",

@@ -22,6 +22,7 @@ mod resolve;
 mod serve;
 mod settings;
 mod status;
+mod stores;
 mod verify;
 
 /// Turn Linux package repositories into content-addressed data on IPFS.
@@ -31,6 +32,11 @@ struct Cli {
     /// Data directory (default: $XDG_DATA_HOME/cidmirror, i.e. ~/.local/share/cidmirror).
     #[arg(long, global = true, env = "CIDMIRROR_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+
+    /// The store: `embedded` (default, under the data directory) or `kubo=http://HOST:PORT`
+    /// (a Kubo node's RPC API). `mirror` also reads `store` from its settings file.
+    #[arg(long, global = true, env = "CIDMIRROR_STORE", value_name = "STORE")]
+    store: Option<stores::StoreSpec>,
 
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -99,7 +105,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ctx = Context { data_dir };
+    let ctx = Context {
+        data_dir,
+        store: cli.store.clone(),
+    };
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Add(a) => add::run(&ctx, a).await,
@@ -130,6 +139,8 @@ fn main() -> ExitCode {
 pub struct Context {
     /// The data directory.
     pub data_dir: PathBuf,
+    /// `--store`, if given.
+    pub store: Option<stores::StoreSpec>,
 }
 
 impl Context {

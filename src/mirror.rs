@@ -70,6 +70,20 @@ pub struct Args {
     #[arg(long, conflicts_with = "once")]
     serve: bool,
 
+    /// With a kubo store: the node's key to publish each snapshot root under with IPNS
+    /// (created if missing), so plain IPFS users can follow /ipns/<name>/.
+    #[arg(long, default_value = "cidmirror", value_name = "KEY")]
+    ipns_key: String,
+
+    /// With a kubo store: the TTL of the IPNS record (short: a new snapshot should reach
+    /// gateways quickly).
+    #[arg(long, default_value = "1m", value_parser = crate::output::parse_duration)]
+    ipns_ttl: Duration,
+
+    /// With a kubo store: do not publish IPNS records.
+    #[arg(long)]
+    no_ipns: bool,
+
     #[command(flatten)]
     serve_args: crate::serve::ServeArgs,
 }
@@ -89,7 +103,19 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         stall_timeout: args.stall_timeout,
     };
     let opts = MirrorOptions::from_config(file.overridden_by(flags))?;
-    let store: Arc<dyn Store> = Arc::new(ctx.open_store()?);
+    let opened = ctx.open(settings.store.as_ref()).await?;
+    if args.serve {
+        opened.embedded("mirror --serve")?;
+    }
+    let store: Arc<dyn Store> = opened.as_dyn();
+    let ipns = match &opened {
+        crate::stores::Opened::Kubo(k) if !args.no_ipns => Some(Ipns {
+            store: k.clone(),
+            key: args.ipns_key.clone(),
+            ttl: args.ipns_ttl,
+        }),
+        _ => None,
+    };
     let progress: Arc<dyn SyncProgress> =
         if args.no_progress || !crate::output::stderr_is_terminal() {
             Arc::new(LogProgress)
@@ -99,7 +125,27 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let publisher = Publisher::open(&ctx.data_dir, store, opts, progress)?;
     if args.once {
         let outcome = publisher.sync_once().await?;
-        return Ok(report(&outcome));
+        let code = report(&outcome);
+        if let (Some(ipns), Outcome::Published(p)) = (&ipns, &outcome) {
+            let name = ipns.publish(p.seq, &p.root).await?;
+            println!("ipns /ipns/{name} -> /ipfs/{}", p.root);
+        }
+        return Ok(code);
+    }
+    if let Some(ipns) = ipns {
+        // Every snapshot made current gets its IPNS record; a failure is logged and the
+        // next snapshot tries again (the feed stays the fast path).
+        let mut published = publisher.published();
+        tokio::spawn(async move {
+            while published.changed().await.is_ok() {
+                let Some(p) = published.borrow_and_update().clone() else {
+                    continue;
+                };
+                if let Err(e) = ipns.publish(p.seq, &p.root).await {
+                    tracing::warn!("IPNS for snapshot {}: {e:#}", p.seq);
+                }
+            }
+        });
     }
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
@@ -138,6 +184,30 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     };
     report(&last);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes each snapshot root under an IPNS key of the kubo store's node.
+struct Ipns {
+    store: cidmirror_store::KuboStore,
+    key: String,
+    ttl: Duration,
+}
+
+impl Ipns {
+    /// Points the key's name at `root`; returns the name.
+    async fn publish(&self, seq: u64, root: &cidmirror_store::Cid) -> anyhow::Result<String> {
+        self.store
+            .ensure_key(&self.key)
+            .await
+            .map_err(|e| anyhow::anyhow!("IPNS key {}: {e}", self.key))?;
+        let name = self
+            .store
+            .publish_name(&self.key, root, self.ttl)
+            .await
+            .map_err(|e| anyhow::anyhow!("IPNS for snapshot {seq}: {e}"))?;
+        tracing::info!("snapshot {seq} {root} published as /ipns/{name}");
+        Ok(name)
+    }
 }
 
 fn report(outcome: &Outcome) -> ExitCode {

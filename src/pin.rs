@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use cidmirror_store::{PinReason, Store};
+use cidmirror_store::PinReason;
 
 use crate::Context;
 use crate::output::{parse_cid_path, parse_duration};
@@ -35,7 +35,7 @@ pub enum Command {
 }
 
 pub async fn run(ctx: &Context, cmd: Command) -> anyhow::Result<ExitCode> {
-    let store = ctx.open_store()?;
+    let store = ctx.open(None).await?.as_dyn();
     match cmd {
         Command::Add {
             target,
@@ -43,7 +43,7 @@ pub async fn run(ctx: &Context, cmd: Command) -> anyhow::Result<ExitCode> {
             expire_in,
         } => {
             let (root, path) = parse_cid_path(&target)?;
-            let cid = cidmirror_store::unixfs::resolve(&store, &root, &path).await?;
+            let cid = cidmirror_store::unixfs::resolve(&*store, &root, &path).await?;
             let exp = match expire_in {
                 Some(d) => Some(
                     SystemTime::now()

@@ -14,6 +14,8 @@ pub struct Settings {
     pub mirror: MirrorConfig,
     /// The `[serve]` table.
     pub serve: ServeConfig,
+    /// The top-level `store` key (`kubo=http://127.0.0.1:5001`).
+    pub store: Option<crate::stores::StoreSpec>,
 }
 
 /// Reads a settings file (or nothing, for `None`).
@@ -30,6 +32,21 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Settings> {
             .try_into()
             .with_context(|| format!("{}: [serve]", path.display()))?,
     };
+    let store = match table.remove("store") {
+        None => None,
+        Some(toml::Value::String(s)) => Some(
+            s.parse()
+                .map_err(|e: String| anyhow::anyhow!("{}: store: {e}", path.display()))?,
+        ),
+        Some(other) => anyhow::bail!(
+            "{}: store: expected a string like \"kubo=http://127.0.0.1:5001\", got {other}",
+            path.display()
+        ),
+    };
     let mirror = MirrorConfig::from_table(table).with_context(|| format!("{}", path.display()))?;
-    Ok(Settings { mirror, serve })
+    Ok(Settings {
+        mirror,
+        serve,
+        store,
+    })
 }

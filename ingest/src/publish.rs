@@ -130,6 +130,9 @@ pub struct Publisher {
     upstream: Upstream,
     opts: MirrorOptions,
     progress: Arc<dyn SyncProgress>,
+    /// The last snapshot this publisher made current, for whoever acts on each one
+    /// (IPNS, pinning services).
+    published: tokio::sync::watch::Sender<Option<Published>>,
 }
 
 /// The databases of one repository/architecture as fetched.
@@ -230,7 +233,13 @@ impl Publisher {
             upstream,
             opts,
             progress,
+            published: tokio::sync::watch::Sender::new(None),
         })
+    }
+
+    /// Each snapshot this publisher makes current, as it happens (`None` before the first).
+    pub fn published(&self) -> tokio::sync::watch::Receiver<Option<Published>> {
+        self.published.subscribe()
     }
 
     /// The publisher's public key (64 hex digits).
@@ -290,6 +299,9 @@ impl Publisher {
                 UnixTime::now(),
             )
         })?;
+        if let Ok((Outcome::Published(p), _)) = &res {
+            self.published.send_replace(Some(p.clone()));
+        }
         res.map(|(o, _)| o)
     }
 

@@ -23,6 +23,7 @@
 pub mod add;
 mod api;
 pub mod car;
+mod cluster;
 pub mod dir;
 mod embedded;
 mod error;
@@ -42,6 +43,7 @@ pub use api::{
 };
 pub use cid::Cid;
 pub use cidmirror_schema::Sha256;
+pub use cluster::{ClusterOptions, ClusterStore};
 pub use embedded::{EmbeddedStore, StoreStats, VerifyReport};
 pub use error::{Error, Result};
 pub use importer::ImportedFile;

@@ -2,6 +2,7 @@
 //! fixtures, the size tables, the store conformance suite and the embedded store.
 
 mod car;
+mod cluster;
 mod conformance;
 mod embedded;
 mod hostile;

@@ -7,12 +7,20 @@
 //! header_timeout = "10s"
 //! shutdown_grace = "30s"
 //!
+//! # a publisher's volunteer tracker (/api/v1/volunteers)
+//! volunteer_ttl = "90s"
+//! volunteer_max = 10000
+//! volunteer_announces_per_minute = 30
+//! volunteer_lists_per_minute = 60
+//!
 //! # a follower gateway (`serve --follow`)
 //! follow = "http://publisher.example:7878/"
 //! publisher_key = "64 hex digits"
 //! sources = ["http://peer.lan:7878/"]
 //! fallback_mirrors = ["https://geo.mirror.pkgbuild.com/"]
 //! cache_budget = "20G"
+//! use_volunteers = true
+//! public_url = "http://me.example:7878/"
 //! ```
 
 use std::net::SocketAddr;
@@ -53,6 +61,19 @@ pub struct ServeConfig {
     pub refresh: Option<String>,
     /// How often to poll the followed gateway while its feed is down.
     pub poll_every: Option<String>,
+    /// Publisher: how long a volunteer stays listed after its last heartbeat.
+    pub volunteer_ttl: Option<String>,
+    /// Publisher: volunteers listed at most.
+    pub volunteer_max: Option<usize>,
+    /// Publisher: announces a minute from one client address (0: no limit).
+    pub volunteer_announces_per_minute: Option<u32>,
+    /// Publisher: volunteer lists a minute for one client address (0: no limit).
+    pub volunteer_lists_per_minute: Option<u32>,
+    /// Follower: whether the publisher's volunteers become sources (default true).
+    pub use_volunteers: Option<bool>,
+    /// Follower: this gateway's public URL, if it announces itself as a volunteer: never
+    /// used as a source.
+    pub public_url: Option<String>,
 }
 
 fn duration(field: &str, v: Option<&str>, default: Duration) -> Result<Duration, String> {
@@ -85,7 +106,40 @@ impl ServeConfig {
             cache_budget: over.cache_budget.or(self.cache_budget),
             refresh: over.refresh.or(self.refresh),
             poll_every: over.poll_every.or(self.poll_every),
+            volunteer_ttl: over.volunteer_ttl.or(self.volunteer_ttl),
+            volunteer_max: over.volunteer_max.or(self.volunteer_max),
+            volunteer_announces_per_minute: over
+                .volunteer_announces_per_minute
+                .or(self.volunteer_announces_per_minute),
+            volunteer_lists_per_minute: over
+                .volunteer_lists_per_minute
+                .or(self.volunteer_lists_per_minute),
+            use_volunteers: over.use_volunteers.or(self.use_volunteers),
+            public_url: over.public_url.or(self.public_url),
         }
+    }
+
+    /// The volunteer tracker's limits (a publisher's).
+    pub fn tracker(&self) -> Result<crate::tracker::TrackerConfig, String> {
+        let d = crate::tracker::TrackerConfig::default();
+        let ttl = duration("volunteer_ttl", self.volunteer_ttl.as_deref(), d.ttl)?;
+        if ttl < std::time::Duration::from_secs(1) {
+            return Err("volunteer_ttl must be at least 1s".into());
+        }
+        let max_volunteers = self.volunteer_max.unwrap_or(d.max_volunteers);
+        if max_volunteers == 0 {
+            return Err("volunteer_max must be at least 1".into());
+        }
+        Ok(crate::tracker::TrackerConfig {
+            ttl,
+            max_volunteers,
+            announces_per_minute: self
+                .volunteer_announces_per_minute
+                .unwrap_or(d.announces_per_minute),
+            lists_per_minute: self
+                .volunteer_lists_per_minute
+                .unwrap_or(d.lists_per_minute),
+        })
     }
 
     /// The follower's settings, if `follow` is set; `dir` holds its state.
@@ -97,9 +151,12 @@ impl ServeConfig {
             if self.publisher_key.is_some()
                 || !self.sources.is_empty()
                 || !self.fallback_mirrors.is_empty()
+                || self.use_volunteers.is_some()
+                || self.public_url.is_some()
             {
                 return Err(
-                    "publisher_key, sources and fallback_mirrors only make sense with follow"
+                    "publisher_key, sources, fallback_mirrors, use_volunteers and public_url \
+                     only make sense with follow"
                         .into(),
                 );
             }
@@ -142,6 +199,11 @@ impl ServeConfig {
             Some(o) => return Err(format!("refresh = {o:?}: use delta or walk")),
         };
         cfg.poll_every = duration("poll_every", self.poll_every.as_deref(), cfg.poll_every)?;
+        cfg.use_volunteers = self.use_volunteers.unwrap_or(cfg.use_volunteers);
+        if let Some(u) = &self.public_url {
+            cfg.own_urls.push(url("public_url", u)?);
+        }
+        cfg.own_urls.extend(self.listen_urls()?);
         Ok(Some(cfg))
     }
 
@@ -150,6 +212,30 @@ impl ServeConfig {
         let s = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         s.parse()
             .map_err(|e| format!("listen = {s:?}: {e} (use ADDRESS:PORT, e.g. 127.0.0.1:7878)"))
+    }
+
+    /// The URLs this server answers at on this machine, from `listen`: the address itself,
+    /// or the loopback ones when it listens on every address.
+    fn listen_urls(&self) -> Result<Vec<url::Url>, String> {
+        let addr = self.listen()?;
+        let port = addr.port();
+        let hosts: Vec<String> = if addr.ip().is_unspecified() {
+            vec!["127.0.0.1".into(), "[::1]".into(), "localhost".into()]
+        } else if addr.ip().is_loopback() {
+            vec![addr.ip().to_string(), "localhost".into()]
+                .into_iter()
+                .map(|h| if h.contains(':') { format!("[{h}]") } else { h })
+                .collect()
+        } else {
+            vec![match addr.ip() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                ip => ip.to_string(),
+            }]
+        };
+        Ok(hosts
+            .into_iter()
+            .filter_map(|h| url::Url::parse(&format!("http://{h}:{port}/")).ok())
+            .collect())
     }
 
     /// The server's limits.
@@ -210,6 +296,12 @@ mod tests {
         .unwrap();
         let f = c.follow("/var/empty".into()).unwrap().unwrap();
         assert_eq!(f.follow.as_str(), "http://127.0.0.1:7000/");
+        assert!(f.use_volunteers, "volunteers are used by default");
+        assert!(
+            f.own_urls
+                .iter()
+                .any(|u| u.as_str() == "http://127.0.0.1:7878/")
+        );
         assert_eq!(f.sources.len(), 1);
         assert_eq!(f.cache_budget, Some(512 << 20));
         assert_eq!(f.refresh, crate::follow::RefreshMode::Walk);
@@ -245,5 +337,48 @@ mod tests {
             ..Default::default()
         };
         assert!(stray.follow("/x".into()).is_err(), "sources without follow");
+        let off: ServeConfig = toml::from_str(&format!(
+            "follow = \"http://127.0.0.1:7000\"\npublisher_key = \"{key}\"\n\
+             use_volunteers = false\npublic_url = \"https://me.example/gw\"\n\
+             listen = \"0.0.0.0:8080\"\n"
+        ))
+        .unwrap();
+        let f = off.follow("/x".into()).unwrap().unwrap();
+        assert!(!f.use_volunteers);
+        let own: Vec<&str> = f.own_urls.iter().map(|u| u.as_str()).collect();
+        assert!(own.contains(&"https://me.example/gw"), "{own:?}");
+        assert!(own.contains(&"http://127.0.0.1:8080/"), "{own:?}");
+        assert!(own.contains(&"http://[::1]:8080/"), "{own:?}");
+    }
+
+    #[test]
+    fn tracker_settings() {
+        let d = ServeConfig::default().tracker().unwrap();
+        assert_eq!(d, crate::tracker::TrackerConfig::default());
+        assert_eq!(d.ttl, Duration::from_secs(90));
+        let c: ServeConfig = toml::from_str(
+            "volunteer_ttl = \"2m\"\nvolunteer_max = 5\nvolunteer_announces_per_minute = 0\n",
+        )
+        .unwrap();
+        let t = c.tracker().unwrap();
+        assert_eq!(
+            (
+                t.ttl,
+                t.max_volunteers,
+                t.announces_per_minute,
+                t.lists_per_minute
+            ),
+            (Duration::from_secs(120), 5, 0, 60)
+        );
+        let bad = ServeConfig {
+            volunteer_ttl: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(bad.tracker().unwrap_err().contains("volunteer_ttl"));
+        let over = ServeConfig::default().overridden_by(ServeConfig {
+            volunteer_ttl: Some("30s".into()),
+            ..Default::default()
+        });
+        assert_eq!(over.tracker().unwrap().ttl, Duration::from_secs(30));
     }
 }

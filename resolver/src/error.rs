@@ -32,6 +32,20 @@ pub enum ApiError {
     /// The publisher's database failed.
     #[error(transparent)]
     Schema(#[from] cidmirror_schema::Error),
+    /// The client asked too often; it may try again after `retry_after`.
+    #[error("too many requests: retry after {retry_after:?}")]
+    TooManyRequests {
+        /// When a request would be accepted again.
+        retry_after: std::time::Duration,
+    },
+    /// A resource is exhausted for now (the volunteer table is full).
+    #[error("unavailable: {what}")]
+    Unavailable {
+        /// What is exhausted.
+        what: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// A follower could not get the file from any source or mirror.
     #[error("bad gateway: {0}")]
     Upstream(String),
@@ -89,6 +103,13 @@ impl ApiError {
                 ),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
             },
+            ApiError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too many requests".into())
+            }
+            ApiError::Unavailable { what, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unavailable: {what}"),
+            ),
             ApiError::Upstream(m) => (StatusCode::BAD_GATEWAY, format!("bad gateway: {m}")),
             ApiError::Schema(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
@@ -115,6 +136,14 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
         {
             resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        if let ApiError::TooManyRequests { retry_after }
+        | ApiError::Unavailable { retry_after, .. } = self
+        {
+            // Whole seconds, rounded up: a client retrying at once would be refused again.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         resp
     }

@@ -167,6 +167,9 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     if let Some(f) = state.follow() {
         state.metrics().follow(&f.report().await);
     }
+    if let Some(t) = state.tracker() {
+        state.metrics().volunteers(t.live());
+    }
     if let Some(db) = state.snapshots().db().cloned() {
         let counts = tokio::task::spawn_blocking(move || db.read(syncs::counts))
             .await

@@ -3,7 +3,8 @@
 //! One axum [`router`] serves the current snapshot under pacman's mirror paths
 //! (`/<repo>/os/<arch>/<file>`), any held content as an IPFS trustless gateway (`/ipfs/...`),
 //! files by SHA-256 (`/by-hash/sha256/<hex>`, `/api/v1/resolve`), the snapshot feed
-//! (`/feed`, `/api/v1/snapshot/current`) and `/metrics`. [`serve`] runs it on a listener
+//! (`/feed`, `/api/v1/snapshot/current`), the volunteer tracker (`/api/v1/volunteers`, on a
+//! publisher; [`tracker`]) and `/metrics`. [`serve`] runs it on a listener
 //! the caller bound, with a cap on connections, header timeouts and a bounded graceful
 //! shutdown (servers don't bind themselves: tests bind port 0).
 //!
@@ -22,11 +23,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use cidmirror_store::EmbeddedStore;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -46,6 +47,7 @@ pub mod lookup;
 pub mod metrics;
 mod mirror;
 pub mod snapshot;
+pub mod tracker;
 
 pub use error::{ApiError, ApiResult};
 use metrics::Metrics;
@@ -64,11 +66,37 @@ struct StateInner {
     cache: mirror::PathCache,
     /// Set on a follower gateway.
     follower: Option<Arc<follow::Follower>>,
+    /// The volunteer tracker: a publisher's only.
+    tracker: Option<tracker::Tracker>,
 }
 
 impl AppState {
-    /// State over a store and a source of snapshots.
+    /// State over a store and a source of snapshots, with a volunteer tracker of the
+    /// default limits.
     pub fn new(store: EmbeddedStore, snapshots: Snapshots) -> Self {
+        AppState::publisher(store, snapshots, tracker::TrackerConfig::default())
+    }
+
+    /// State of a publisher: a store, its snapshots, and the volunteer tracker's limits.
+    pub fn publisher(
+        store: EmbeddedStore,
+        snapshots: Snapshots,
+        tracker: tracker::TrackerConfig,
+    ) -> Self {
+        AppState::with_tracker(store, snapshots, Some(tracker::Tracker::new(tracker)))
+    }
+
+    /// State of a gateway that serves what it holds but is no publisher (a volunteer's
+    /// own): `/api/v1/volunteers` answers 404 there.
+    pub fn gateway(store: EmbeddedStore, snapshots: Snapshots) -> Self {
+        AppState::with_tracker(store, snapshots, None)
+    }
+
+    fn with_tracker(
+        store: EmbeddedStore,
+        snapshots: Snapshots,
+        tracker: Option<tracker::Tracker>,
+    ) -> Self {
         AppState {
             inner: Arc::new(StateInner {
                 store,
@@ -76,6 +104,7 @@ impl AppState {
                 metrics: Metrics::new(),
                 cache: mirror::PathCache::default(),
                 follower: None,
+                tracker,
             }),
         }
     }
@@ -89,6 +118,7 @@ impl AppState {
                 metrics: Metrics::new(),
                 cache: mirror::PathCache::default(),
                 follower: Some(follower),
+                tracker: None,
             }),
         }
     }
@@ -96,6 +126,11 @@ impl AppState {
     /// The follower, on a follower gateway.
     pub fn follow(&self) -> Option<&Arc<follow::Follower>> {
         self.inner.follower.as_ref()
+    }
+
+    /// The volunteer tracker, on a publisher.
+    pub fn tracker(&self) -> Option<&tracker::Tracker> {
+        self.inner.tracker.as_ref()
     }
 
     /// The store.
@@ -156,6 +191,8 @@ fn route_of(path: &str) -> &'static str {
         "snapshot"
     } else if path.starts_with("/api/v1/delta") {
         "delta"
+    } else if path == tracker::API_PATH {
+        "volunteers"
     } else if path == "/feed" {
         "feed"
     } else if path == "/metrics" {
@@ -199,6 +236,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/snapshot/current", get(feed::current))
         .route("/api/v1/delta/{root}", get(delta::delta))
         .route("/api/v1/follow/status", get(feed::follow_status))
+        .route(
+            tracker::API_PATH,
+            get(tracker::list).merge(post(tracker::announce)),
+        )
         .route("/api/v1/resolve", get(lookup::resolve_api))
         .route("/by-hash/sha256/{hex}", get(lookup::by_hash))
         .merge(gateway::routes())
@@ -235,7 +276,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -258,6 +299,14 @@ pub async fn serve(
         let (header_timeout, stopping) = (limits.header_timeout, stopping.clone());
         tokio::spawn(async move {
             if first_byte(&stream, header_timeout, &stopping).await {
+                // Handlers that limit per client (the tracker) read the peer address.
+                let app = tower::util::MapRequest::new(
+                    app,
+                    move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(ConnectInfo(peer));
+                        req
+                    },
+                );
                 let conn = builder
                     .serve_connection_with_upgrades(
                         TokioIo::new(stream),

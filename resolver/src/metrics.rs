@@ -2,7 +2,8 @@
 //!
 //! Requests by route and status, bytes served by route, store hits and misses (a file served
 //! straight from a kept file, or assembled from blocks), the current snapshot's sequence and
-//! age, and sync outcomes as recorded by the publisher.
+//! age, and sync outcomes as recorded by the publisher; the publisher's volunteer tracker
+//! (live volunteers, announces by outcome); a follower's sources by origin.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -36,6 +37,11 @@ struct SourceOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OriginLabel {
+    origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WhatLabel {
     what: String,
 }
@@ -61,6 +67,13 @@ struct Inner {
     follow: Family<WhatLabel, IGauge>,
     source_blocks: Family<SourceOutcome, IGauge>,
     source_bytes: Family<WhatLabel, IGauge>,
+    /// The source URLs of the last follower report: series of sources gone since are
+    /// removed (volunteers come and go).
+    source_urls: std::sync::Mutex<Vec<String>>,
+    follow_sources: Family<OriginLabel, IGauge>,
+    volunteers_live: IGauge,
+    volunteers_budget: IGauge,
+    volunteer_announces: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -126,7 +139,8 @@ impl Metrics {
             "follow",
             "Follower gateway: latest_seen and lag (snapshots), refreshes by delta/walk/failed, \
              refused announcements, last_refresh_bytes, transfers started/shared/completed/failed, \
-             sources_dropped, fallback_bytes, fallback_rejected, cache_used/cache_budget bytes",
+             sources_dropped, fallback_bytes, fallback_rejected, cache_used/cache_budget bytes, \
+             volunteers_listed and volunteer_list_fetches_ok/failed (the publisher's volunteer list)",
             follow.clone(),
         );
         let source_blocks = Family::<SourceOutcome, IGauge>::default();
@@ -140,6 +154,30 @@ impl Metrics {
             "follow_source_bytes",
             "Follower gateway: verified bytes received from each source (label what = URL)",
             source_bytes.clone(),
+        );
+        let follow_sources = Family::<OriginLabel, IGauge>::default();
+        registry.register(
+            "follow_sources",
+            "Follower gateway: block sources in use, by origin (followed, configured, volunteer)",
+            follow_sources.clone(),
+        );
+        let volunteers_live = IGauge::default();
+        registry.register(
+            "volunteers_live",
+            "Publisher: volunteers listed by the tracker (heard from within the TTL)",
+            volunteers_live.clone(),
+        );
+        let volunteers_budget = IGauge::default();
+        registry.register(
+            "volunteers_budget_bytes",
+            "Publisher: sum of the budgets the live volunteers announced",
+            volunteers_budget.clone(),
+        );
+        let volunteer_announces = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "volunteer_announces",
+            "Publisher: volunteer announces by outcome (new, renewed, invalid, rate_limited, full)",
+            volunteer_announces.clone(),
         );
         Metrics {
             inner: Arc::new(Inner {
@@ -155,6 +193,11 @@ impl Metrics {
                 follow,
                 source_blocks,
                 source_bytes,
+                source_urls: std::sync::Mutex::default(),
+                follow_sources,
+                volunteers_live,
+                volunteers_budget,
+                volunteer_announces,
             }),
         }
     }
@@ -215,6 +258,26 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
+    /// Counts a volunteer announce by outcome.
+    pub fn volunteer_announce(&self, outcome: &str) {
+        self.inner
+            .volunteer_announces
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets the tracker's gauges: live volunteers and the sum of their budgets.
+    pub fn volunteers(&self, (live, budget): (usize, u64)) {
+        self.inner
+            .volunteers_live
+            .set(i64::try_from(live).unwrap_or(i64::MAX));
+        self.inner
+            .volunteers_budget
+            .set(i64::try_from(budget).unwrap_or(i64::MAX));
+    }
+
     /// Sets the follower's gauges from its report.
     pub fn follow(&self, r: &crate::follow::FollowReport) {
         let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -248,6 +311,39 @@ impl Metrics {
         }
         set("cache_used", r.cache.used);
         set("cache_budget", r.cache.budget.unwrap_or(0));
+        let v = &r.volunteers;
+        set("volunteers_listed", v.listed);
+        set("volunteer_list_fetches_ok", v.fetches_ok);
+        set("volunteer_list_fetches_failed", v.fetches_failed);
+        for origin in ["followed", "configured", "volunteer"] {
+            let n = r.sources.iter().filter(|s| s.origin == origin).count();
+            self.inner
+                .follow_sources
+                .get_or_create(&OriginLabel {
+                    origin: origin.to_string(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let now: Vec<String> = r.sources.iter().map(|s| s.url.clone()).collect();
+        let gone: Vec<String> = {
+            let mut last = self
+                .inner
+                .source_urls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let gone = last.iter().filter(|u| !now.contains(u)).cloned().collect();
+            *last = now;
+            gone
+        };
+        for url in gone {
+            for outcome in ["ok", "missing", "failed", "corrupt"] {
+                self.inner.source_blocks.remove(&SourceOutcome {
+                    source: url.clone(),
+                    outcome: outcome.to_string(),
+                });
+            }
+            self.inner.source_bytes.remove(&WhatLabel { what: url });
+        }
         for s in &r.sources {
             for (outcome, v) in [
                 ("ok", s.blocks_ok),

@@ -6,7 +6,8 @@
 //! ([`pacdb`]) and serves pacman from it: files it does not hold yet are fetched as
 //! verified blocks from several sources at once, or whole from an HTTP mirror checked
 //! against the snapshot's SHA-256 ([`sources`], [`transfer`]); a cache budget bounds what it
-//! keeps ([`cache`]).
+//! keeps ([`cache`]). The volunteers the publisher lists join the sources by themselves
+//! ([`volunteers`]).
 //!
 //! ```no_run
 //! # async fn demo(store: cidmirror_store::EmbeddedStore, key: &str) -> Result<(), Box<dyn std::error::Error>> {
@@ -25,6 +26,7 @@ pub(crate) mod serve;
 pub mod sources;
 pub mod transfer;
 pub mod view;
+pub mod volunteers;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -40,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::AppState;
 use crate::snapshot::Snapshots;
 use cache::{Cache, CacheReport};
-use sources::{SourceReport, Sources};
+use sources::{Origin, SourceReport, Sources};
 use transfer::Transfers;
 
 /// Errors of the follower.
@@ -101,6 +103,16 @@ pub struct FollowConfig {
     pub refresh: RefreshMode,
     /// How often to poll when the feed is down.
     pub poll_every: Duration,
+    /// Whether the volunteers the followed gateway lists (`/api/v1/volunteers`) become
+    /// block sources.
+    pub use_volunteers: bool,
+    /// How often to fetch the volunteer list (it is fetched after each new snapshot too).
+    pub volunteers_every: Duration,
+    /// Volunteer sources used at most (the first ones of the list, by id): each source
+    /// gets its own workers in every transfer.
+    pub max_volunteer_sources: usize,
+    /// This gateway's own URLs (as it may announce itself as a volunteer): never a source.
+    pub own_urls: Vec<url::Url>,
 }
 
 /// Makes a base URL end with `/` so that joining paths appends to it.
@@ -125,6 +137,10 @@ impl FollowConfig {
             dir,
             refresh: RefreshMode::Delta,
             poll_every: Duration::from_secs(5),
+            use_volunteers: true,
+            volunteers_every: Duration::from_secs(30),
+            max_volunteer_sources: 32,
+            own_urls: Vec::new(),
         })
     }
 }
@@ -162,6 +178,8 @@ pub struct FollowReport {
     /// Transfers started, joined, completed, failed; sources dropped; fallback bytes and
     /// rejected fallback files.
     pub transfers: [u64; 7],
+    /// The volunteer list and what came of it.
+    pub volunteers: volunteers::VolunteerReport,
     /// When this report was made (RFC 3339).
     pub at: String,
 }
@@ -190,6 +208,7 @@ pub struct Follower {
     /// The view before the current one (its files are kept too).
     pub(crate) previous: Mutex<Option<Arc<view::View>>>,
     pub(crate) client: reqwest::Client,
+    pub(crate) volunteers: volunteers::VolunteerState,
 }
 
 impl Follower {
@@ -204,9 +223,14 @@ impl Follower {
             .pool_max_idle_per_host(32)
             .build()
             .map_err(|e| FollowError::Fetch(format!("HTTP client: {e}")))?;
-        let mut urls = vec![cfg.follow.clone()];
-        urls.extend(cfg.sources.iter().cloned().map(base_url));
-        let sources = Sources::new(&urls, client.clone());
+        let mut urls = vec![(cfg.follow.clone(), Origin::Followed)];
+        urls.extend(
+            cfg.sources
+                .iter()
+                .cloned()
+                .map(|u| (base_url(u), Origin::Configured)),
+        );
+        let sources = Sources::with_origins(urls, client.clone());
         let cache = Arc::new(Cache::new(cfg.cache_budget));
         let tmp = cfg.dir.join("tmp");
         // Leftovers of a previous run are never resumed.
@@ -228,6 +252,7 @@ impl Follower {
             watch_status: Arc::default(),
             previous: Mutex::new(None),
             client,
+            volunteers: volunteers::VolunteerState::default(),
         });
         Ok(me)
     }
@@ -257,6 +282,11 @@ impl Follower {
         let me = self.clone();
         let c = cancel.clone();
         tokio::spawn(async move { me.run(c).await });
+        if self.cfg.use_volunteers {
+            let me = self.clone();
+            let c = cancel.clone();
+            tokio::spawn(async move { me.follow_volunteers(c).await });
+        }
         let me = self.clone();
         tokio::spawn(async move {
             loop {
@@ -307,6 +337,7 @@ impl Follower {
                 t.fallback_bytes.load(Ordering::Relaxed),
                 t.fallback_rejected.load(Ordering::Relaxed),
             ],
+            volunteers: self.volunteers.report(&self.cfg),
             at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         }
     }

@@ -256,6 +256,8 @@ impl Follower {
             .await?;
         let bytes = bytes + db_bytes.load(Ordering::Relaxed);
         self.switch(ev, view, cur_view).await?;
+        // Volunteers follow the new snapshot too: ask who is there now.
+        self.volunteers.wake();
         let c = &self.counters;
         if by_delta { &c.delta } else { &c.walk }.fetch_add(1, Ordering::Relaxed);
         c.last_bytes.store(bytes, Ordering::Relaxed);

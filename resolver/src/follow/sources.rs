@@ -4,11 +4,13 @@
 //!
 //! Each source keeps counters (blocks fetched, failed, corrupt, bytes) and its last 100
 //! outcomes, which order the sources for listing fetches and show in `status`.
+//!
+//! The set changes while the follower runs: volunteers from the publisher's list come and go
+//! ([`Sources::set_volunteers`]). Work in progress keeps the set it started with.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,11 +44,35 @@ impl std::fmt::Display for BlockError {
     }
 }
 
+/// Where a follower learned of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The gateway followed.
+    Followed,
+    /// Given in the settings (`--source`).
+    Configured,
+    /// The publisher's volunteer list, under this volunteer id.
+    Volunteer(String),
+}
+
+impl Origin {
+    /// `followed`, `configured` or `volunteer`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Origin::Followed => "followed",
+            Origin::Configured => "configured",
+            Origin::Volunteer(_) => "volunteer",
+        }
+    }
+}
+
 /// One trustless gateway.
 #[derive(Debug)]
 pub struct Source {
     /// Its base URL (`http://host:port/`).
     pub url: url::Url,
+    /// Where it came from.
+    pub origin: Origin,
     ok: AtomicU64,
     missing: AtomicU64,
     failed: AtomicU64,
@@ -60,6 +86,11 @@ pub struct Source {
 pub struct SourceReport {
     /// Base URL.
     pub url: String,
+    /// `followed`, `configured` (`--source`) or `volunteer` (the publisher's list).
+    pub origin: &'static str,
+    /// The volunteer's id, for a source from the volunteer list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volunteer: Option<String>,
     /// Blocks received and verified.
     pub blocks_ok: u64,
     /// Blocks it did not have.
@@ -75,10 +106,16 @@ pub struct SourceReport {
 }
 
 impl Source {
-    /// A source at `url`.
+    /// A configured source at `url`.
     pub fn new(url: url::Url) -> Source {
+        Source::with_origin(url, Origin::Configured)
+    }
+
+    /// A source at `url` learned of from `origin`.
+    pub fn with_origin(url: url::Url, origin: Origin) -> Source {
         Source {
             url,
+            origin,
             ok: AtomicU64::new(0),
             missing: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -113,6 +150,11 @@ impl Source {
         };
         SourceReport {
             url: self.url.to_string(),
+            origin: self.origin.as_str(),
+            volunteer: match &self.origin {
+                Origin::Volunteer(id) => Some(id.clone()),
+                _ => None,
+            },
             blocks_ok: self.ok.load(Ordering::Relaxed),
             blocks_missing: self.missing.load(Ordering::Relaxed),
             blocks_failed: self.failed.load(Ordering::Relaxed),
@@ -197,34 +239,102 @@ impl Source {
     }
 }
 
-/// The sources of a follower, in the order given (the followed gateway first).
+/// The sources of a follower, in the order given (the followed gateway first, volunteers
+/// last). Clones share the set.
 #[derive(Debug, Clone)]
 pub struct Sources {
-    list: Arc<Vec<Arc<Source>>>,
+    list: Arc<RwLock<Arc<Vec<Arc<Source>>>>>,
     client: reqwest::Client,
     /// Time one block may take from one source before it counts as missing there.
     pub block_timeout: Duration,
 }
 
 impl Sources {
-    /// Sources at these URLs (duplicates dropped).
+    /// Configured sources at these URLs (duplicates dropped).
     pub fn new(urls: &[url::Url], client: reqwest::Client) -> Sources {
+        let list: Vec<(url::Url, Origin)> = urls
+            .iter()
+            .map(|u| (u.clone(), Origin::Configured))
+            .collect();
+        Sources::with_origins(list, client)
+    }
+
+    /// Sources at these URLs, each with where it came from (duplicates dropped: the first
+    /// one stays).
+    pub fn with_origins(urls: Vec<(url::Url, Origin)>, client: reqwest::Client) -> Sources {
         let mut list: Vec<Arc<Source>> = Vec::new();
-        for u in urls {
-            if !list.iter().any(|s| s.url == *u) {
-                list.push(Arc::new(Source::new(u.clone())));
+        for (u, origin) in urls {
+            if !list.iter().any(|s| s.url == u) {
+                list.push(Arc::new(Source::with_origin(u, origin)));
             }
         }
         Sources {
-            list: Arc::new(list),
+            list: Arc::new(RwLock::new(Arc::new(list))),
             client,
             block_timeout: Duration::from_secs(20),
         }
     }
 
-    /// Every source.
-    pub fn all(&self) -> &[Arc<Source>] {
-        &self.list
+    /// Every source now: a snapshot of the set, which later changes do not affect.
+    pub fn all(&self) -> Arc<Vec<Arc<Source>>> {
+        self.list.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes the first `max` of `volunteers` (id and base URL, in order) the volunteer
+    /// sources, replacing the previous ones; the others stay. A volunteer whose URL is
+    /// already a source, or is in `own` (this gateway itself), or repeats an earlier
+    /// volunteer's, is skipped. A volunteer that stays keeps its counters. Returns what
+    /// changed.
+    pub fn set_volunteers(
+        &self,
+        volunteers: &[(String, url::Url)],
+        own: &[url::Url],
+        max: usize,
+    ) -> VolunteerChange {
+        let mut guard = self.list.write().unwrap_or_else(|e| e.into_inner());
+        let old = guard.clone();
+        let mut next: Vec<Arc<Source>> = old
+            .iter()
+            .filter(|s| !matches!(s.origin, Origin::Volunteer(_)))
+            .cloned()
+            .collect();
+        let fixed = next.len();
+        let mut change = VolunteerChange::default();
+        for (id, url) in volunteers {
+            if next.len() - fixed >= max {
+                change.over_cap += 1;
+                continue;
+            }
+            if own.contains(url) {
+                change.skipped_own += 1;
+                continue;
+            }
+            if next.iter().any(|s| s.url == *url) {
+                change.skipped_duplicate += 1;
+                continue;
+            }
+            let origin = Origin::Volunteer(id.clone());
+            let kept = old
+                .iter()
+                .find(|s| s.url == *url && s.origin == origin)
+                .cloned();
+            match kept {
+                Some(s) => next.push(s),
+                None => {
+                    change.added.push(url.to_string());
+                    next.push(Arc::new(Source::with_origin(url.clone(), origin)));
+                }
+            }
+        }
+        change.removed = old
+            .iter()
+            .filter(|s| matches!(s.origin, Origin::Volunteer(_)))
+            .filter(|s| !next.iter().any(|n| Arc::ptr_eq(n, s)))
+            .map(|s| s.url.to_string())
+            .collect();
+        change.used = next.len() - fixed;
+        *guard = Arc::new(next);
+        change
     }
 
     /// The HTTP client.
@@ -237,7 +347,8 @@ impl Sources {
     /// first verified answer wins. Errors list what each source said.
     pub async fn block_any(&self, cid: &Cid) -> Result<Bytes, String> {
         use futures::stream::{FuturesUnordered, StreamExt};
-        let mut order: Vec<&Arc<Source>> = self.list.iter().collect();
+        let list = self.all();
+        let mut order: Vec<&Arc<Source>> = list.iter().collect();
         order.sort_by(|a, b| b.success_rate().total_cmp(&a.success_rate()));
         let mut next = order.into_iter();
         let mut running = FuturesUnordered::new();
@@ -279,4 +390,21 @@ impl Sources {
         }
         Err(format!("block {cid}: {}", why.join("; ")))
     }
+}
+
+/// What [`Sources::set_volunteers`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolunteerChange {
+    /// URLs of volunteers that became sources.
+    pub added: Vec<String>,
+    /// URLs of volunteers that are sources no more.
+    pub removed: Vec<String>,
+    /// Volunteer sources in use now.
+    pub used: usize,
+    /// Volunteers skipped for being this gateway itself.
+    pub skipped_own: usize,
+    /// Volunteers skipped because their URL is a source already.
+    pub skipped_duplicate: usize,
+    /// Volunteers skipped because `max` were in use.
+    pub over_cap: usize,
 }

@@ -554,6 +554,25 @@ async fn head_sends_the_headers_without_a_body() {
         assert_eq!(head.status, 200, "{target}");
         assert!(head.body.is_empty(), "{target}: no body");
         assert_eq!(head.header("content-length"), length, "{target}");
+        if get.status == 0 {
+            // THREE_K lacks a block: the GET's body fails, and under load hyper can drop
+            // the connection before its head was flushed (see gw_support). HEAD has no body
+            // and must still say everything a GET's head would.
+            assert!(
+                target.contains(THREE_K),
+                "{target}: GET cut before its head"
+            );
+            assert!(
+                head.header("content-type")
+                    .is_some_and(|t| t.starts_with("application/vnd.ipld.car")),
+                "{target}: {:?}",
+                head.headers
+            );
+            for h in ["etag", "cache-control", "x-ipfs-roots"] {
+                assert!(head.header(h).is_some(), "{target}: {h}");
+            }
+            continue;
+        }
         for h in ["content-type", "etag", "cache-control", "x-ipfs-roots"] {
             assert_eq!(head.header(h), get.header(h), "{target}: {h}");
         }

@@ -4,3 +4,4 @@ mod delta;
 mod gateway;
 mod gw_support;
 mod transfer;
+mod volunteers;

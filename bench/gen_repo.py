@@ -4,6 +4,7 @@
     gen_repo.py init --upstream DIR --state FILE --repo extra --packages 15000 \
                      [--min-kib 1 --max-kib 40 | --size-kib 10240 | --mix 400x100,40x20480] [--seed S]
     gen_repo.py bump --upstream DIR --state FILE --count 150
+    gen_repo.py remove --upstream DIR --state FILE --count 10
 
 `init` writes DIR/lastupdate and DIR/<repo>/os/x86_64/ as repo-add leaves it: one package
 file per entry (random bytes, sized uniformly between --min-kib and --max-kib KiB, or exactly
@@ -285,6 +286,32 @@ def cmd_bump(a):
     print("files_db_bytes", sizes["files"])
 
 
+def cmd_remove(a):
+    """Upstream drops --count packages (seeded choice): files, signatures and db entries."""
+    with open(a.state) as f:
+        st = json.load(f)
+    seed, repo, pkgs = st["seed"], st["repo"], st["pkgs"]
+    outdir = os.path.join(a.upstream, repo, "os", ARCH_DIR)
+    lastupdate = st["lastupdate"] + 3600
+    rng = random.Random(f"{seed}:remove:{lastupdate}")
+    chosen = set(rng.sample(range(len(pkgs)), min(a.count, len(pkgs) - 1)))
+    gone = 0
+    for i in sorted(chosen):
+        os.remove(os.path.join(outdir, pkgs[i]["filename"]))
+        os.remove(os.path.join(outdir, pkgs[i]["filename"] + ".sig"))
+        gone += pkgs[i]["size"]
+    st["pkgs"] = [p for i, p in enumerate(pkgs) if i not in chosen]
+    sizes = write_dbs(outdir, repo, st["pkgs"])
+    write_lastupdate(a.upstream, lastupdate)
+    st["lastupdate"] = lastupdate
+    with open(a.state + ".tmp", "w") as f:
+        json.dump(st, f)
+    os.replace(a.state + ".tmp", a.state)
+    print("removed", len(chosen))
+    print("removed_package_bytes", gone)
+    print("db_bytes", sizes["db"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -305,8 +332,12 @@ def main():
     b.add_argument("--state", required=True)
     b.add_argument("--count", type=int, default=150)
     b.add_argument("--keep-size", action="store_true")
+    r = sub.add_parser("remove")
+    r.add_argument("--upstream", required=True)
+    r.add_argument("--state", required=True)
+    r.add_argument("--count", type=int, default=10)
     a = ap.parse_args()
-    {"init": cmd_init, "bump": cmd_bump}[a.cmd](a)
+    {"init": cmd_init, "bump": cmd_bump, "remove": cmd_remove}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ pub mod volunteers;
 pub use budget::{format_size, parse_size};
 pub use cid::Cid;
 pub use plan::{Changes, Item, Kind, Plan, Policy, holders, score};
-pub use retention::{Retention, SnapshotRefs, retention};
+pub use retention::{Retention, Seen, SnapshotRefs, retention};
 pub use status::{Expiry, PinStatus};
 pub use volunteers::{Announce, Volunteer, VolunteerList};
 

@@ -52,7 +52,9 @@ pub fn holders<'a, S: AsRef<str>>(
 }
 
 /// What an item is for, which decides its priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     /// A block of the current snapshot's listing (directories, HAMT shards, `index/` entries,
     /// manifest, db archives): every volunteer keeps these first, whatever the hashing says,

@@ -24,6 +24,7 @@ mod settings;
 mod status;
 mod stores;
 mod verify;
+mod volunteer;
 
 /// Turn Linux package repositories into content-addressed data on IPFS.
 #[derive(Parser, Debug)]
@@ -56,9 +57,9 @@ enum Command {
     Export(export::Args),
     /// Import CAR files (every block is verified; a bad CAR imports nothing).
     Import(import::Args),
-    /// Manage pins: named reasons to keep content.
-    #[command(subcommand)]
-    Pin(pin::Command),
+    /// Manage pins (named reasons to keep content), or volunteer: `pin --follow URL
+    /// --publisher-key KEY --budget 50G` keeps a share of a publisher's packages.
+    Pin(pin::Args),
     /// Remove expired pins and everything no pin reaches.
     Gc(gc::Args),
     /// Check the store: re-hash every file and block, report corruption.

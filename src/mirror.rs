@@ -156,7 +156,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     });
     let server = if args.serve {
         let cfg = settings.serve.overridden_by(args.serve_args.config());
-        let state = crate::serve::state(ctx, &cancel).await?;
+        let state = crate::serve::state(ctx, &cfg, &cancel).await?;
         let c = cancel.clone();
         Some(tokio::spawn(async move {
             crate::serve::run_server(state, &cfg, c).await

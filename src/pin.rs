@@ -8,6 +8,17 @@ use cidmirror_store::PinReason;
 use crate::Context;
 use crate::output::{parse_cid_path, parse_duration};
 
+/// `cidmirror pin`: manage pins, or volunteer (`--follow ... --budget ...`).
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    volunteer: crate::volunteer::VolunteerArgs,
+}
+
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Keep a DAG for a reason (recursively).
@@ -32,9 +43,20 @@ pub enum Command {
     },
     /// List pins: `CID REASON [expires TIME]`.
     Ls,
+    /// A volunteer's budget, use, share, pins by reason and next expiries.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub async fn run(ctx: &Context, cmd: Command) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let cmd = match args.command {
+        None => return crate::volunteer::run(ctx, args.volunteer).await,
+        Some(Command::Status { json }) => return crate::volunteer::status(ctx, json),
+        Some(c) => c,
+    };
     let store = ctx.open(None).await?.as_dyn();
     match cmd {
         Command::Add {
@@ -61,6 +83,7 @@ pub async fn run(ctx: &Context, cmd: Command) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("{cid} is not pinned for reason {reason:?}");
             }
         }
+        Command::Status { json } => return crate::volunteer::status(ctx, json),
         Command::Ls => {
             for p in store.pins().await? {
                 match p.expires_at {

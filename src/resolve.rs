@@ -31,7 +31,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("give --sha256 or --path"),
     };
     let cancel = CancellationToken::new();
-    let state = crate::serve::state(ctx, &cancel).await?;
+    let state = crate::serve::state(ctx, &Default::default(), &cancel).await?;
     cancel.cancel();
     let r = resolve(&state, lookup).await.map_err(|e| {
         let (_, msg) = e.status_and_message();

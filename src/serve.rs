@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// On SIGTERM, how long running downloads may finish (default 30s).
     #[arg(long)]
     pub shutdown_grace: Option<String>,
+
+    /// A publisher: how long a volunteer stays listed after its last heartbeat (default 90s).
+    #[arg(long, value_name = "DURATION")]
+    pub volunteer_ttl: Option<String>,
 }
 
 impl ServeArgs {
@@ -39,6 +43,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             header_timeout: self.header_timeout.clone(),
             shutdown_grace: self.shutdown_grace.clone(),
+            volunteer_ttl: self.volunteer_ttl.clone(),
             ..ServeConfig::default()
         }
     }
@@ -77,6 +82,14 @@ pub struct FollowArgs {
     /// How often a follower polls while the feed is down (default 5s).
     #[arg(long, value_name = "DURATION")]
     pub poll_every: Option<String>,
+
+    /// Do not fetch from the volunteers the followed publisher lists.
+    #[arg(long)]
+    pub no_volunteers: bool,
+
+    /// This gateway's public URL (never taken as a source when a volunteer list names it).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 impl FollowArgs {
@@ -90,6 +103,8 @@ impl FollowArgs {
             cache_budget: self.cache_budget.clone(),
             refresh: self.refresh.clone(),
             poll_every: self.poll_every.clone(),
+            use_volunteers: self.no_volunteers.then_some(false).or(cfg.use_volunteers),
+            public_url: self.public_url.clone().or(cfg.public_url),
             ..cfg
         }
     }
@@ -109,14 +124,19 @@ pub struct Args {
 }
 
 /// The server's state over the data directory: the embedded store and the publisher's
-/// snapshots, followed by polling.
-pub async fn state(ctx: &Context, cancel: &CancellationToken) -> anyhow::Result<AppState> {
+/// snapshots, followed by polling, and the volunteer tracker configured in `cfg`.
+pub async fn state(
+    ctx: &Context,
+    cfg: &ServeConfig,
+    cancel: &CancellationToken,
+) -> anyhow::Result<AppState> {
     let store = ctx.open_store()?;
     let db = cidmirror_ingest::publish::open_state(&ctx.data_dir)?;
     let snapshots = Snapshots::from_db(Arc::new(db));
     snapshots.refresh().await?;
     snapshots.spawn_poller(Duration::from_millis(500), cancel.clone());
-    Ok(AppState::new(store, snapshots))
+    let tracker = cfg.tracker().map_err(anyhow::Error::msg)?;
+    Ok(AppState::publisher(store, snapshots, tracker))
 }
 
 /// Connections the kernel queues before `accept`: the default of 128 overflows when
@@ -140,10 +160,28 @@ pub async fn run_server(
     cfg: &ServeConfig,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let (listener, limits) = bind(cfg)?;
+    serve_on(listener, limits, state, cancel).await
+}
+
+/// Binds the configured address (port 0: any free port; `local_addr` says which).
+pub fn bind(
+    cfg: &ServeConfig,
+) -> anyhow::Result<(tokio::net::TcpListener, cidmirror_resolver::Limits)> {
     let addr = cfg.listen().map_err(anyhow::Error::msg)?;
     let mut limits = cfg.limits().map_err(anyhow::Error::msg)?;
     fit_connections_to_fd_limit(&mut limits);
     let listener = listen(addr).with_context(|| format!("listening on {addr}"))?;
+    Ok((listener, limits))
+}
+
+/// Serves on a bound listener until `cancel`.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    limits: cidmirror_resolver::Limits,
+    state: AppState,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!("serving on http://{local}/");
     eprintln!("serving on http://{local}/");
@@ -200,7 +238,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             follower.spawn(cancel.clone());
             follower.app_state()
         }
-        None => state(ctx, &cancel).await?,
+        None => state(ctx, &cfg, &cancel).await?,
     };
     let stop = cancel.clone();
     tokio::spawn(async move {

@@ -17,3 +17,4 @@ mod pacman_client;
 mod serve;
 mod serve_support;
 mod support;
+mod volunteer;

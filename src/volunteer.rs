@@ -161,7 +161,24 @@ pub async fn run(ctx: &Context, args: VolunteerArgs) -> anyhow::Result<ExitCode>
     std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
     let id = load_id(&dir, args.id.as_deref())?;
 
-    let store = ctx.open(None).await?.embedded("pin --follow")?.clone();
+    // The follower (verification, serving) always runs on the embedded store; with
+    // `--store kubo=...` the volunteer's share is pinned in that node instead, and the
+    // node's own gateway is what others should fetch it from (`--public-url`).
+    let kubo = match ctx.open(None).await? {
+        crate::stores::Opened::Embedded(_) => None,
+        crate::stores::Opened::Kubo(k) => {
+            anyhow::ensure!(
+                args.public_url.is_some(),
+                "pin --follow --store kubo=...: give --public-url, the node's gateway that \
+                 others fetch the pinned share from"
+            );
+            Some(k)
+        }
+        crate::stores::Opened::Cluster(_) => {
+            anyhow::bail!("pin --follow pins in the embedded store or a Kubo node, not a cluster")
+        }
+    };
+    let store = ctx.open_store()?;
     let serve_cfg = cidmirror_resolver::config::ServeConfig {
         listen: Some(
             args.listen
@@ -210,6 +227,7 @@ pub async fn run(ctx: &Context, args: VolunteerArgs) -> anyhow::Result<ExitCode>
         replication: args.replication,
         keep_secs: (args.keep_days * 86_400.0) as i64,
         store,
+        kubo,
         follower,
         dir,
         http: reqwest::Client::builder()
@@ -238,6 +256,8 @@ struct Volunteer {
     replication: usize,
     keep_secs: i64,
     store: EmbeddedStore,
+    /// Where the share is pinned, if not in `store`.
+    kubo: Option<cidmirror_store::KuboStore>,
     follower: Arc<Follower>,
     dir: PathBuf,
     http: reqwest::Client,
@@ -392,9 +412,25 @@ impl Volunteer {
         (items, wants)
     }
 
-    /// Bytes the store holds on disk now (files and inline blocks).
-    fn used(&self) -> anyhow::Result<u64> {
-        Ok(self.store.stats()?.file_bytes)
+    /// The store that holds the share.
+    fn share_store(&self) -> Arc<dyn Store> {
+        match &self.kubo {
+            Some(k) => Arc::new(k.clone()),
+            None => Arc::new(self.store.clone()),
+        }
+    }
+
+    /// Bytes held: the embedded store's files (on disk), plus the share pinned in a Kubo
+    /// node (by the sizes the snapshots give).
+    async fn used(&self, seen: &Seen) -> anyhow::Result<u64> {
+        let mut used = self.store.stats()?.file_bytes;
+        if let Some(k) = &self.kubo {
+            let reason = volunteer_reason();
+            for p in k.pins().await?.iter().filter(|p| p.reason == reason) {
+                used += seen.get(&p.cid).map_or(0, |i| i.size);
+            }
+        }
+        Ok(used)
     }
 
     async fn round(&self, seen: &mut Seen, cancel: &CancellationToken) -> anyhow::Result<()> {
@@ -421,7 +457,8 @@ impl Volunteer {
         let policy = Policy::new(&self.id, &ids, self.replication, self.budget)?;
         let plan = policy.plan(&retained);
         let reason = volunteer_reason();
-        let pins = self.store.pins().await?;
+        let share = self.share_store();
+        let pins = share.pins().await?;
         let pinned: Vec<Item> = pins
             .iter()
             .filter(|p| p.reason == reason)
@@ -438,9 +475,17 @@ impl Volunteer {
         // Let go first, so what comes in fits.
         let mut dropped = 0u64;
         for it in &changes.unpin {
-            if self.store.unpin(&it.cid, &reason).await? {
+            if share.unpin(&it.cid, &reason).await? {
                 dropped += 1;
             }
+        }
+        if dropped > 0
+            && let Some(k) = &self.kubo
+        {
+            k.gc(GcOptions {
+                grace: Duration::ZERO,
+            })
+            .await?;
         }
         let cache = cidmirror_resolver::follow::transfer::cache_reason();
         let cached = self.store.unpin_all(&cache).await?;
@@ -458,6 +503,7 @@ impl Volunteer {
         }
         self.write_status(&plan.assigned_bytes, seen).await?;
 
+        let mut copied = 0u64;
         for it in changes.fetch.iter().filter(|i| i.kind == Kind::Package) {
             if cancel.is_cancelled() {
                 break;
@@ -468,7 +514,7 @@ impl Volunteer {
                 continue;
             };
             // Never over the budget: check before fetching, against what is on disk.
-            let used = self.used()?;
+            let used = self.used(seen).await?;
             if used.saturating_add(it.size) > self.budget {
                 tracing::debug!(
                     "{}: does not fit ({used} of {} used)",
@@ -477,9 +523,18 @@ impl Volunteer {
                 );
                 continue;
             }
-            if let Err(e) = self.fetch(want.clone(), &reason).await {
-                tracing::warn!("{}: {e:#}", want.path);
+            match self.fetch(want.clone(), &reason).await {
+                Ok(()) => copied += u64::from(self.kubo.is_some()),
+                Err(e) => tracing::warn!("{}: {e:#}", want.path),
             }
+        }
+        if copied > 0 {
+            // The files went on into the Kubo node: their embedded copies go now.
+            self.store
+                .gc(GcOptions {
+                    grace: Duration::ZERO,
+                })
+                .await?;
         }
         self.write_status(&plan.assigned_bytes, seen).await?;
         Ok(())
@@ -510,7 +565,20 @@ impl Volunteer {
                 "fetched but not kept"
             );
         }
-        self.store.pin(&cid, reason, None).await?;
+        match &self.kubo {
+            None => self.store.pin(&cid, reason, None).await?,
+            Some(k) => {
+                // Into the node as a CAR of the verified blocks, pinned there; the embedded
+                // copy goes with the next round's collection.
+                let tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+                let mut f = tokio::fs::File::create(tmp.path()).await?;
+                cidmirror_store::export::export_car(&self.store, &cid, &mut f).await?;
+                tokio::io::AsyncWriteExt::flush(&mut f).await?;
+                let f = tokio::fs::File::open(tmp.path()).await?;
+                k.import_car(Box::new(f), cid.to_string(), Some(reason.clone()))
+                    .await?;
+            }
+        }
         self.store
             .unpin(&cid, &cidmirror_resolver::follow::transfer::cache_reason())
             .await?;
@@ -518,7 +586,10 @@ impl Volunteer {
     }
 
     async fn write_status(&self, assigned: &u64, seen: &Seen) -> anyhow::Result<()> {
-        let pins = self.store.pins().await?;
+        let mut pins = self.store.pins().await?;
+        if let Some(k) = &self.kubo {
+            pins.extend(k.pins().await?);
+        }
         let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
         for p in &pins {
             *by_reason.entry(p.reason.to_string()).or_default() += 1;
@@ -540,7 +611,7 @@ impl Volunteer {
             .collect();
         let st = PinStatus {
             budget: self.budget,
-            used: self.used()?,
+            used: self.used(seen).await?,
             assigned: *assigned,
             share: PinStatus::share_of(held, *assigned),
             pinned: by_reason,

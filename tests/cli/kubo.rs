@@ -9,7 +9,7 @@ use crate::mirror::fixture::{Mirror, standard_mirror};
 use crate::support::*;
 
 #[path = "../../store/tests/store/support/jsipfs.rs"]
-mod jsipfs;
+pub mod jsipfs;
 
 /// `mirror --once` of core and extra; returns (root, IPNS name if printed).
 fn publish(d: &DataDir, m: &Mirror, extra: &[&str]) -> (String, Option<String>) {

@@ -435,3 +435,100 @@ fn blocks_served(v: &Volunteer) -> u64 {
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
+
+#[test]
+fn a_volunteer_with_its_own_ipfs_node_pins_its_share_there() {
+    let node = crate::kubo::jsipfs::JsIpfs::start();
+    let t = TestDir::new();
+    let r = Repo {
+        up: t.path("upstream"),
+        state: t.path("state.json"),
+    };
+    let mut c = std::process::Command::new("python3");
+    c.arg(gen_repo())
+        .args(["init", "--upstream", s(&r.up), "--state", s(&r.state)])
+        .args(["--repo", "extra", "--packages", "6", "--min-kib", "200"])
+        .args(["--max-kib", "1500", "--seed", "kubo-volunteer"]);
+    assert_ok(&run_cmd(c), "gen_repo init");
+    let pd = t.data("publisher");
+    publish(&pd, &r);
+    let p = Server::serve(&pd, &[]);
+    p.wait_for_snapshot(1);
+    let key = pd.ok_text(&["key", "show"]).trim().to_string();
+    let pkgs = package_cids(&p, &r);
+    let kubo = format!("kubo={}", node.api);
+
+    let d = t.data("vol-k");
+    let srv = Server::spawn(
+        &d,
+        &[
+            "--store",
+            &kubo,
+            "pin",
+            "--follow",
+            &p.base(),
+            "--publisher-key",
+            &key,
+            "--budget",
+            "1G",
+            "--id",
+            "vol-k",
+            "--public-url",
+            &format!("{}/", node.gateway),
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "1s",
+            "--replan-every",
+            "1s",
+        ],
+    );
+    // Alone in the list, it holds everything; in the node, not in its own store.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let o = d.run(&["--store", &kubo, "pin", "ls"]);
+        assert_ok(&o, "pin ls on the node's ledger");
+        let held: BTreeSet<String> = stdout(&o)
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("volunteer"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        if pkgs.values().all(|c| held.contains(c)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the share never reached the node: {held:?}\n{}",
+            srv.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (name, bytes) in r.packages() {
+        let url = format!("{}/ipfs/{}", node.gateway, pkgs[&name]);
+        let o = std::process::Command::new("curl")
+            .args(["-s", "-f", "-m", "30", &url])
+            .output()
+            .expect("curl");
+        assert!(o.status.success(), "{url}");
+        assert_same_bytes(&o.stdout, &bytes, &url);
+    }
+    let total: u64 = r.packages().values().map(|b| b.len() as u64).sum();
+    let deadline = Instant::now() + WAIT;
+    while store_bytes(&d.dir) >= total / 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the embedded copies stay: {} bytes",
+            store_bytes(&d.dir)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let st = status_of(&d, &kubo);
+    assert!(st["pinned"]["volunteer"].as_u64().unwrap_or(0) >= 6, "{st}");
+    assert!(st["used"].as_u64().unwrap_or(0) >= total, "{st}");
+}
+
+fn status_of(d: &DataDir, store: &str) -> Value {
+    let o = d.run(&["--store", store, "pin", "status", "--json"]);
+    assert_ok(&o, "pin status");
+    serde_json::from_slice(&o.stdout).expect("status JSON")
+}

@@ -51,6 +51,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const MISS_TIMEOUT: Duration = Duration::from_millis(300);
 /// Roots per `pin/add` or `pin/rm` call.
 const PIN_BATCH: usize = 200;
+/// Files up to this size (as a CAR) are pinned by their `dag/import` itself, the CAR held
+/// in memory for the upload; larger ones are pinned by a `pin/add` after it.
+const PIN_IN_IMPORT_MAX: u64 = 16 << 20;
 /// At least this many CIDs in one `has_many`: list the node's blocks once instead.
 const LIST_LOCAL_FROM: usize = 16;
 
@@ -214,8 +217,15 @@ impl KuboStore {
     /// One call; the answer's body, or the node's error message.
     async fn call(&self, rpc: Rpc, form: Option<Form<'static>>, limit: Duration) -> Result<Bytes> {
         let path = rpc.path;
+        let started = std::time::Instant::now();
         let sent = self.inner.client.request_raw(rpc, form);
-        let (status, body) = match tokio::time::timeout(limit, sent).await {
+        let answer = tokio::time::timeout(limit, sent).await;
+        tracing::debug!(
+            call = path,
+            took_ms = started.elapsed().as_millis() as u64,
+            "kubo rpc"
+        );
+        let (status, body) = match answer {
             Err(_) => return Err(self.err(path, format!("no answer within {limit:?}"))),
             Ok(Err(e)) => return Err(self.err(path, e.to_string())),
             Ok(Ok(r)) => r,
@@ -248,14 +258,39 @@ impl KuboStore {
     }
 
     /// Sends a CAR file (already verified) with `dag/import`, pinning nothing.
-    async fn send_car(&self, file: std::fs::File, size: u64) -> Result<()> {
+    /// Sends a CAR file written with the placeholder root (already verified) with
+    /// `dag/import`. With `pin_root`, the header sent names that root instead and the node
+    /// pins it recursively in the same call (one request per file instead of two).
+    async fn send_car(
+        &self,
+        mut file: std::fs::File,
+        size: u64,
+        pin_root: Option<Cid>,
+        path: &Path,
+    ) -> Result<()> {
         let mut form = Form::default();
-        form.add_reader_file("file", file, "blocks.car");
+        let pin = match pin_root {
+            None => {
+                form.add_reader_file("file", file, "blocks.car");
+                false
+            }
+            Some(root) => {
+                // The CAR in memory with its real header (the caller keeps this to small
+                // files: js-ipfs fails on a part read from two chained readers).
+                let skip = crate::car::encode_header(&[placeholder_root()?]).len() as u64;
+                file.seek(std::io::SeekFrom::Start(skip))
+                    .map_err(|e| Error::io(path, e))?;
+                let mut car = crate::car::encode_header(&[root]);
+                std::io::Read::read_to_end(&mut file, &mut car).map_err(|e| Error::io(path, e))?;
+                form.add_reader_file("file", std::io::Cursor::new(car), "blocks.car");
+                true
+            }
+        };
         // Bulk data: allow a slow node 1 s per 8 MiB on top of the usual limit.
         let limit = CALL_TIMEOUT + Duration::from_secs(size / (8 << 20));
         self.call(
             Rpc::new("/dag/import")
-                .arg("pin-roots", "false")
+                .arg("pin-roots", pin)
                 .arg("silent", "true"),
             Some(form),
             limit,
@@ -465,11 +500,16 @@ impl KuboStore {
         Ok((imported, tmp, size))
     }
 
-    async fn upload(&self, tmp: tempfile::NamedTempFile, size: u64) -> Result<()> {
+    async fn upload(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        size: u64,
+        pin_root: Option<Cid>,
+    ) -> Result<()> {
         let mut f = tmp.reopen().map_err(|e| Error::io(tmp.path(), e))?;
         f.rewind().map_err(|e| Error::io(tmp.path(), e))?;
         self.touch()?;
-        let r = self.send_car(f, size).await;
+        let r = self.send_car(f, size, pin_root, tmp.path()).await;
         drop(tmp);
         r
     }
@@ -514,14 +554,19 @@ impl Store for KuboStore {
                 blocking(move || s.import_to_car(bridge, &opts)).await?
             }
         };
-        let _g = match &pin {
-            Some(_) => Some(self.inner.pinning.lock().await),
-            None => None,
-        };
-        self.upload(tmp, size).await?;
+        // Uploads run side by side; only the ledger step is one at a time. A recursive
+        // reason is pinned by the import itself; a `gc` before the ledger records it spares
+        // the blocks anyway (no collection within the grace period after a write).
+        let deep = size <= PIN_IN_IMPORT_MAX && pin.as_ref().is_some_and(|r| !r.is_direct());
+        self.upload(tmp, size, deep.then_some(imported.cid)).await?;
         if let Some(reason) = pin {
+            let _g = self.inner.pinning.lock().await;
             let changes = self.inner.ledger.add(&[imported.cid], &reason, expires)?;
-            self.pin_changes(changes).await?;
+            let left: Vec<Change> = changes
+                .into_iter()
+                .filter(|c| !(deep && c.after == Depth::Recursive))
+                .collect();
+            self.pin_changes(left).await?;
         }
         Ok(imported)
     }
@@ -571,7 +616,7 @@ impl Store for KuboStore {
             })
             .await?
         };
-        self.upload(tmp, size).await?;
+        self.upload(tmp, size, None).await?;
         Ok(written)
     }
 
@@ -608,12 +653,9 @@ impl Store for KuboStore {
             Ok((roots, n, bytes, tmp, size))
         })
         .await?;
-        let _g = match &pin {
-            Some(_) => Some(self.inner.pinning.lock().await),
-            None => None,
-        };
-        self.upload(tmp, size).await?;
+        self.upload(tmp, size, None).await?;
         if let Some(reason) = pin {
+            let _g = self.inner.pinning.lock().await;
             let changes = self.inner.ledger.add(&roots, &reason, None)?;
             self.pin_changes(changes).await?;
         }

@@ -74,3 +74,12 @@ pub enum Error {
 
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<volunteers::FieldError> for Error {
+    fn from(e: volunteers::FieldError) -> Error {
+        Error::Field {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}

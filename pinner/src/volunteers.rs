@@ -1,149 +1,13 @@
-//! The tracker's wire types: volunteers announce themselves to the publisher
-//! (`POST /api/v1/volunteers`, repeated as a heartbeat) and anyone lists the live ones
-//! (`GET /api/v1/volunteers`), as with a BitTorrent tracker. Follower gateways add the listed
-//! URLs to their sources; volunteers plan over the listed ids.
-//!
-//! The types deserialize whatever is well-formed JSON (unknown fields are ignored, for newer
-//! peers); [`Announce::validate`] and [`VolunteerList::valid`] then decide what is acceptable.
+//! The tracker's wire types, from the store crate (shared with the publisher's tracker):
+//! volunteers announce themselves to the publisher (`POST /api/v1/volunteers`, repeated as a
+//! heartbeat) and anyone lists the live ones (`GET /api/v1/volunteers`), as with a
+//! BitTorrent tracker. Follower gateways add the listed URLs to their sources; volunteers
+//! plan over the listed ids. Here too: a new volunteer's id.
 
-use serde::{Deserialize, Serialize};
-use url::Url;
-
-use crate::{Error, Result};
-
-/// Where the tracker lives on a publisher: `POST` announces, `GET` lists.
-pub const API_PATH: &str = "/api/v1/volunteers";
-
-/// Longest volunteer id.
-pub const ID_MAX_LEN: usize = 64;
-
-/// Longest gateway URL.
-pub const URL_MAX_LEN: usize = 2048;
-
-/// A volunteer's heartbeat: `POST /api/v1/volunteers` with this as JSON body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Announce {
-    /// The volunteer's id: its name in the rendezvous hashing, stable across restarts
-    /// (see [`validate_id`], [`generate_id`]).
-    pub id: String,
-    /// The public URL of its gateway (`cidmirror serve`), where others fetch what it pins.
-    pub url: String,
-    /// Bytes it pins, if it cares to say (for the publisher's statistics only: the
-    /// assignment does not depend on it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<u64>,
-}
-
-impl Announce {
-    /// Checks the id and the URL; the error names the field at fault.
-    pub fn validate(&self) -> Result<()> {
-        validate_id(&self.id)?;
-        validate_url(&self.url)?;
-        Ok(())
-    }
-}
-
-/// A live volunteer, as the tracker lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Volunteer {
-    /// Its id.
-    pub id: String,
-    /// Its public gateway URL.
-    pub url: String,
-    /// Its last heartbeat (unix seconds).
-    pub last_seen: i64,
-}
-
-/// The body of `GET /api/v1/volunteers`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolunteerList {
-    /// The volunteers heard from within `ttl_secs`.
-    pub volunteers: Vec<Volunteer>,
-    /// How long a volunteer stays listed without a heartbeat: announce at least this often
-    /// (in practice every third of it), and a list is stale after it.
-    pub ttl_secs: u64,
-}
-
-impl VolunteerList {
-    /// The entries with a valid id and URL; each id once (its most recent entry). Every
-    /// volunteer filters the same way, so they all plan over the same set.
-    pub fn valid(&self) -> Vec<&Volunteer> {
-        let mut best: std::collections::BTreeMap<&str, &Volunteer> = Default::default();
-        for v in &self.volunteers {
-            if validate_id(&v.id).is_err() || validate_url(&v.url).is_err() {
-                continue;
-            }
-            let e = best.entry(v.id.as_str()).or_insert(v);
-            if v.last_seen > e.last_seen {
-                *e = v;
-            }
-        }
-        best.into_values().collect()
-    }
-
-    /// The ids of the valid entries, sorted: the live set to plan over.
-    pub fn ids(&self) -> Vec<String> {
-        self.valid().into_iter().map(|v| v.id.clone()).collect()
-    }
-}
-
-/// Checks a volunteer id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, and not `.` or `..`
-/// (ids end up in file names, logs and metric labels).
-pub fn validate_id(id: &str) -> Result<()> {
-    let bad = |reason: String| Error::Field {
-        field: "id",
-        reason,
-    };
-    if id.is_empty() {
-        return Err(bad("empty".to_string()));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(bad(format!(
-            "{id:?}: character {c:?} not allowed (use A-Z, a-z, 0-9, '.', '_', '-')"
-        )));
-    }
-    if id.len() > ID_MAX_LEN {
-        return Err(bad(format!(
-            "{} characters, at most {ID_MAX_LEN}",
-            id.len()
-        )));
-    }
-    if id == "." || id == ".." {
-        return Err(bad(format!("{id:?} is not a name")));
-    }
-    Ok(())
-}
-
-/// Checks a gateway URL: `http` or `https`, with a host, without credentials (the list is
-/// public), at most 2048 characters. Returns it parsed.
-pub fn validate_url(url: &str) -> Result<Url> {
-    let bad = |reason: String| Error::Field {
-        field: "url",
-        reason,
-    };
-    if url.len() > URL_MAX_LEN {
-        return Err(bad(format!("longer than {URL_MAX_LEN} characters")));
-    }
-    let parsed = Url::parse(url).map_err(|e| bad(format!("{url:?}: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(bad(format!(
-            "{url:?}: scheme {:?}, expected http or https",
-            parsed.scheme()
-        )));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(bad(format!("{url:?}: no host")));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(bad(format!(
-            "{url:?}: contains credentials, which the public list would show"
-        )));
-    }
-    Ok(parsed)
-}
+pub use cidmirror_store::volunteers::{
+    API_PATH, Announce, FieldError, ID_MAX_LEN, URL_MAX_LEN, Volunteer, VolunteerList, validate_id,
+    validate_url,
+};
 
 /// A fresh random volunteer id: 16 lowercase hex characters (64 bits: collisions among
 /// volunteers are not a concern). Generate it once and keep it: a new id reshuffles this
@@ -236,7 +100,7 @@ mod tests {
         };
         assert!(matches!(
             bad.validate(),
-            Err(Error::Field { field: "id", .. })
+            Err(FieldError { field: "id", .. })
         ));
         let bad = Announce {
             id: "v1".into(),
@@ -245,7 +109,7 @@ mod tests {
         };
         assert!(matches!(
             bad.validate(),
-            Err(Error::Field { field: "url", .. })
+            Err(FieldError { field: "url", .. })
         ));
     }
 

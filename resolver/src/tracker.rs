@@ -5,9 +5,8 @@
 //! no trust; it only needs to stay small and fresh: entries not renewed within the TTL
 //! vanish, the table has a size cap, and both routes are rate-limited per client address.
 //!
-//! The wire types are the ones the pinner (`cidmirror-pinner`'s `volunteers` module) speaks;
-//! they are defined again here because the resolver and the pinner do not depend on each
-//! other.
+//! The wire types live in the store crate (`cidmirror_store::volunteers`), shared with the
+//! pinner.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -17,20 +16,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use url::Url;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
-/// Where the tracker lives on a publisher: `POST` announces, `GET` lists.
-pub const API_PATH: &str = "/api/v1/volunteers";
-
-/// Longest volunteer id.
-pub const ID_MAX_LEN: usize = 64;
-
-/// Longest gateway URL.
-pub const URL_MAX_LEN: usize = 2048;
+pub use cidmirror_store::volunteers::{
+    API_PATH, Announce, FieldError, ID_MAX_LEN, URL_MAX_LEN, Volunteer, VolunteerList, validate_id,
+    validate_url,
+};
 
 /// Longest announce body: an id, a URL and a budget fit many times over.
 const BODY_MAX: usize = 8 << 10;
@@ -41,106 +34,6 @@ const LIST_CACHE_CONTROL: &str = "public, max-age=5";
 
 /// Client addresses (or IPv6 /64 networks) the rate limiters remember at most.
 const MAX_CLIENTS: usize = 65_536;
-
-/// A volunteer's heartbeat: `POST /api/v1/volunteers` with this as JSON body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Announce {
-    /// The volunteer's id (see [`validate_id`]).
-    pub id: String,
-    /// The public URL of its gateway, where others fetch what it pins.
-    pub url: String,
-    /// Bytes it pins, if it cares to say (statistics only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<u64>,
-}
-
-/// A live volunteer, as the tracker lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Volunteer {
-    /// Its id.
-    pub id: String,
-    /// Its public gateway URL.
-    pub url: String,
-    /// Its last heartbeat (unix seconds).
-    pub last_seen: i64,
-}
-
-/// The body of `GET /api/v1/volunteers` (and of the answer to an announce).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolunteerList {
-    /// The volunteers heard from within `ttl_secs`, sorted by id.
-    pub volunteers: Vec<Volunteer>,
-    /// How long a volunteer stays listed without a heartbeat.
-    pub ttl_secs: u64,
-}
-
-/// A field of an announce that is not acceptable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {field}: {reason}")]
-pub struct FieldError {
-    /// `id` or `url`.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-/// Checks a volunteer id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, and not `.` or `..`
-/// (ids end up in file names, logs and metric labels). The pinner checks the same way.
-pub fn validate_id(id: &str) -> Result<(), FieldError> {
-    let bad = |reason: String| FieldError {
-        field: "id",
-        reason,
-    };
-    if id.is_empty() {
-        return Err(bad("empty".into()));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(bad(format!(
-            "character {c:?} not allowed (use A-Z, a-z, 0-9, '.', '_', '-')"
-        )));
-    }
-    if id.len() > ID_MAX_LEN {
-        return Err(bad(format!(
-            "{} characters, at most {ID_MAX_LEN}",
-            id.len()
-        )));
-    }
-    if id == "." || id == ".." {
-        return Err(bad(format!("{id:?} is not a name")));
-    }
-    Ok(())
-}
-
-/// Checks a gateway URL: `http` or `https`, with a host, without credentials (the list is
-/// public), at most 2048 characters. Returns it parsed.
-pub fn validate_url(url: &str) -> Result<Url, FieldError> {
-    let bad = |reason: String| FieldError {
-        field: "url",
-        reason,
-    };
-    if url.len() > URL_MAX_LEN {
-        return Err(bad(format!("longer than {URL_MAX_LEN} characters")));
-    }
-    let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(bad(format!(
-            "scheme {:?}, expected http or https",
-            parsed.scheme()
-        )));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(bad("no host".into()));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(bad(
-            "contains credentials, which the public list would show".into(),
-        ));
-    }
-    Ok(parsed)
-}
 
 /// The tracker's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,47 +365,6 @@ mod tests {
             url: url.into(),
             budget: None,
         }
-    }
-
-    #[test]
-    fn ids() {
-        for id in ["a", "A-b_c.9", "...", &"x".repeat(64)] {
-            assert_eq!(validate_id(id), Ok(()), "{id:?}");
-        }
-        for (id, want) in [
-            ("", "invalid id: empty"),
-            (&"x".repeat(65) as &str, "invalid id: 65 characters"),
-            ("a/b", "invalid id: character '/'"),
-            ("é", "character 'é'"),
-            (".", "invalid id: \".\" is not a name"),
-            ("..", "is not a name"),
-        ] {
-            let msg = validate_id(id).expect_err(id).to_string();
-            assert!(msg.contains(want), "{id:?}: {msg}");
-        }
-    }
-
-    #[test]
-    fn urls() {
-        for url in [
-            "http://127.0.0.1:8080",
-            "https://[::1]:8443/cidmirror",
-            "http://v.example/p?x=1",
-        ] {
-            assert!(validate_url(url).is_ok(), "{url:?}");
-        }
-        for (url, want) in [
-            ("", "invalid url: relative URL"),
-            ("ftp://example.org", "invalid url: scheme \"ftp\""),
-            ("http://", "invalid url: empty host"),
-            ("http://u:p@example.org", "contains credentials"),
-            ("http://u@example.org", "contains credentials"),
-        ] {
-            let msg = validate_url(url).expect_err(url).to_string();
-            assert!(msg.contains(want), "{url:?}: {msg}");
-        }
-        let long = format!("http://example.org/{}", "a".repeat(URL_MAX_LEN));
-        assert!(validate_url(&long).is_err());
     }
 
     #[test]

@@ -38,6 +38,7 @@ use crate::api::{
     PutOptions, Store,
 };
 use crate::car::{CarReader, CarWriter};
+use crate::embedded::blocking;
 use crate::hash::identity_data;
 use crate::importer::{self, BlockSink, ImportedFile, Leaf};
 use crate::ledger::{Change, Depth, Ledger};
@@ -517,12 +518,6 @@ impl KuboStore {
     async fn pin_changes(&self, changes: Vec<Change>) -> Result<()> {
         self.apply(&changes).await
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?
 }
 
 #[async_trait]

@@ -36,6 +36,7 @@ pub mod params;
 pub mod pb;
 pub mod sign;
 pub mod unixfs;
+pub mod volunteers;
 
 pub use api::{
     Block, BlocksWritten, ByteStream, CarImport, ChunkStream, Expected, FileSource, GcOptions,

@@ -245,7 +245,7 @@ async fn bad_announces_are_400_naming_the_field() {
         (r#"{"id":"","url":"http://h/"}"#.into(), "invalid id: empty"),
         (
             r#"{"id":"a/b","url":"http://h/"}"#.into(),
-            "invalid id: character '/'",
+            "invalid id: \"a/b\": character '/'",
         ),
         (
             r#"{"id":"..","url":"http://h/"}"#.into(),
@@ -258,11 +258,11 @@ async fn bad_announces_are_400_naming_the_field() {
         (r#"{"id":"v1","url":"h"}"#.into(), "invalid url"),
         (
             r#"{"id":"v1","url":"ftp://h/"}"#.into(),
-            "invalid url: scheme \"ftp\"",
+            "invalid url: \"ftp://h/\": scheme \"ftp\"",
         ),
         (
             r#"{"id":"v1","url":"http://u:pw@h/"}"#.into(),
-            "invalid url: contains credentials",
+            "invalid url: \"http://u:pw@h/\": contains credentials",
         ),
         (
             format!(r#"{{"id":"v1","url":"{long_url}"}}"#),

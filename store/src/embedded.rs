@@ -199,15 +199,7 @@ impl EmbeddedStore {
 
     /// Imports a local file (blocking).
     pub fn put_path(&self, path: &Path, opts: &PutOptions) -> Result<ImportedFile> {
-        let f = File::open(path).map_err(|e| Error::io(path, e))?;
-        let meta = f.metadata().map_err(|e| Error::io(path, e))?;
-        if meta.is_dir() {
-            return Err(Error::IsADirectory(path.display().to_string()));
-        }
-        self.put_reader(f, opts).map_err(|e| match e {
-            Error::Stream { source, .. } => Error::io(path, source),
-            other => other,
-        })
+        importer::from_path(path, |f| self.put_reader(f, opts))
     }
 
     fn commit_file(

@@ -209,6 +209,23 @@ pub(crate) fn import_expecting<R: Read + Send>(
     Ok(imported)
 }
 
+/// Runs `import` on the file at `path`: refuses a directory, and names the file in a read
+/// error (the importer only knows it read a stream).
+pub(crate) fn from_path<T>(
+    path: &std::path::Path,
+    import: impl FnOnce(std::fs::File) -> Result<T>,
+) -> Result<T> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::IsADirectory(path.display().to_string()));
+    }
+    import(f).map_err(|e| match e {
+        Error::Stream { source, .. } => Error::io(path, source),
+        other => other,
+    })
+}
+
 /// A reader that fails with `FileTooLarge` as soon as it yields more than `left` bytes.
 struct Limited<R> {
     inner: R,

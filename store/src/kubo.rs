@@ -528,18 +528,7 @@ impl Store for KuboStore {
         let expires = opts.pin_expires_at;
         let (imported, tmp, size) = match source {
             FileSource::Path(p) => {
-                blocking(move || {
-                    let f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
-                    let meta = f.metadata().map_err(|e| Error::io(&p, e))?;
-                    if meta.is_dir() {
-                        return Err(Error::IsADirectory(p.display().to_string()));
-                    }
-                    s.import_to_car(f, &opts).map_err(|e| match e {
-                        Error::Stream { source, .. } => Error::io(&p, source),
-                        other => other,
-                    })
-                })
-                .await?
+                blocking(move || importer::from_path(&p, |f| s.import_to_car(f, &opts))).await?
             }
             other => {
                 let r = other

@@ -29,7 +29,8 @@ fn gen_repo() -> PathBuf {
 }
 
 impl Repo {
-    fn init(t: &TestDir) -> Repo {
+    /// `extra` with `packages` packages of `kib` (min, max) KiB, from `seed`.
+    fn init(t: &TestDir, packages: u32, kib: (u32, u32), seed: &str) -> Repo {
         let r = Repo {
             up: t.path("upstream"),
             state: t.path("state.json"),
@@ -37,8 +38,14 @@ impl Repo {
         let mut c = std::process::Command::new("python3");
         c.arg(gen_repo())
             .args(["init", "--upstream", s(&r.up), "--state", s(&r.state)])
-            .args(["--repo", "extra", "--packages", "40", "--min-kib", "1100"])
-            .args(["--max-kib", "2000", "--seed", "volunteers"]);
+            .args(["--repo", "extra", "--packages", &packages.to_string()])
+            .args([
+                "--min-kib",
+                &kib.0.to_string(),
+                "--max-kib",
+                &kib.1.to_string(),
+            ])
+            .args(["--seed", seed]);
         assert_ok(&run_cmd(c), "gen_repo init");
         r
     }
@@ -246,7 +253,7 @@ fn coverage(held: &[BTreeSet<String>], pkgs: &BTreeMap<String, String>) -> f64 {
 #[test]
 fn volunteers_share_a_repository_within_their_budgets_and_followers_fetch_from_them() {
     let t = TestDir::new();
-    let r = Repo::init(&t);
+    let r = Repo::init(&t, 40, (1100, 2000), "volunteers");
     let pd = t.data("publisher");
     publish(&pd, &r);
     // Volunteers and the follower all come from 127.0.0.1: the tracker's per-address
@@ -440,16 +447,7 @@ fn blocks_served(v: &Volunteer) -> u64 {
 fn a_volunteer_with_its_own_ipfs_node_pins_its_share_there() {
     let node = crate::kubo::jsipfs::JsIpfs::start();
     let t = TestDir::new();
-    let r = Repo {
-        up: t.path("upstream"),
-        state: t.path("state.json"),
-    };
-    let mut c = std::process::Command::new("python3");
-    c.arg(gen_repo())
-        .args(["init", "--upstream", s(&r.up), "--state", s(&r.state)])
-        .args(["--repo", "extra", "--packages", "6", "--min-kib", "200"])
-        .args(["--max-kib", "1500", "--seed", "kubo-volunteer"]);
-    assert_ok(&run_cmd(c), "gen_repo init");
+    let r = Repo::init(&t, 6, (200, 1500), "kubo-volunteer");
     let pd = t.data("publisher");
     publish(&pd, &r);
     let p = Server::serve(&pd, &[]);

@@ -44,6 +44,7 @@ use crate::api::{
 use crate::car::CarReader;
 use crate::hash::{DAG_PB, identity_data, verify_block};
 use crate::importer::{self, BlockSink, ImportedFile, Leaf, LeafForm};
+use crate::ledger::to_unix;
 use crate::pb;
 use crate::unixfs;
 use crate::{Error, Result};
@@ -462,16 +463,7 @@ impl EmbeddedStore {
     /// Every pin (blocking).
     pub fn pins_sync(&self) -> Result<Vec<Pin>> {
         let rows = self.inner.db.read(pins::all)?;
-        rows.into_iter()
-            .map(|p| {
-                Ok(Pin {
-                    cid: p.cid,
-                    reason: p.reason.parse()?,
-                    created_at: from_unix(p.created_at),
-                    expires_at: p.expires_at.map(from_unix),
-                })
-            })
-            .collect()
+        rows.into_iter().map(crate::ledger::pin_of).collect()
     }
 
     /// Garbage collection (blocking): drop expired pins, mark everything live pins reach,
@@ -765,22 +757,6 @@ pub(crate) fn check_block(cid: &Cid, data: &[u8]) -> Result<()> {
         pb::decode_node(data).map_err(|e| Error::malformed(cid, "dag-pb", e.0))?;
     }
     Ok(())
-}
-
-fn to_unix(t: SystemTime) -> UnixTime {
-    let secs = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    };
-    UnixTime(secs)
-}
-
-fn from_unix(t: UnixTime) -> SystemTime {
-    if t.0 >= 0 {
-        UNIX_EPOCH + Duration::from_secs(t.0.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_secs(t.0.unsigned_abs())
-    }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

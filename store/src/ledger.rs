@@ -67,6 +67,17 @@ pub(crate) fn from_unix(t: UnixTime) -> SystemTime {
     }
 }
 
+/// A pin as the store API gives it, from its row in the pin table (every store that keeps
+/// pins in the schema's table: the embedded store and the ledger).
+pub(crate) fn pin_of(p: pins::Pin) -> Result<Pin> {
+    Ok(Pin {
+        cid: p.cid,
+        reason: p.reason.parse()?,
+        created_at: from_unix(p.created_at),
+        expires_at: p.expires_at.map(from_unix),
+    })
+}
+
 impl Ledger {
     /// Opens (creating) the ledger database at `path`.
     pub fn open(path: &Path) -> Result<Ledger> {
@@ -159,16 +170,7 @@ impl Ledger {
     /// Every pin.
     pub fn all(&self) -> Result<Vec<Pin>> {
         let rows = self.db.read(pins::all)?;
-        rows.into_iter()
-            .map(|p| {
-                Ok(Pin {
-                    cid: p.cid,
-                    reason: p.reason.parse()?,
-                    created_at: from_unix(p.created_at),
-                    expires_at: p.expires_at.map(from_unix),
-                })
-            })
-            .collect()
+        rows.into_iter().map(pin_of).collect()
     }
 
     /// How deep each root with a pin must be held (for a full resync with the node).

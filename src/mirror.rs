@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cidmirror_ingest::config::{MirrorConfig, MirrorOptions};
-use cidmirror_ingest::publish::{Outcome, Publisher, SyncProgress};
+use cidmirror_ingest::publish::{Outcome, Published, Publisher, SyncProgress};
 use cidmirror_store::Store;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
@@ -80,6 +80,17 @@ pub struct Args {
     #[arg(long, default_value = "1m", value_parser = crate::output::parse_duration)]
     ipns_ttl: Duration,
 
+    /// With a kubo store: how long an IPNS record stays valid. Resolvers drop a record
+    /// older than this, so it is renewed every --ipns-republish while the mirror runs.
+    #[arg(long, default_value = "48h", value_parser = crate::output::parse_duration)]
+    ipns_lifetime: Duration,
+
+    /// With a kubo store: how often the running mirror signs the current root's IPNS record
+    /// again, new snapshot or not (a quiet upstream must not let the name lapse). A failed
+    /// publish is retried sooner, with backoff.
+    #[arg(long, default_value = "4h", value_parser = crate::output::parse_duration)]
+    ipns_republish: Duration,
+
     /// With a kubo store: do not publish IPNS records.
     #[arg(long)]
     no_ipns: bool,
@@ -89,6 +100,14 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    if args.ipns_republish >= args.ipns_lifetime {
+        anyhow::bail!(
+            "--ipns-republish {} must be shorter than --ipns-lifetime {}, or the record \
+             lapses between renewals",
+            humantime::format_duration(args.ipns_republish),
+            humantime::format_duration(args.ipns_lifetime)
+        );
+    }
     let settings = crate::settings::load(args.config.as_deref())?;
     let file = settings.mirror;
     let flags = MirrorConfig {
@@ -113,6 +132,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             store: k.clone(),
             key: args.ipns_key.clone(),
             ttl: args.ipns_ttl,
+            lifetime: args.ipns_lifetime,
         }),
         _ => None,
     };
@@ -126,28 +146,31 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     if args.once {
         let outcome = publisher.sync_once().await?;
         let code = report(&outcome);
-        if let (Some(ipns), Outcome::Published(p)) = (&ipns, &outcome) {
-            let name = ipns.publish(p.seq, &p.root).await?;
-            println!("ipns /ipns/{name} -> /ipfs/{}", p.root);
+        if let Some(ipns) = &ipns {
+            // Nothing new still renews the current root's record, so a `--once` from cron
+            // keeps the name alive through a quiet upstream.
+            let target = match &outcome {
+                Outcome::Published(p) => Some((p.seq, p.root)),
+                Outcome::Unchanged { .. } => publisher.current()?.map(|c| (c.seq, c.root)),
+                Outcome::Failed { .. } => None,
+            };
+            if let Some((seq, root)) = target {
+                let name = ipns.publish(seq, &root).await?;
+                println!("ipns /ipns/{name} -> /ipfs/{root}");
+            }
         }
         return Ok(code);
     }
-    if let Some(ipns) = ipns {
-        // Every snapshot made current gets its IPNS record; a failure is logged and the
-        // next snapshot tries again (the feed stays the fast path).
-        let mut published = publisher.published();
-        tokio::spawn(async move {
-            while published.changed().await.is_ok() {
-                let Some(p) = published.borrow_and_update().clone() else {
-                    continue;
-                };
-                if let Err(e) = ipns.publish(p.seq, &p.root).await {
-                    tracing::warn!("IPNS for snapshot {}: {e:#}", p.seq);
-                }
-            }
-        });
-    }
     let cancel = CancellationToken::new();
+    if let Some(ipns) = ipns {
+        let current = publisher.current()?.map(|c| (c.seq, c.root));
+        tokio::spawn(ipns.keep_published(
+            current,
+            publisher.published(),
+            args.ipns_republish,
+            cancel.clone(),
+        ));
+    }
     let stop = cancel.clone();
     tokio::spawn(async move {
         crate::output::shutdown_signal().await;
@@ -191,7 +214,11 @@ struct Ipns {
     store: cidmirror_store::KuboStore,
     key: String,
     ttl: Duration,
+    lifetime: Duration,
 }
+
+/// The first retry of a failed IPNS publish; it doubles up to the republish period.
+const IPNS_RETRY: Duration = Duration::from_secs(30);
 
 impl Ipns {
     /// Points the key's name at `root`; returns the name.
@@ -202,11 +229,60 @@ impl Ipns {
             .map_err(|e| anyhow::anyhow!("IPNS key {}: {e}", self.key))?;
         let name = self
             .store
-            .publish_name(&self.key, root, self.ttl)
+            .publish_name(&self.key, root, self.ttl, self.lifetime)
             .await
             .map_err(|e| anyhow::anyhow!("IPNS for snapshot {seq}: {e}"))?;
-        tracing::info!("snapshot {seq} {root} published as /ipns/{name}");
+        tracing::info!(
+            "snapshot {seq} {root} published as /ipns/{name} (valid {})",
+            humantime::format_duration(self.lifetime)
+        );
         Ok(name)
+    }
+
+    /// The running mirror's IPNS task: publishes the current root at once, each new
+    /// snapshot as it becomes current, and the current one again every `republish` so the
+    /// record never outlives its lifetime. A failure is logged and retried with backoff;
+    /// the feed stays the fast path.
+    async fn keep_published(
+        self,
+        mut target: Option<(u64, cidmirror_store::Cid)>,
+        mut published: tokio::sync::watch::Receiver<Option<Published>>,
+        republish: Duration,
+        cancel: CancellationToken,
+    ) {
+        let mut due = tokio::time::Instant::now();
+        let mut retry = IPNS_RETRY.min(republish);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = published.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if let Some(p) = published.borrow_and_update().clone() {
+                        target = Some((p.seq, p.root));
+                        due = tokio::time::Instant::now();
+                    }
+                }
+                _ = tokio::time::sleep_until(due), if target.is_some() => {
+                    let Some((seq, root)) = target else { continue };
+                    match self.publish(seq, &root).await {
+                        Ok(_) => {
+                            due = tokio::time::Instant::now() + republish;
+                            retry = IPNS_RETRY.min(republish);
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                "{e:#}; retrying in {}",
+                                humantime::format_duration(retry)
+                            );
+                            due = tokio::time::Instant::now() + retry;
+                            retry = (retry * 2).min(republish);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use cidmirror_store::PinReason;
 
 use crate::Context;
 use crate::output::{parse_cid_path, parse_duration};
+use crate::stores::Opened;
 
 /// `cidmirror pin`: manage pins, or volunteer (`--follow ... --budget ...`).
 #[derive(clap::Args, Debug)]
@@ -43,6 +44,10 @@ pub enum Command {
     },
     /// List pins: `CID REASON [expires TIME]`.
     Ls,
+    /// Re-apply every pin cidmirror recorded to the IPFS node or cluster (kubo and cluster
+    /// stores), after the node lost its pins: repository replaced or restored from a backup,
+    /// pins removed by hand.
+    Resync,
     /// A volunteer's budget, use, share, pins by reason and next expiries.
     Status {
         /// As JSON.
@@ -55,6 +60,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let cmd = match args.command {
         None => return crate::volunteer::run(ctx, args.volunteer).await,
         Some(Command::Status { json }) => return crate::volunteer::status(ctx, json),
+        Some(Command::Resync) => return resync(ctx).await,
         Some(c) => c,
     };
     let store = ctx.open(None).await?.as_dyn();
@@ -84,6 +90,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Status { json } => return crate::volunteer::status(ctx, json),
+        Command::Resync => return resync(ctx).await,
         Command::Ls => {
             for p in store.pins().await? {
                 match p.expires_at {
@@ -98,5 +105,21 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pin resync`: the store's ledger is the truth; the node or cluster is told it again.
+async fn resync(ctx: &Context) -> anyhow::Result<ExitCode> {
+    let (n, to) = match ctx.open(None).await? {
+        Opened::Kubo(k) => (k.resync_pins().await?, format!("kubo={}", k.api())),
+        Opened::Cluster(c) => (c.resync_pins().await?, format!("cluster={}", c.api())),
+        Opened::Embedded(_) => {
+            anyhow::bail!(
+                "pin resync is for the kubo and cluster stores: the embedded store keeps its \
+                 pins and blocks in one place (choose one with --store)"
+            )
+        }
+    };
+    println!("{n} pinned roots re-applied to {to}");
     Ok(ExitCode::SUCCESS)
 }

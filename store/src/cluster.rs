@@ -492,17 +492,20 @@ impl ClusterStore {
         Ok(out)
     }
 
-    /// Re-sends every root's pin to the cluster (after its state was lost or reset).
-    pub async fn resync_pins(&self) -> Result<()> {
+    /// Re-sends every root's pin to the cluster (after its state was lost or reset);
+    /// returns how many roots it pinned.
+    pub async fn resync_pins(&self) -> Result<usize> {
         let _g = self.inner.pinning.lock().await;
         let now = now_secs();
         let all = self.inner.ledger.all()?;
+        let mut n = 0;
         for (cid, rows) in by_cid(&all) {
             if let Some(w) = Wanted::of(&rows, Some(now)) {
                 self.run(&Step::Pin(cid, w)).await?;
+                n += 1;
             }
         }
-        Ok(())
+        Ok(n)
     }
 }
 

@@ -403,8 +403,15 @@ impl KuboStore {
     }
 
     /// Points the IPNS name of key `key` at `/ipfs/<root>` (`allow-offline`, so a node
-    /// without peers publishes too); returns the name.
-    pub async fn publish_name(&self, key: &str, root: &Cid, ttl: Duration) -> Result<String> {
+    /// without peers publishes too) with a record valid for `lifetime` that resolvers may
+    /// cache for `ttl`; returns the name. Publishing the same root again renews the record.
+    pub async fn publish_name(
+        &self,
+        key: &str,
+        root: &Cid,
+        ttl: Duration,
+        lifetime: Duration,
+    ) -> Result<String> {
         #[derive(serde::Deserialize)]
         struct Published {
             #[serde(rename = "Name")]
@@ -416,7 +423,7 @@ impl KuboStore {
                     .arg("arg", format!("/ipfs/{root}"))
                     .arg("key", key)
                     .arg("ttl", format!("{}s", ttl.as_secs().max(1)))
-                    .arg("lifetime", "48h")
+                    .arg("lifetime", format!("{}s", lifetime.as_secs().max(1)))
                     .arg("allow-offline", "true"),
                 None,
                 CALL_TIMEOUT,
@@ -458,8 +465,10 @@ impl KuboStore {
         Ok(self.local_hashes().await?.contains(&cid.hash().to_bytes()))
     }
 
-    /// Re-applies every ledger pin to the node (after its repository was replaced).
-    pub async fn resync_pins(&self) -> Result<()> {
+    /// Re-applies every ledger pin to the node (after its pins were lost: a repository
+    /// replaced or restored, pins removed by hand); returns how many roots it pinned. A
+    /// recursive pin fetches what the node lacks from its peers, within the call timeout.
+    pub async fn resync_pins(&self) -> Result<usize> {
         let _g = self.inner.pinning.lock().await;
         let changes: Vec<Change> = self
             .inner
@@ -472,7 +481,8 @@ impl KuboStore {
                 after: d,
             })
             .collect();
-        self.apply(&changes).await
+        self.apply(&changes).await?;
+        Ok(changes.len())
     }
 
     /// Imports a file into a temp CAR (blocking); nothing is sent yet.

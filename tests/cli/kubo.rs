@@ -129,6 +129,139 @@ fn a_snapshot_mirrored_into_a_real_ipfs_node_reads_back_through_its_gateway_and_
         let got = get(&url).unwrap_or_else(|| panic!("after gc: {url}"));
         assert_same_bytes(&got, &bytes, &url);
     }
+
+    // The node loses its pin (removed by hand); `pin resync` puts the ledger's pins back.
+    assert!(node_pinned(&node.api).contains(&root2));
+    rpc(&node.api, &format!("pin/rm?arg={root2}&recursive=true"));
+    assert!(!node_pinned(&node.api).contains(&root2), "unpinned by hand");
+    let out = k.ok_text(&["--store", &kubo, "pin", "resync"]);
+    assert!(
+        out.contains("pinned roots re-applied to kubo="),
+        "pin resync: {out}"
+    );
+    assert!(node_pinned(&node.api).contains(&root2), "pinned again");
+    assert_one_error(
+        &k.run(&["pin", "resync"]),
+        "pin resync on the embedded store",
+        &["kubo and cluster stores"],
+    );
+
+    // Nothing new upstream still renews the record (a cron job of `--once` keeps the name
+    // alive): a fresh key gets its name pointed at the current root.
+    let o = k.run(&[
+        "mirror",
+        "--upstream",
+        s(m.root()),
+        "--repo",
+        "core",
+        "--repo",
+        "extra",
+        "--no-progress",
+        "--once",
+        "--store",
+        &kubo,
+        "--ipns-key",
+        "quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "nothing new: {}", stderr(&o));
+    let quiet = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("ipns /ipns/"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no ipns line: {}", stdout(&o)));
+    assert_ne!(quiet, name, "another key, another name");
+    assert_eq!(resolve_name(&node.api, &quiet), format!("/ipfs/{root2}"));
+
+    // The running mirror publishes the current root at start and renews it every
+    // --ipns-republish while upstream stays quiet.
+    let log = t.path("daemon.log");
+    let mut child = k
+        .cmd([
+            "mirror",
+            "--upstream",
+            s(m.root()),
+            "--repo",
+            "core",
+            "--repo",
+            "extra",
+            "--no-progress",
+            "--interval",
+            "1h",
+            "--store",
+            &kubo,
+            "--ipns-key",
+            "daemon",
+            "--ipns-republish",
+            "1s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawning mirror");
+    let renewals = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!("snapshot 2 {root2} published as /ipns/")))
+            .count()
+    };
+    let start = std::time::Instant::now();
+    let mut text = String::new();
+    while start.elapsed() < std::time::Duration::from_secs(60) {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if renewals(&text) >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    wait_timeout(&mut child, std::time::Duration::from_secs(30)).expect("mirror stops");
+    assert!(
+        renewals(&text) >= 3,
+        "three publishes of snapshot 2:\n{text}"
+    );
+    let daemon = text
+        .lines()
+        .find_map(|l| l.split("published as /ipns/").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a name in the log");
+    assert_eq!(resolve_name(&node.api, daemon), format!("/ipfs/{root2}"));
+
+    // A renewal period as long as the record's life would let the name lapse.
+    assert_one_error(
+        &k.run(&[
+            "mirror",
+            "--upstream",
+            s(m.root()),
+            "--once",
+            "--store",
+            &kubo,
+            "--ipns-republish",
+            "2d",
+        ]),
+        "republish period longer than the lifetime",
+        &["--ipns-republish", "--ipns-lifetime"],
+    );
+}
+
+/// POSTs an RPC call through curl; its body.
+fn rpc(api: &str, call: &str) -> String {
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "30",
+            "-X",
+            "POST",
+            &format!("{api}/api/v0/{call}"),
+        ])
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The node's recursive pins, as its `pin/ls` prints them.
+fn node_pinned(api: &str) -> String {
+    rpc(api, "pin/ls?type=recursive&cid-base=base32")
 }
 
 #[test]

@@ -34,6 +34,12 @@ pub struct ServeArgs {
     /// A publisher: how long a volunteer stays listed after its last heartbeat (default 90s).
     #[arg(long, value_name = "DURATION")]
     pub volunteer_ttl: Option<String>,
+
+    /// A reverse proxy in front of this server (an address or a network such as
+    /// 10.0.0.0/8; repeatable): requests from it are rate-limited by the client its
+    /// X-Forwarded-For names.
+    #[arg(long = "trusted-proxy", value_name = "ADDR")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl ServeArgs {
@@ -44,6 +50,7 @@ impl ServeArgs {
             header_timeout: self.header_timeout.clone(),
             shutdown_grace: self.shutdown_grace.clone(),
             volunteer_ttl: self.volunteer_ttl.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
             ..ServeConfig::default()
         }
     }

@@ -12,6 +12,7 @@
 //! volunteer_max = 10000
 //! volunteer_announces_per_minute = 30
 //! volunteer_lists_per_minute = 60
+//! trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]   # X-Forwarded-For is believed from these
 //!
 //! # a follower gateway (`serve --follow`)
 //! follow = "http://publisher.example:7878/"
@@ -69,11 +70,29 @@ pub struct ServeConfig {
     pub volunteer_announces_per_minute: Option<u32>,
     /// Publisher: volunteer lists a minute for one client address (0: no limit).
     pub volunteer_lists_per_minute: Option<u32>,
+    /// Publisher: reverse proxies whose `X-Forwarded-For` names the client the tracker's
+    /// limits apply to (addresses or networks: `127.0.0.1`, `10.0.0.0/8`, `::1`).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Follower: whether the publisher's volunteers become sources (default true).
     pub use_volunteers: Option<bool>,
     /// Follower: this gateway's public URL, if it announces itself as a volunteer: never
     /// used as a source.
     pub public_url: Option<String>,
+}
+
+/// An address (`10.1.2.3`, `::1`: that host) or a network (`10.0.0.0/8`).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    if s.contains('/') {
+        let net: ipnet::IpNet = s
+            .parse()
+            .map_err(|_| "not a network like 10.0.0.0/8 or fd00::/8".to_string())?;
+        Ok(net.trunc())
+    } else {
+        s.parse::<std::net::IpAddr>()
+            .map(ipnet::IpNet::from)
+            .map_err(|_| "not an IP address or a network like 10.0.0.0/8".to_string())
+    }
 }
 
 fn duration(field: &str, v: Option<&str>, default: Duration) -> Result<Duration, String> {
@@ -114,6 +133,11 @@ impl ServeConfig {
             volunteer_lists_per_minute: over
                 .volunteer_lists_per_minute
                 .or(self.volunteer_lists_per_minute),
+            trusted_proxies: if over.trusted_proxies.is_empty() {
+                self.trusted_proxies
+            } else {
+                over.trusted_proxies
+            },
             use_volunteers: over.use_volunteers.or(self.use_volunteers),
             public_url: over.public_url.or(self.public_url),
         }
@@ -139,6 +163,11 @@ impl ServeConfig {
             lists_per_minute: self
                 .volunteer_lists_per_minute
                 .unwrap_or(d.lists_per_minute),
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .map(|p| parse_net(p).map_err(|e| format!("trusted_proxies: {p:?}: {e}")))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -380,5 +409,30 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(over.tracker().unwrap().ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let c: ServeConfig =
+            toml::from_str("trusted_proxies = [\"127.0.0.1\", \"10.1.2.3/8\", \"::1\"]\n").unwrap();
+        let nets: Vec<String> = c
+            .tracker()
+            .unwrap()
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        for bad in ["proxy.lan", "10.0.0.0/33", ""] {
+            let c = ServeConfig {
+                trusted_proxies: vec![bad.into()],
+                ..Default::default()
+            };
+            let e = c.tracker().unwrap_err();
+            assert!(
+                e.contains("trusted_proxies") && e.contains(&format!("{bad:?}")),
+                "{e}"
+            );
+        }
     }
 }

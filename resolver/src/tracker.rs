@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
@@ -48,6 +48,11 @@ pub struct TrackerConfig {
     pub announces_per_minute: u32,
     /// Lists per minute from one client address, likewise; 0: no limit.
     pub lists_per_minute: u32,
+    /// Reverse proxies in front of this server: for a request from one of them the client
+    /// is the rightmost address of `X-Forwarded-For` that is not a trusted proxy. Empty:
+    /// the header is ignored (anyone could write it), and every client behind a proxy
+    /// shares the proxy's limits.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for TrackerConfig {
@@ -59,6 +64,7 @@ impl Default for TrackerConfig {
             max_volunteers: 10_000,
             announces_per_minute: 30,
             lists_per_minute: 60,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -279,11 +285,54 @@ fn client_key(ip: IpAddr) -> IpAddr {
 }
 
 /// The client's address: the peer of the connection ([`crate::serve`] records it), or the
-/// unspecified address when the router is called without one (tests).
-fn client_of(req: &Request) -> IpAddr {
-    req.extensions()
+/// unspecified address when the router is called without one (tests); behind a trusted
+/// proxy, the address it forwarded for.
+fn client_of(req: &Request, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let peer = req
+        .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    forwarded_client(peer, req.headers(), trusted)
+}
+
+/// The client behind a chain of trusted proxies: walking `X-Forwarded-For` from the right
+/// (the entry the nearest proxy added), the first address that is not a trusted proxy. An
+/// entry that is not an address ends the walk at the proxy that passed it on; a chain of
+/// trusted proxies only gives its leftmost entry.
+fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| {
+        let ip = ip.to_canonical();
+        trusted.iter().any(|n| n.contains(&ip))
+    };
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        let Some(ip) = parse_forwarded(entry) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, with or without a port (`[v6]:port` too).
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 fn tracker_of(state: &AppState) -> ApiResult<&Tracker> {
@@ -308,7 +357,10 @@ pub(crate) async fn announce(State(state): State<AppState>, req: Request) -> Api
     let tracker = tracker_of(&state)?;
     let metrics = state.metrics();
     let outcome = |o: AnnounceOutcome| metrics.volunteer_announce(o.as_str());
-    if let Err(retry_after) = tracker.announces.check_at(client_of(&req), Instant::now()) {
+    if let Err(retry_after) = tracker.announces.check_at(
+        client_of(&req, &tracker.cfg.trusted_proxies),
+        Instant::now(),
+    ) {
         outcome(AnnounceOutcome::RateLimited);
         return Err(ApiError::TooManyRequests { retry_after });
     }
@@ -348,7 +400,10 @@ pub(crate) async fn announce(State(state): State<AppState>, req: Request) -> Api
 /// `GET /api/v1/volunteers`: the live volunteers, sorted by id.
 pub(crate) async fn list(State(state): State<AppState>, req: Request) -> ApiResult<Response> {
     let tracker = tracker_of(&state)?;
-    if let Err(retry_after) = tracker.lists.check_at(client_of(&req), Instant::now()) {
+    if let Err(retry_after) = tracker.lists.check_at(
+        client_of(&req, &tracker.cfg.trusted_proxies),
+        Instant::now(),
+    ) {
         return Err(ApiError::TooManyRequests { retry_after });
     }
     state.metrics().volunteers(tracker.live());
@@ -358,6 +413,56 @@ pub(crate) async fn list(State(state): State<AppState>, req: Request) -> ApiResu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_behind_trusted_proxies() {
+        let nets: Vec<ipnet::IpNet> = ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let with = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        let cases: &[(&str, &[&str], &str)] = &[
+            // Not from a proxy: the header is anyone's words.
+            ("192.0.2.9", &["203.0.113.5"], "192.0.2.9"),
+            // One proxy.
+            ("127.0.0.1", &["203.0.113.5"], "203.0.113.5"),
+            ("::ffff:127.0.0.1", &["203.0.113.5"], "203.0.113.5"),
+            ("::1", &["2001:db8::7"], "2001:db8::7"),
+            // A client that writes its own header gains nothing: the rightmost untrusted.
+            ("127.0.0.1", &["1.1.1.1, 203.0.113.5"], "203.0.113.5"),
+            // Two proxies, one header each or one list.
+            ("127.0.0.1", &["203.0.113.5, 10.0.0.2"], "203.0.113.5"),
+            ("127.0.0.1", &["203.0.113.5", "10.0.0.2"], "203.0.113.5"),
+            // Ports, brackets.
+            ("127.0.0.1", &["203.0.113.5:4711"], "203.0.113.5"),
+            ("127.0.0.1", &["[2001:db8::7]:4711"], "2001:db8::7"),
+            // Garbage ends the walk at the proxy that passed it on.
+            ("127.0.0.1", &["unknown"], "127.0.0.1"),
+            ("127.0.0.1", &["203.0.113.5, junk, 10.0.0.2"], "10.0.0.2"),
+            // No header, or only proxies.
+            ("127.0.0.1", &[], "127.0.0.1"),
+            ("127.0.0.1", &["10.0.0.3, 10.0.0.2"], "10.0.0.3"),
+        ];
+        for (peer, values, want) in cases {
+            assert_eq!(
+                forwarded_client(ip(peer), &with(values), &nets),
+                ip(want),
+                "{peer} {values:?}"
+            );
+        }
+        // No trusted proxies: always the peer.
+        assert_eq!(
+            forwarded_client(ip("127.0.0.1"), &with(&["203.0.113.5"]), &[]),
+            ip("127.0.0.1")
+        );
+    }
 
     fn announce(id: &str, url: &str) -> Announce {
         Announce {

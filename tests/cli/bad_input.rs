@@ -256,3 +256,23 @@ fn export_of_an_incomplete_dag_leaves_no_file() {
         "only the CAR itself"
     );
 }
+
+#[test]
+fn a_trusted_proxy_that_is_no_address_is_named_before_serving() {
+    let t = TestDir::new();
+    let d = t.data("d");
+    let o = d.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--trusted-proxy",
+        "10.0.0.0/8",
+        "--trusted-proxy",
+        "proxy.lan",
+    ]);
+    assert_one_error(
+        &o,
+        "serve --trusted-proxy proxy.lan",
+        &["trusted_proxies", "\"proxy.lan\""],
+    );
+}

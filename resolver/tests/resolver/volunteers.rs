@@ -1,6 +1,7 @@
 //! The publisher's volunteer tracker (`/api/v1/volunteers`) and followers using it: announces
 //! register and renew volunteers, silent ones expire after the TTL, bad announces are 400s
-//! naming the field, too many are 429s, a full table is a 503, a follower gateway has no
+//! naming the field, too many are 429s (per client, behind a trusted proxy per forwarded
+//! client), a full table is a 503, a follower gateway has no
 //! tracker; and a follower adds the listed volunteers to its block sources, fetches a
 //! verified block from one, skips itself, and drops a volunteer that left the list while the
 //! configured sources stay.
@@ -329,6 +330,62 @@ async fn too_many_requests_from_one_address_are_429() {
     assert!(
         m.contains("cidmirror_http_requests_total{route=\"volunteers\",status=\"429\"} 2"),
         "{m}"
+    );
+}
+
+/// An announce from `base` that says it was forwarded for `client`.
+async fn announce_for(base: &url::Url, id: &str, client_ip: &str) -> StatusCode {
+    client()
+        .post(api(base))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-forwarded-for", client_ip)
+        .body(serde_json::json!({"id": id, "url": "http://v.example/"}).to_string())
+        .send()
+        .await
+        .expect("announce")
+        .status()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let limited = TrackerConfig {
+        announces_per_minute: 1,
+        lists_per_minute: 0,
+        ..TrackerConfig::default()
+    };
+    // 127.0.0.1 (the test client) is the reverse proxy.
+    let (p, _dir) = publisher(TrackerConfig {
+        trusted_proxies: vec!["127.0.0.0/8".parse().expect("net")],
+        ..limited.clone()
+    })
+    .await;
+    assert_eq!(
+        announce_for(&p.url, "a", "203.0.113.1").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        announce_for(&p.url, "b", "203.0.113.2").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        announce_for(&p.url, "c", "203.0.113.1").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same client again"
+    );
+    // A client can't escape its limit by writing the header itself: the proxy appends.
+    assert_eq!(
+        announce_for(&p.url, "d", "198.51.100.7, 203.0.113.2").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Without trusted proxies the header is ignored: everyone here is 127.0.0.1.
+    let (q, _dir) = publisher(limited).await;
+    assert_eq!(
+        announce_for(&q.url, "a", "203.0.113.1").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        announce_for(&q.url, "b", "203.0.113.2").await,
+        StatusCode::TOO_MANY_REQUESTS
     );
 }
 

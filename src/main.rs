@@ -96,6 +96,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !cli.command.is_service() {
+        die_quietly_on_broken_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,4 +174,27 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+impl Command {
+    /// Whether this runs as a long-lived service (server, mirror, volunteer) rather than a
+    /// command whose output may go into `head` or `grep -q`.
+    fn is_service(&self) -> bool {
+        match self {
+            Command::Serve(_) | Command::Mirror(_) => true,
+            Command::Pin(p) => p.is_volunteer(),
+            _ => false,
+        }
+    }
+}
+
+/// `cidmirror pin ls | head` ends like `ls | head` does: silently, by SIGPIPE, instead of a
+/// panic from `println!` once the reader is gone (Rust ignores SIGPIPE by default). Services
+/// keep ignoring it; their sockets report a closed peer as an error either way.
+fn die_quietly_on_broken_pipe() {
+    // SAFETY: sets the disposition of one signal to its default before any other thread
+    // exists; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

@@ -56,6 +56,13 @@ pub enum Command {
     },
 }
 
+impl Args {
+    /// Whether this runs a volunteer (no subcommand) rather than a pin command.
+    pub fn is_volunteer(&self) -> bool {
+        self.command.is_none()
+    }
+}
+
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let cmd = match args.command {
         None => return crate::volunteer::run(ctx, args.volunteer).await,

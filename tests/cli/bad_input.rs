@@ -276,3 +276,33 @@ fn a_trusted_proxy_that_is_no_address_is_named_before_serving() {
         &["trusted_proxies", "\"proxy.lan\""],
     );
 }
+
+#[test]
+fn output_into_a_reader_that_stops_early_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let t = TestDir::new();
+    // 3,000 lines of `CID PATH`, well past a pipe's buffer.
+    for i in 0..3000 {
+        t.write(&format!("many/f{i:04}"), format!("{i}").as_bytes());
+    }
+    let d = t.data("d");
+    let mut child = d
+        .cmd(["add", "--no-progress", "--no-pin", "many"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning add");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("a line");
+    assert!(first.ends_with(" many/f0000\n"), "{first:?}");
+    // The reader is gone now, like `| head -1`.
+    let status = wait_timeout(&mut child, TIMEOUT).expect("add ends");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?} {err}");
+}

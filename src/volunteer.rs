@@ -24,6 +24,7 @@ use cidmirror_resolver::follow::transfer::{Progress, Want};
 use cidmirror_resolver::follow::view::View;
 use cidmirror_resolver::follow::{FollowConfig, Follower};
 use cidmirror_store::{EmbeddedStore, Expected, GcOptions, PinReason, Store, unixfs};
+use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::Context;
@@ -70,6 +71,10 @@ pub struct VolunteerArgs {
     /// Time between heartbeats to the publisher's volunteer list.
     #[arg(long, default_value = "20s", value_parser = crate::output::parse_duration)]
     pub heartbeat: Duration,
+
+    /// Files fetched at once while filling the share.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub fetches: u16,
 
     /// Time between two plans when nothing else triggers one.
     #[arg(long, default_value = "60s", value_parser = crate::output::parse_duration)]
@@ -225,6 +230,7 @@ pub async fn run(ctx: &Context, args: VolunteerArgs) -> anyhow::Result<ExitCode>
         budget,
         repos: args.repos.iter().cloned().collect(),
         replication: args.replication,
+        fetches: usize::from(args.fetches),
         keep_secs: (args.keep_days * 86_400.0) as i64,
         store,
         kubo,
@@ -254,6 +260,8 @@ struct Volunteer {
     budget: u64,
     repos: BTreeSet<String>,
     replication: usize,
+    /// Files fetched at once.
+    fetches: usize,
     keep_secs: i64,
     store: EmbeddedStore,
     /// Where the share is pinned, if not in `store`.
@@ -503,7 +511,22 @@ impl Volunteer {
         }
         self.write_status(&plan.assigned_bytes, seen).await?;
 
+        // Up to `fetches` at once. Never over the budget: before each fetch, what is on
+        // disk plus the sizes of the fetches in flight (a file already on disk but not yet
+        // reaped counts twice, which errs on the safe side) must leave room for it; if not,
+        // the fetches in flight finish first and it is checked again.
         let mut copied = 0u64;
+        let mut reserved = 0u64;
+        let mut inflight = futures::stream::FuturesUnordered::new();
+        let reason = &reason;
+        let mut reap = |(size, path, result): (u64, String, anyhow::Result<()>),
+                        reserved: &mut u64| {
+            *reserved -= size;
+            match result {
+                Ok(()) => copied += u64::from(self.kubo.is_some()),
+                Err(e) => tracing::warn!("{path}: {e:#}"),
+            }
+        };
         for it in changes.fetch.iter().filter(|i| i.kind == Kind::Package) {
             if cancel.is_cancelled() {
                 break;
@@ -513,20 +536,37 @@ impl Volunteer {
                 // it keeps it; a volunteer does not fetch what left upstream.
                 continue;
             };
-            // Never over the budget: check before fetching, against what is on disk.
-            let used = self.used(seen).await?;
-            if used.saturating_add(it.size) > self.budget {
-                tracing::debug!(
-                    "{}: does not fit ({used} of {} used)",
-                    want.path,
-                    self.budget
-                );
-                continue;
+            while inflight.len() >= self.fetches {
+                if let Some(done) = inflight.next().await {
+                    reap(done, &mut reserved);
+                }
             }
-            match self.fetch(want.clone(), &reason).await {
-                Ok(()) => copied += u64::from(self.kubo.is_some()),
-                Err(e) => tracing::warn!("{}: {e:#}", want.path),
+            loop {
+                let used = self.used(seen).await?;
+                if used.saturating_add(reserved).saturating_add(it.size) <= self.budget {
+                    reserved += it.size;
+                    let size = it.size;
+                    inflight.push(async move {
+                        let path = want.path.clone();
+                        (size, path, self.fetch(want, reason).await)
+                    });
+                    break;
+                }
+                match inflight.next().await {
+                    Some(done) => reap(done, &mut reserved),
+                    None => {
+                        tracing::debug!(
+                            "{}: does not fit ({used} of {} used)",
+                            want.path,
+                            self.budget
+                        );
+                        break;
+                    }
+                }
             }
+        }
+        while let Some(done) = inflight.next().await {
+            reap(done, &mut reserved);
         }
         if copied > 0 {
             // The files went on into the Kubo node: their embedded copies go now.

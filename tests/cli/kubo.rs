@@ -11,8 +11,8 @@ use crate::support::*;
 #[path = "../../store/tests/store/support/jsipfs.rs"]
 pub mod jsipfs;
 
-/// `mirror --once` of core and extra; returns (root, IPNS name if printed).
-fn publish(d: &DataDir, m: &Mirror, extra: &[&str]) -> (String, Option<String>) {
+/// `mirror` of core and extra from `m`, then `extra`.
+fn mirror_args<'a>(m: &'a Mirror, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "mirror",
         "--upstream",
@@ -22,10 +22,24 @@ fn publish(d: &DataDir, m: &Mirror, extra: &[&str]) -> (String, Option<String>) 
         "--repo",
         "extra",
         "--no-progress",
-        "--once",
     ];
     args.extend_from_slice(extra);
-    let o = d.run(&args);
+    args
+}
+
+/// The IPNS name `mirror --once` printed, if any.
+fn ipns_name(out: &str) -> Option<String> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("ipns /ipns/"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
+}
+
+/// `mirror --once` of core and extra; returns (root, IPNS name if printed).
+fn publish(d: &DataDir, m: &Mirror, extra: &[&str]) -> (String, Option<String>) {
+    let mut once = vec!["--once"];
+    once.extend_from_slice(extra);
+    let o = d.run(&mirror_args(m, &once));
     assert_eq!(o.status.code(), Some(0), "mirror --once: {}", stderr(&o));
     let out = stdout(&o);
     let root = out
@@ -34,12 +48,7 @@ fn publish(d: &DataDir, m: &Mirror, extra: &[&str]) -> (String, Option<String>) 
         .and_then(|l| l.split_whitespace().nth(1))
         .map(|r| r.trim_end_matches(':').to_string())
         .unwrap_or_else(|| panic!("no publish line in {out:?}"));
-    let name = out
-        .lines()
-        .find_map(|l| l.strip_prefix("ipns /ipns/"))
-        .and_then(|l| l.split_whitespace().next())
-        .map(str::to_string);
-    (root, name)
+    (root, ipns_name(&out))
 }
 
 /// GET through curl (a client independent of ours), bounded; the body on 200.
@@ -148,28 +157,12 @@ fn a_snapshot_mirrored_into_a_real_ipfs_node_reads_back_through_its_gateway_and_
 
     // Nothing new upstream still renews the record (a cron job of `--once` keeps the name
     // alive): a fresh key gets its name pointed at the current root.
-    let o = k.run(&[
-        "mirror",
-        "--upstream",
-        s(m.root()),
-        "--repo",
-        "core",
-        "--repo",
-        "extra",
-        "--no-progress",
-        "--once",
-        "--store",
-        &kubo,
-        "--ipns-key",
-        "quiet",
-    ]);
+    let o = k.run(&mirror_args(
+        &m,
+        &["--once", "--store", &kubo, "--ipns-key", "quiet"],
+    ));
     assert_eq!(o.status.code(), Some(3), "nothing new: {}", stderr(&o));
-    let quiet = stdout(&o)
-        .lines()
-        .find_map(|l| l.strip_prefix("ipns /ipns/"))
-        .and_then(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no ipns line: {}", stdout(&o)));
+    let quiet = ipns_name(&stdout(&o)).unwrap_or_else(|| panic!("no ipns line: {}", stdout(&o)));
     assert_ne!(quiet, name, "another key, another name");
     assert_eq!(resolve_name(&node.api, &quiet), format!("/ipfs/{root2}"));
 
@@ -177,24 +170,19 @@ fn a_snapshot_mirrored_into_a_real_ipfs_node_reads_back_through_its_gateway_and_
     // --ipns-republish while upstream stays quiet.
     let log = t.path("daemon.log");
     let mut child = k
-        .cmd([
-            "mirror",
-            "--upstream",
-            s(m.root()),
-            "--repo",
-            "core",
-            "--repo",
-            "extra",
-            "--no-progress",
-            "--interval",
-            "1h",
-            "--store",
-            &kubo,
-            "--ipns-key",
-            "daemon",
-            "--ipns-republish",
-            "1s",
-        ])
+        .cmd(mirror_args(
+            &m,
+            &[
+                "--interval",
+                "1h",
+                "--store",
+                &kubo,
+                "--ipns-key",
+                "daemon",
+                "--ipns-republish",
+                "1s",
+            ],
+        ))
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
@@ -228,16 +216,10 @@ fn a_snapshot_mirrored_into_a_real_ipfs_node_reads_back_through_its_gateway_and_
 
     // A renewal period as long as the record's life would let the name lapse.
     assert_one_error(
-        &k.run(&[
-            "mirror",
-            "--upstream",
-            s(m.root()),
-            "--once",
-            "--store",
-            &kubo,
-            "--ipns-republish",
-            "2d",
-        ]),
+        &k.run(&mirror_args(
+            &m,
+            &["--once", "--store", &kubo, "--ipns-republish", "2d"],
+        )),
         "republish period longer than the lifetime",
         &["--ipns-republish", "--ipns-lifetime"],
     );

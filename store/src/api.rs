@@ -286,13 +286,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Pins `cid` for `reason`, until `expires_at` if given: recursively, or only the block
     /// itself if the reason is direct ([`PinReason::direct`]). Re-pinning with the same
-    /// reason updates the expiry.
+    /// reason updates the expiry. By default a [`Store::pin_all`] of one root.
     async fn pin(
         &self,
         cid: &Cid,
         reason: &PinReason,
         expires_at: Option<SystemTime>,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.pin_all(std::slice::from_ref(cid), reason, expires_at)
+            .await
+    }
 
     /// Pins many roots for one reason in one step (all or nothing).
     async fn pin_all(

@@ -556,16 +556,6 @@ impl Store for ClusterStore {
         self.inner.blocks.read(cid, range).await
     }
 
-    async fn pin(
-        &self,
-        cid: &Cid,
-        reason: &PinReason,
-        expires_at: Option<SystemTime>,
-    ) -> Result<()> {
-        self.pin_all(std::slice::from_ref(cid), reason, expires_at)
-            .await
-    }
-
     async fn pin_all(
         &self,
         cids: &[Cid],

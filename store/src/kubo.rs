@@ -727,16 +727,6 @@ impl Store for KuboStore {
         unixfs::read(self, cid, range).await
     }
 
-    async fn pin(
-        &self,
-        cid: &Cid,
-        reason: &PinReason,
-        expires_at: Option<SystemTime>,
-    ) -> Result<()> {
-        self.pin_all(std::slice::from_ref(cid), reason, expires_at)
-            .await
-    }
-
     async fn pin_all(
         &self,
         cids: &[Cid],

@@ -40,6 +40,15 @@ pub struct ServeArgs {
     /// X-Forwarded-For names.
     #[arg(long = "trusted-proxy", value_name = "ADDR")]
     pub trusted_proxies: Vec<String>,
+
+    /// Bytes per second the background scrub re-hashes stored files at, e.g. 16M (the
+    /// default); 0 turns it off.
+    #[arg(long, value_name = "SIZE")]
+    pub scrub_rate: Option<String>,
+
+    /// Every stored file is re-hashed at least this often (default 7d).
+    #[arg(long, value_name = "DURATION")]
+    pub scrub_every: Option<String>,
 }
 
 impl ServeArgs {
@@ -51,6 +60,8 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace.clone(),
             volunteer_ttl: self.volunteer_ttl.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
+            scrub_rate: self.scrub_rate.clone(),
+            scrub_every: self.scrub_every.clone(),
             ..ServeConfig::default()
         }
     }
@@ -143,7 +154,33 @@ pub async fn state(
     snapshots.refresh().await?;
     snapshots.spawn_poller(Duration::from_millis(500), cancel.clone());
     let tracker = cfg.tracker().map_err(anyhow::Error::msg)?;
+    spawn_scrub(ctx, &store, cfg, true, cancel)?;
     Ok(AppState::publisher(store, snapshots, tracker))
+}
+
+/// Starts the store's scrub: on a publisher's data directory it repairs from the upstream
+/// of the current snapshot; a follower fetches a lost file again when it is asked for.
+pub fn spawn_scrub(
+    ctx: &Context,
+    store: &cidmirror_store::EmbeddedStore,
+    cfg: &ServeConfig,
+    publisher: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let scrub = cfg.scrub().map_err(anyhow::Error::msg)?;
+    let repair: Option<Arc<dyn cidmirror_store::scrub::Repair>> = if publisher {
+        cidmirror_ingest::repair::UpstreamRepair::open(&ctx.data_dir, Default::default())?
+            .map(|r| Arc::new(r) as Arc<dyn cidmirror_store::scrub::Repair>)
+    } else {
+        None
+    };
+    tokio::spawn(cidmirror_store::scrub::run(
+        store.clone(),
+        scrub,
+        repair,
+        cancel.clone(),
+    ));
+    Ok(())
 }
 
 /// Connections the kernel queues before `accept`: the default of 128 overflows when
@@ -240,6 +277,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let state = match follow {
         Some(f) => {
             let store = ctx.open_store()?;
+            spawn_scrub(ctx, &store, &cfg, false, &cancel)?;
             tracing::info!("following {}", f.follow);
             let follower = cidmirror_resolver::follow::Follower::new(f, store)?;
             follower.spawn(cancel.clone());

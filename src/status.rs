@@ -98,6 +98,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     let follow_status = ctx.data_dir.join("follow").join("status.json");
     if follow_status.exists() {
         follower(&follow_status)?;
+        integrity(ctx).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let key_path = ctx.data_dir.join("publisher.key");
@@ -149,5 +150,28 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         "store          {} files ({} bytes), {} blocks, {} pins",
         st.files, st.file_bytes, st.blocks, st.pins
     );
+    integrity(ctx).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Corruption the store found and repaired, and what the scrub has yet to re-hash.
+async fn integrity(ctx: &Context) -> anyhow::Result<()> {
+    let store = ctx.open_store()?;
+    let every = cidmirror_store::scrub::ScrubConfig::default().every;
+    let i = tokio::task::spawn_blocking(move || {
+        let before = cidmirror_schema::UnixTime::now()
+            .plus_secs(-i64::try_from(every.as_secs()).unwrap_or(0));
+        store.integrity(before)
+    })
+    .await??;
+    println!(
+        "integrity      {} corrupt found, {} repaired, {} quarantined; {} files ({} bytes) not re-hashed within {}",
+        i.found,
+        i.repaired,
+        i.quarantined,
+        i.unchecked_files,
+        i.unchecked_bytes,
+        humantime::format_duration(every)
+    );
+    Ok(())
 }

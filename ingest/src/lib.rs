@@ -7,7 +7,8 @@
 //! - [`listing`] lays a snapshot out as a UnixFS tree (packages, index, by-sha256,
 //!   manifest, changes);
 //! - [`publish::Publisher`] runs a sync end to end and records snapshots;
-//! - [`keys`] signs them.
+//! - [`keys`] signs them;
+//! - [`repair::UpstreamRepair`] fetches a kept file found corrupt again from the upstream.
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn cidmirror_store::Store>) -> cidmirror_ingest::Result<()> {
@@ -31,6 +32,7 @@ pub mod keys;
 pub mod listing;
 pub mod pacman;
 pub mod publish;
+pub mod repair;
 pub mod upstream;
 
 pub use error::{Error, Result};

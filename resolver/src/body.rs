@@ -3,8 +3,8 @@
 //!
 //! A kept file is immutable and named by its hash: a span of up to [`READ_MAX`] bytes is
 //! read into memory at once; a longer one is memory-mapped [`WINDOW`] bytes at a time and
-//! handed to hyper as slices of the mappings, so its bytes are copied once (page cache to
-//! socket), with no read loop on the blocking pool. The file is looked up, opened and its
+//! handed to hyper as [`PIECE`]-sized slices of the mappings, so its bytes are copied once
+//! (page cache to socket), with no read loop on the blocking pool. The file is looked up, opened and its
 //! first window loaded in one trip to the blocking pool; the window after the one being
 //! sent is mapped ahead with a read-ahead hint, so a file that is not in the page cache
 //! rarely makes a worker thread wait for the disk. Garbage collection only unlinks kept
@@ -13,6 +13,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -20,31 +21,37 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use cid::Cid;
-use cidmirror_store::{Store, unixfs};
+use cidmirror_store::{Store, TrustedFile, unixfs};
 use futures::StreamExt;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
-/// Spans of a kept file up to this size are read into memory; longer ones are mapped.
-const READ_MAX: u64 = 512 << 10;
+/// Spans of a kept file up to this size are read into memory; longer ones are mapped. A
+/// span read whole stays in memory until its slow reader has taken it: small.
+const READ_MAX: u64 = 128 << 10;
 
-/// Bytes of a kept file a download maps at once (plus the next window, mapped ahead): what
-/// it adds to the server's resident memory, as page-cache pages are counted there once
-/// touched through a mapping.
+/// Bytes of a kept file a download maps at once (plus the next window, mapped ahead).
+/// Mapped pages count in the server's resident memory once touched; they are let go of
+/// piece by piece as hyper finishes with each (see [`Piece`]).
 const WINDOW: u64 = 1 << 20;
 
-/// Pieces a kept file's span is handed to hyper in (and counted in the metrics). The
-/// connection's task yields between pieces, so a worker thread moves on to other
-/// connections after at most this many bytes: without it, one turn of a download writes
-/// until the socket buffer is full (megabytes on loopback), and a new request waits for a
-/// turn of every running download first (p50 / p99 time to first byte 53 / 120 ms without
-/// yields). The size trades that latency against CPU per byte (every turn is another poll
-/// of the connection). bench/serve.sh, 64 clients on 2 cores, medians of 5 rounds, 1 MiB
-/// against 256 KiB pieces in the same runs: with a one-thread load generator 1.35x nginx's
+/// Pieces a kept file's span is handed to hyper in (and counted in the metrics): what a
+/// slow reader keeps resident is about one piece (hyper queues a few more, untouched, so
+/// not resident). 2,000 slow readers of a large file were 1.8 GB RSS with 1 MiB pieces and
+/// the first window populated (bench/slow_readers.sh measures it).
+const PIECE: usize = 64 << 10;
+
+/// Bytes a download sends per turn of its task: it yields after them, so a worker thread
+/// moves on to other connections: without it, one turn of a download writes until the
+/// socket buffer is full (megabytes on loopback), and a new request waits for a turn of
+/// every running download first (p50 / p99 time to first byte 53 / 120 ms without yields).
+/// The size trades that latency against CPU per byte (every turn is another poll of the
+/// connection). bench/serve.sh, 64 clients on 2 cores, medians of 5 rounds, 1 MiB against
+/// 256 KiB turns in the same runs: with a one-thread load generator 1.35x nginx's
 /// throughput (256 KiB: 1.30x) and p99 TTFB 43 ms (36 ms); with a two-thread one, where the
 /// machine is CPU-bound, 0.92x nginx (0.81x) and p99 TTFB 44 ms, nginx's 45 ms (22 ms).
-const PIECE: usize = 1 << 20;
+const TURN: usize = 1 << 20;
 
 /// The single byte range a `Range` header asks for, clamped to `size`; `None` for the whole
 /// file (no header, a header that is not a single `bytes=` range: RFC 9110 lets a server
@@ -202,15 +209,18 @@ pub async fn file_response(
     let cid = meta.cid;
     let ranges = range_only.clone();
     let whole = tokio::task::spawn_blocking(move || -> ApiResult<Option<(u64, Option<Kept>)>> {
-        let Some((path, size)) = store.whole_file(&cid)? else {
+        // Only a kept file known good since it last changed on disk (checked now if need
+        // be); a bad one is quarantined and the DAG read block by block, each block checked.
+        let Some(trusted) = store.trusted_file(&cid)? else {
             return Ok(None);
         };
+        let size = trusted.size;
         // An unsatisfiable range loads nothing: it is answered below.
         let span = match parse_range(&ranges, size) {
             Ok(r) if want_body => Some(r.unwrap_or(0..size)),
             _ => None,
         };
-        let kept = span.map(|span| Kept::open(&path, span)).transpose()?;
+        let kept = span.map(|span| Kept::open(trusted, span)).transpose()?;
         Ok(Some((size, kept)))
     })
     .await
@@ -223,6 +233,19 @@ pub async fn file_response(
         None => {
             let st = unixfs::stat(state.store(), &cid).await;
             match st {
+                // Block by block: answer only if every block is held (a kept file found bad
+                // was quarantined and its leaves are gone until it is repaired), so that a
+                // client gets a clean status instead of a cut body.
+                Ok(st)
+                    if matches!(st.kind, unixfs::Kind::File | unixfs::Kind::Raw)
+                        && !unixfs::complete(state.store(), &cid).await? =>
+                {
+                    state.metrics().store_miss();
+                    return Err(ApiError::Unavailable {
+                        what: format!("{cid}: not all of its blocks are held here"),
+                        retry_after: std::time::Duration::from_secs(60),
+                    });
+                }
                 Ok(st) if matches!(st.kind, unixfs::Kind::File | unixfs::Kind::Raw) => st.size,
                 Ok(st) if st.kind.is_dir() => {
                     return Err(ApiError::NotFound(format!("{cid} is a directory")));
@@ -267,21 +290,25 @@ pub async fn file_response(
             // Opened above for exactly this span (the same headers, the same size).
             let kept = kept.ok_or_else(|| ApiError::Internal("kept file not opened".into()))?;
             let stream = futures::stream::unfold(
-                (kept, metrics, true),
-                move |(mut kept, metrics, first)| async move {
+                (kept, metrics, 0usize),
+                move |(mut kept, metrics, mut turn)| async move {
                     if kept.done() {
                         return None;
                     }
-                    // One piece per turn: see PIECE.
-                    if !first {
+                    // At most TURN bytes per turn: see TURN.
+                    if turn >= TURN {
                         tokio::task::yield_now().await;
+                        turn = 0;
                     }
                     let piece = kept.piece();
                     match &piece {
-                        Ok(b) => metrics.bytes_served(route, b.len() as u64),
+                        Ok(b) => {
+                            metrics.bytes_served(route, b.len() as u64);
+                            turn += b.len();
+                        }
                         Err(_) => kept.stop(),
                     }
-                    Some((piece, (kept, metrics, false)))
+                    Some((piece, (kept, metrics, turn)))
                 },
             );
             Body::from_stream(stream)
@@ -299,32 +326,69 @@ pub async fn file_response(
 }
 
 /// The span of a kept file being sent: bytes ready to go, then the rest of the file mapped
-/// window by window.
+/// window by window. The last piece goes out only if the file is still what was checked.
 struct Kept {
-    /// The file, while windows remain to be mapped.
-    file: Option<std::fs::File>,
+    /// The file, while windows remain to be mapped or its last piece is held back.
+    file: Option<TrustedFile>,
     path: PathBuf,
-    /// Bytes ready to be sent: a span read whole, or what is left of the current window.
-    ready: Bytes,
-    /// The window after `ready`, mapped ahead.
-    ahead: Option<Bytes>,
+    /// A short span, read whole.
+    short: Bytes,
+    /// The window being sent and how far into it.
+    cur: Option<(Arc<memmap2::Mmap>, usize)>,
+    /// The window after it, mapped ahead.
+    ahead: Option<Arc<memmap2::Mmap>>,
     /// Where the next window to map starts, and where the span ends.
     pos: u64,
     end: u64,
 }
 
+/// One piece of a mapped window, as hyper holds it. When hyper is done with it (written
+/// to the socket), its pages leave this process's page tables: what a slow reader keeps
+/// resident is the piece it is on, not every window page it has been sent.
+struct Piece {
+    map: Arc<memmap2::Mmap>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is read-only and shared, of a file nothing writes (see the
+        // module's documentation): dropping its page-table entries loses nothing, and a
+        // later read of those pages (a neighbouring piece sharing a page) faults them back
+        // in from the page cache.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                self.start,
+                self.len,
+            )
+        };
+    }
+}
+
 impl Kept {
     /// Opens `span` of the kept file at `path` (blocking): reads it when short, else maps
-    /// its first window with the pages in place (a cold file is read here, on the blocking
-    /// pool, not by the first write to the socket) and the second one ahead.
-    fn open(path: &Path, span: Range<u64>) -> ApiResult<Kept> {
+    /// its first window and reads its pages into the page cache here, on the blocking pool,
+    /// not in the first write to the socket (then lets go of them: they are touched again
+    /// piece by piece), and maps the second one ahead.
+    fn open(trusted: TrustedFile, span: Range<u64>) -> ApiResult<Kept> {
         use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+        let path = trusted.path.clone();
+        let path = path.as_path();
+        let f = &trusted.file;
         let len = span.end - span.start;
         let mut kept = Kept {
             file: None,
             path: path.to_path_buf(),
-            ready: Bytes::new(),
+            short: Bytes::new(),
+            cur: None,
             ahead: None,
             pos: span.end,
             end: span.end,
@@ -333,7 +397,13 @@ impl Kept {
             let mut buf = vec![0; len as usize];
             f.read_exact_at(&mut buf, span.start)
                 .map_err(|e| io_error(path, e))?;
-            kept.ready = Bytes::from(buf);
+            if !trusted.unchanged() {
+                return Err(ApiError::Internal(format!(
+                    "{}: changed on disk while being read",
+                    path.display()
+                )));
+            }
+            kept.short = Bytes::from(buf);
             return Ok(kept);
         }
         // A mapping past the end of the file would fault (SIGBUS) when read.
@@ -345,18 +415,23 @@ impl Kept {
                 span.end
             )));
         }
-        kept.file = Some(f);
+        kept.file = Some(trusted);
         kept.pos = span.start;
-        kept.ready = kept.map_window(true).map_err(|e| io_error(path, e))?;
-        kept.ahead = Some(kept.map_window(false).map_err(|e| io_error(path, e))?);
+        let first = kept.map_window(true).map_err(|e| io_error(path, e))?;
+        if let Some(m) = &first {
+            // SAFETY: as in `Piece::drop`.
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+        kept.cur = first.map(|m| (m, 0));
+        kept.ahead = kept.map_window(false).map_err(|e| io_error(path, e))?;
         Ok(kept)
     }
 
-    /// Maps the next window (empty at the end of the span).
-    fn map_window(&mut self, populate: bool) -> std::io::Result<Bytes> {
+    /// Maps the next window (`None` at the end of the span).
+    fn map_window(&mut self, populate: bool) -> std::io::Result<Option<Arc<memmap2::Mmap>>> {
         let len = WINDOW.min(self.end - self.pos);
-        let Some(f) = self.file.as_ref().filter(|_| len > 0) else {
-            return Ok(Bytes::new());
+        let Some(f) = self.file.as_ref().filter(|_| len > 0).map(|t| &t.file) else {
+            return Ok(None);
         };
         let mut opts = memmap2::MmapOptions::new();
         opts.offset(self.pos).len(len as usize);
@@ -370,16 +445,19 @@ impl Kept {
         let _ = map.advise(memmap2::Advice::Sequential);
         let _ = map.advise(memmap2::Advice::WillNeed);
         self.pos += len;
-        Ok(Bytes::from_owner(map))
+        Ok(Some(Arc::new(map)))
     }
 
     fn done(&self) -> bool {
-        self.ready.is_empty() && self.ahead.as_ref().is_none_or(Bytes::is_empty)
+        self.short.is_empty()
+            && self.cur.as_ref().is_none_or(|(m, at)| *at >= m.len())
+            && self.ahead.is_none()
     }
 
     /// Ends the span early (after an error).
     fn stop(&mut self) {
-        self.ready = Bytes::new();
+        self.short = Bytes::new();
+        self.cur = None;
         self.ahead = None;
         self.file = None;
     }
@@ -387,14 +465,39 @@ impl Kept {
     /// The next piece of at most [`PIECE`] bytes; call only while not [`done`](Self::done).
     /// The window after the one it starts is mapped ahead.
     fn piece(&mut self) -> std::io::Result<Bytes> {
-        if self.ready.is_empty() {
-            self.ready = self.ahead.take().unwrap_or_default();
-            self.ahead = Some(self.map_window(false).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display()))
-            })?);
+        if !self.short.is_empty() {
+            let n = PIECE.min(self.short.len());
+            return Ok(self.short.split_to(n));
         }
-        let n = PIECE.min(self.ready.len());
-        Ok(self.ready.split_to(n))
+        if self.cur.as_ref().is_none_or(|(m, at)| *at >= m.len()) {
+            self.cur = self.ahead.take().map(|m| (m, 0));
+            self.ahead = self.map_window(false).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display()))
+            })?;
+        }
+        let Some((map, at)) = self.cur.as_mut() else {
+            return Ok(Bytes::new());
+        };
+        let n = PIECE.min(map.len() - *at);
+        let piece = Bytes::from_owner(Piece {
+            map: map.clone(),
+            start: *at,
+            len: n,
+        });
+        *at += n;
+        // The last piece: only if the file did not change while it was sent (a client
+        // then sees a cut transfer, never a complete one with other bytes).
+        if self.done()
+            && let Some(t) = &self.file
+            && !t.unchanged()
+        {
+            self.stop();
+            return Err(std::io::Error::other(format!(
+                "{}: changed on disk while being sent",
+                self.path.display()
+            )));
+        }
+        Ok(piece)
     }
 }
 

@@ -79,6 +79,10 @@ pub struct ServeConfig {
     /// Follower: this gateway's public URL, if it announces itself as a volunteer: never
     /// used as a source.
     pub public_url: Option<String>,
+    /// Bytes per second the scrub re-hashes kept files at (`16M`; `0` turns it off).
+    pub scrub_rate: Option<String>,
+    /// Every kept file is re-hashed at least this often (`7d`).
+    pub scrub_every: Option<String>,
 }
 
 /// An address (`10.1.2.3`, `::1`: that host) or a network (`10.0.0.0/8`).
@@ -140,7 +144,28 @@ impl ServeConfig {
             },
             use_volunteers: over.use_volunteers.or(self.use_volunteers),
             public_url: over.public_url.or(self.public_url),
+            scrub_rate: over.scrub_rate.or(self.scrub_rate),
+            scrub_every: over.scrub_every.or(self.scrub_every),
         }
+    }
+
+    /// How the store's scrub runs (see `cidmirror_store::scrub`).
+    pub fn scrub(&self) -> Result<cidmirror_store::scrub::ScrubConfig, String> {
+        let d = cidmirror_store::scrub::ScrubConfig::default();
+        let rate = match self.scrub_rate.as_deref() {
+            None => d.rate,
+            Some("0" | "off" | "none") => 0,
+            Some(r) => crate::follow::cache::parse_size(r.trim_end_matches("/s"))
+                .map_err(|e| format!("scrub_rate = {e}"))?,
+        };
+        let every = duration("scrub_every", self.scrub_every.as_deref(), d.every)?;
+        if every < Duration::from_secs(60) {
+            return Err(format!(
+                "scrub_every = {:?}: at least a minute",
+                self.scrub_every.as_deref().unwrap_or_default()
+            ));
+        }
+        Ok(cidmirror_store::scrub::ScrubConfig { rate, every })
     }
 
     /// The volunteer tracker's limits (a publisher's).

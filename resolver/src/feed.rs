@@ -170,6 +170,16 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     if let Some(t) = state.tracker() {
         state.metrics().volunteers(t.live());
     }
+    let store = state.store().clone();
+    let scrub_period = cidmirror_store::scrub::ScrubConfig::default().every;
+    let integrity = tokio::task::spawn_blocking(move || {
+        let before = cidmirror_schema::UnixTime::now()
+            .plus_secs(-i64::try_from(scrub_period.as_secs()).unwrap_or(0));
+        store.integrity(before)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    state.metrics().integrity(&integrity);
     if let Some(db) = state.snapshots().db().cloned() {
         let counts = tokio::task::spawn_blocking(move || db.read(syncs::counts))
             .await

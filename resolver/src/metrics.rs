@@ -65,6 +65,7 @@ struct Inner {
     syncs: Family<OutcomeLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
     connections: Gauge<i64, std::sync::atomic::AtomicI64>,
     follow: Family<WhatLabel, IGauge>,
+    integrity: Family<WhatLabel, IGauge>,
     source_blocks: Family<SourceOutcome, IGauge>,
     source_bytes: Family<WhatLabel, IGauge>,
     /// The source URLs of the last follower report: series of sources gone since are
@@ -134,6 +135,14 @@ impl Metrics {
             "Open client connections",
             connections.clone(),
         );
+        let integrity = Family::<WhatLabel, IGauge>::default();
+        registry.register(
+            "store_integrity",
+            "Embedded store: corrupt files and blocks found, repaired (held again) and \
+             quarantined (not yet repaired), ever; files and bytes the scrub has not \
+             re-hashed within its period",
+            integrity.clone(),
+        );
         let follow = Family::<WhatLabel, IGauge>::default();
         registry.register(
             "follow",
@@ -189,6 +198,7 @@ impl Metrics {
                 snapshot_seq,
                 snapshot_age,
                 syncs,
+                integrity,
                 connections,
                 follow,
                 source_blocks,
@@ -246,6 +256,24 @@ impl Metrics {
         self.inner
             .snapshot_age
             .set(i64::try_from(age_secs).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the store's integrity gauges.
+    pub fn integrity(&self, s: &cidmirror_store::IntegrityStats) {
+        for (what, v) in [
+            ("found", s.found),
+            ("repaired", s.repaired),
+            ("quarantined", s.quarantined),
+            ("unchecked_files", s.unchecked_files),
+            ("unchecked_bytes", s.unchecked_bytes),
+        ] {
+            self.inner
+                .integrity
+                .get_or_create(&WhatLabel {
+                    what: what.to_string(),
+                })
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
     }
 
     /// Sets the count of recorded syncs with this outcome.

@@ -24,7 +24,7 @@ mod types;
 
 pub use db::{Db, WriteTx};
 pub use migrations::Schema;
-pub use queries::{blocks, files, pins, roots};
+pub use queries::{blocks, corruptions, files, pins, roots};
 pub use types::{FileId, Sha256, UnixTime};
 
 /// Errors of the schema layer.

@@ -79,6 +79,28 @@ pub const STORE: &[&str] = &[
         PRIMARY KEY (cid, reason)
     ) WITHOUT ROWID;
     "#,
+    // 2: integrity on read. A file is served without re-hashing only while its on-disk
+    // identity (`stamp`: device, inode, size, mtime, ctime) is the one it had when its bytes
+    // last hashed to its name (`checked_at`); the scrub re-hashes the oldest checks first.
+    // Every corrupt file or block found is recorded; it counts as repaired once the store
+    // holds that file (or block) again.
+    r#"
+    ALTER TABLE files ADD COLUMN checked_at INTEGER;
+    ALTER TABLE files ADD COLUMN stamp TEXT;
+    CREATE INDEX files_by_check ON files(checked_at);
+
+    CREATE TABLE corruptions (
+        id         INTEGER PRIMARY KEY,
+        kind       TEXT    NOT NULL CHECK (kind IN ('file', 'block')),
+        key        BLOB    NOT NULL,
+        size       INTEGER NOT NULL,
+        found_at   INTEGER NOT NULL,
+        found_by   TEXT    NOT NULL,
+        detail     TEXT    NOT NULL,
+        quarantine TEXT
+    );
+    CREATE INDEX corruptions_by_key ON corruptions(key);
+    "#,
 ];
 
 /// The publisher's migrations. Never edit one that has shipped: add a new one.

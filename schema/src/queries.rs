@@ -42,28 +42,103 @@ pub mod files {
         pub size: u64,
         /// When it was added or last re-added (garbage collection spares young files).
         pub added_at: UnixTime,
+        /// When its bytes last hashed to its name (on import, by a serve-time check or the
+        /// scrub); `None` if never since it was recorded.
+        pub checked_at: Option<UnixTime>,
+        /// Its on-disk identity at that check (see [`set_checked`]).
+        pub stamp: Option<String>,
     }
 
-    fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Sha256, i64, UnixTime)> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    /// The columns [`row`] reads, as `f.<column>`.
+    pub(crate) const COLUMNS: &str = "f.id, f.sha256, f.size, f.added_at, f.checked_at, f.stamp";
+
+    type Raw = (i64, Sha256, i64, UnixTime, Option<UnixTime>, Option<String>);
+
+    pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
     }
 
-    fn build((id, sha256, size, added_at): (i64, Sha256, i64, UnixTime)) -> Result<FileRow, Error> {
+    pub(crate) fn build(
+        (id, sha256, size, added_at, checked_at, stamp): Raw,
+    ) -> Result<FileRow, Error> {
         Ok(FileRow {
             id: FileId(id),
             sha256,
             size: to_u64(size, "file size")?,
             added_at,
+            checked_at,
+            stamp,
         })
     }
 
     /// The file with this SHA-256, if kept.
     pub fn get(conn: &Connection, sha256: &Sha256) -> Result<Option<FileRow>, Error> {
-        conn.prepare_cached("SELECT id, sha256, size, added_at FROM files WHERE sha256 = ?1")?
-            .query_row([sha256], row)
-            .optional()?
-            .map(build)
-            .transpose()
+        conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM files f WHERE f.sha256 = ?1"
+        ))?
+        .query_row([sha256], row)
+        .optional()?
+        .map(build)
+        .transpose()
+    }
+
+    /// Records that the file's bytes hashed to its name at `at`, when its on-disk identity
+    /// was `stamp`; false if the file is no longer recorded.
+    pub fn set_checked(
+        tx: &WriteTx<'_>,
+        id: FileId,
+        stamp: &str,
+        at: UnixTime,
+    ) -> Result<bool, Error> {
+        let n = tx
+            .prepare_cached("UPDATE files SET checked_at = ?2, stamp = ?3 WHERE id = ?1")?
+            .execute(params![id, at, stamp])?;
+        Ok(n > 0)
+    }
+
+    /// The file whose last check is the oldest (never-checked files first), if that check
+    /// is older than `before`: what the scrub hashes next.
+    pub fn next_to_check(conn: &Connection, before: UnixTime) -> Result<Option<FileRow>, Error> {
+        conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM files f WHERE f.checked_at IS NULL OR f.checked_at < ?1
+             ORDER BY f.checked_at IS NOT NULL, f.checked_at, f.id LIMIT 1"
+        ))?
+        .query_row([before], row)
+        .optional()?
+        .map(build)
+        .transpose()
+    }
+
+    /// Files never checked or last checked before `before`, and their total size.
+    pub fn unchecked(conn: &Connection, before: UnixTime) -> Result<(u64, u64), Error> {
+        let (n, bytes): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(size), 0) FROM files
+                 WHERE checked_at IS NULL OR checked_at < ?1",
+            )?
+            .query_row([before], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((to_u64(n, "file count")?, to_u64(bytes, "file bytes")?))
+    }
+
+    /// Forgets a file and every block that lives in it and every root that names it (its
+    /// bytes were found corrupt and moved aside): the store no longer holds them. Returns
+    /// the number of block rows removed.
+    pub fn forget(tx: &WriteTx<'_>, id: FileId) -> Result<u64, Error> {
+        let blocks = tx
+            .prepare_cached("DELETE FROM blocks WHERE file_id = ?1")?
+            .execute([id])?;
+        tx.prepare_cached("DELETE FROM file_roots WHERE file_id = ?1")?
+            .execute([id])?;
+        tx.prepare_cached("DELETE FROM files WHERE id = ?1")?
+            .execute([id])?;
+        Ok(blocks as u64)
     }
 
     /// Records a file (or refreshes `added_at` of one already known) and returns its id.
@@ -95,7 +170,7 @@ pub mod files {
 
     /// Every kept file.
     pub fn all(conn: &Connection) -> Result<Vec<FileRow>, Error> {
-        let mut stmt = conn.prepare("SELECT id, sha256, size, added_at FROM files ORDER BY id")?;
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM files f ORDER BY f.id"))?;
         let rows = stmt.query_map([], row)?;
         let mut out = Vec::new();
         for r in rows {
@@ -106,12 +181,12 @@ pub mod files {
 
     /// Files that no block and no root refers to any more, added before `before`.
     pub fn unreferenced(conn: &Connection, before: UnixTime) -> Result<Vec<FileRow>, Error> {
-        let mut stmt = conn.prepare(
-            "SELECT id, sha256, size, added_at FROM files f
-             WHERE added_at < ?1
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM files f
+             WHERE f.added_at < ?1
                AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.file_id = f.id)
-               AND NOT EXISTS (SELECT 1 FROM file_roots r WHERE r.file_id = f.id)",
-        )?;
+               AND NOT EXISTS (SELECT 1 FROM file_roots r WHERE r.file_id = f.id)"
+        ))?;
         let rows = stmt.query_map([before], row)?;
         let mut out = Vec::new();
         for r in rows {
@@ -341,6 +416,14 @@ pub mod blocks {
         to_u64(n, "block count")
     }
 
+    /// Deletes a block row whatever its age (it was found corrupt); true if it existed.
+    pub fn delete(tx: &WriteTx<'_>, cid: &Cid) -> Result<bool, Error> {
+        let n = tx
+            .prepare_cached("DELETE FROM blocks WHERE cid = ?1")?
+            .execute([cid.to_bytes()])?;
+        Ok(n > 0)
+    }
+
     /// Deletes a block row if it was added before `before`; true if it was.
     pub fn delete_if_older(tx: &WriteTx<'_>, cid: &Cid, before: UnixTime) -> Result<bool, Error> {
         let n = tx
@@ -365,27 +448,14 @@ pub mod roots {
 
     /// The kept file whose DAG has this root, if any.
     pub fn get(conn: &Connection, cid: &Cid) -> Result<Option<super::files::FileRow>, Error> {
-        conn.prepare_cached(
-            "SELECT f.id, f.sha256, f.size, f.added_at FROM file_roots r
+        conn.prepare_cached(&format!(
+            "SELECT {} FROM file_roots r
              JOIN files f ON f.id = r.file_id WHERE r.cid = ?1",
-        )?
-        .query_row([cid.to_bytes()], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Sha256>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, UnixTime>(3)?,
-            ))
-        })
+            super::files::COLUMNS
+        ))?
+        .query_row([cid.to_bytes()], super::files::row)
         .optional()?
-        .map(|(id, sha256, size, added_at)| {
-            Ok(super::files::FileRow {
-                id: FileId(id),
-                sha256,
-                size: to_u64(size, "file size")?,
-                added_at,
-            })
-        })
+        .map(super::files::build)
         .transpose()
     }
 
@@ -547,5 +617,116 @@ pub mod pins {
         Ok(tx
             .prepare_cached("DELETE FROM pins WHERE expires_at IS NOT NULL AND expires_at <= ?1")?
             .execute([now])?)
+    }
+}
+
+/// Corrupt files and blocks the embedded store found (and moved aside or dropped).
+pub mod corruptions {
+    use super::*;
+
+    /// What was corrupt.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        /// A kept file (key: its SHA-256).
+        File,
+        /// A block held inline (key: its binary CID).
+        Block,
+    }
+
+    impl Kind {
+        fn as_str(self) -> &'static str {
+            match self {
+                Kind::File => "file",
+                Kind::Block => "block",
+            }
+        }
+    }
+
+    /// One corruption found.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Found<'a> {
+        /// A file or a block.
+        pub kind: Kind,
+        /// The file's SHA-256 or the block's binary CID.
+        pub key: &'a [u8],
+        /// Its size in bytes.
+        pub size: u64,
+        /// Which check found it (`serve`, `scrub`, `verify`, `read`, `import`).
+        pub found_by: &'a str,
+        /// What was wrong, for people.
+        pub detail: &'a str,
+        /// Where the bad bytes were moved, if kept.
+        pub quarantine: Option<&'a str>,
+    }
+
+    /// Records a corruption.
+    pub fn record(tx: &WriteTx<'_>, f: &Found<'_>, now: UnixTime) -> Result<(), Error> {
+        tx.prepare_cached(
+            "INSERT INTO corruptions (kind, key, size, found_at, found_by, detail, quarantine)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            f.kind.as_str(),
+            f.key,
+            to_i64(f.size, "corrupt size")?,
+            now,
+            f.found_by,
+            f.detail,
+            f.quarantine
+        ])?;
+        Ok(())
+    }
+
+    /// Counts of corruptions found and of those the store holds again (repaired).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Counts {
+        /// Corrupt files and blocks found, ever.
+        pub found: u64,
+        /// Of those, the ones the store holds again, good.
+        pub repaired: u64,
+        /// Bytes of the ones not repaired.
+        pub open_bytes: u64,
+        /// When the last one was found.
+        pub last_found_at: Option<UnixTime>,
+    }
+
+    /// Derived, not kept: a corruption is repaired once the store holds its file or block
+    /// again (a kept file is only ever recorded after its bytes hashed to its name).
+    pub fn counts(conn: &Connection) -> Result<Counts, Error> {
+        let (found, repaired, open_bytes, last): (i64, i64, i64, Option<UnixTime>) = conn
+            .prepare_cached(
+                "WITH c AS (
+                   SELECT size, found_at, CASE kind
+                     WHEN 'file' THEN EXISTS (SELECT 1 FROM files f WHERE f.sha256 = key)
+                     ELSE EXISTS (SELECT 1 FROM blocks b WHERE b.cid = key) END AS back
+                   FROM corruptions)
+                 SELECT count(*), coalesce(sum(back), 0),
+                        coalesce(sum(CASE WHEN back THEN 0 ELSE size END), 0), max(found_at)
+                 FROM c",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(Counts {
+            found: to_u64(found, "corruption count")?,
+            repaired: to_u64(repaired, "corruption count")?,
+            open_bytes: to_u64(open_bytes, "corruption bytes")?,
+            last_found_at: last,
+        })
+    }
+
+    /// SHA-256s of corrupt files the store does not hold again yet, with their sizes: what
+    /// a repair fetches.
+    pub fn open_files(conn: &Connection) -> Result<Vec<(Sha256, u64)>, Error> {
+        let mut stmt = conn.prepare(
+            "SELECT key, max(size) FROM corruptions c WHERE kind = 'file'
+               AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = c.key)
+             GROUP BY key ORDER BY min(found_at)",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Sha256>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (sha, size) = r?;
+            out.push((sha, to_u64(size, "corrupt size")?));
+        }
+        Ok(out)
     }
 }

@@ -49,6 +49,9 @@ use crate::pb;
 use crate::unixfs;
 use crate::{Error, Result};
 
+mod integrity;
+pub use integrity::{IntegrityStats, Scrubbed, TrustedFile};
+
 /// Empty, unlocked temp files younger than this are left alone unless their writer is
 /// known to be dead: a live writer may have created the file and not yet locked it.
 const TEMP_MIN_AGE: Duration = Duration::from_secs(10);
@@ -69,6 +72,10 @@ struct Inner {
     db: Db,
     /// Shard directories (`files/ab`) whose entry in `files/` this process made durable.
     durable_shards: std::sync::Mutex<HashSet<PathBuf>>,
+    /// Files being hashed now (see [`integrity`]).
+    checks: integrity::CheckGates,
+    /// Woken when a corrupt file is quarantined (the scrub then repairs it at once).
+    corruption_found: tokio::sync::Notify,
 }
 
 /// What [`EmbeddedStore::verify`] found.
@@ -78,8 +85,12 @@ pub struct VerifyReport {
     pub files: u64,
     /// Blocks checked.
     pub blocks: u64,
+    /// Files re-hashed (all of them with `full`, else those changed since their check).
+    pub hashed: u64,
     /// Problems, one line each (empty when the store is consistent).
     pub problems: Vec<String>,
+    /// Bad files moved aside (with `repair`): SHA-256 and size, for a repair to fetch.
+    pub quarantined: Vec<(Sha256, u64)>,
     /// Leftovers cleaned up (temp files of dead writers, unindexed files).
     pub cleaned: Vec<String>,
 }
@@ -112,6 +123,8 @@ impl EmbeddedStore {
                 root: dir.to_path_buf(),
                 db,
                 durable_shards: std::sync::Mutex::new(HashSet::new()),
+                checks: Default::default(),
+                corruption_found: tokio::sync::Notify::new(),
             }),
         };
         s.clean_temp()?;
@@ -215,9 +228,14 @@ impl EmbeddedStore {
         let now = UnixTime::now();
         let mut tmp = tmp;
         let res = self.inner.db.write(|tx| -> Result<()> {
-            let present = files::touch(tx, &imported.sha256, now)?
-                && fs::metadata(&final_path).is_ok_and(|m| m.len() == imported.size);
-            if !present {
+            // The kept copy is kept only if provably unchanged since it last hashed to its
+            // name; otherwise (absent, never checked, changed on disk) the copy just
+            // verified replaces it: a bad copy is repaired, never trusted.
+            let keep = files::get(tx, &imported.sha256)?
+                .is_some_and(|row| row.size == imported.size && self.known_good(&row));
+            files::touch(tx, &imported.sha256, now)?;
+            let mut checked = None;
+            if !keep {
                 let parent = final_path.parent().unwrap_or(&self.inner.root);
                 if !parent.exists() {
                     fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -227,8 +245,13 @@ impl EmbeddedStore {
                 // The shard directory itself must be durable in `files/` too: once per
                 // shard and process (an earlier, failed commit may have created it unsynced).
                 self.shard_durable(parent)?;
+                let m = fs::metadata(&final_path).map_err(|e| Error::io(&final_path, e))?;
+                checked = Some(integrity::stamp_of(&m));
             }
             let id = files::upsert(tx, &imported.sha256, imported.size, now)?;
+            if let Some(stamp) = &checked {
+                files::set_checked(tx, id, stamp, now)?;
+            }
             for row in &rows {
                 let loc = match &row.inline {
                     Some(block) => InsertLocation::Inline(block),
@@ -258,9 +281,12 @@ impl EmbeddedStore {
 
     /// Keeps blocks inline after checking each against its CID (blocking).
     pub fn put_blocks_sync(&self, blocks: &[Block]) -> Result<BlocksWritten> {
+        let mut suspects = HashSet::new();
         for b in blocks {
             check_block(&b.cid, &b.data)?;
+            self.compare_held(&b.cid, &b.data, &mut suspects)?;
         }
+        self.check_suspects(suspects, "import")?;
         let _lock = self.writing()?;
         let now = UnixTime::now();
         self.inner.db.write(|tx| -> Result<BlocksWritten> {
@@ -293,6 +319,7 @@ impl EmbeddedStore {
         let staged = TempFile::create(&self.tmp_dir())?;
         let mut count = 0u64;
         let mut bytes = 0u64;
+        let mut suspects = HashSet::new();
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, &staged.file);
             w.write_all(&crate::car::encode_header(&roots))
@@ -302,6 +329,7 @@ impl EmbeddedStore {
                     what: what.to_string(),
                     detail: e.to_string(),
                 })?;
+                self.compare_held(&cid, &data, &mut suspects)?;
                 count += 1;
                 bytes += data.len() as u64;
                 w.write_all(&crate::car::encode_section(&cid, &data))
@@ -309,6 +337,9 @@ impl EmbeddedStore {
             }
             w.flush().map_err(|e| Error::io(&staged.path, e))?;
         }
+        // A verified copy of a block whose kept file has other bytes there: that file is
+        // bad (checked whole, then moved aside) and the copy offered takes its place.
+        self.check_suspects(suspects, "import")?;
         let f = File::open(&staged.path).map_err(|e| Error::io(&staged.path, e))?;
         // Our own staging file, verified as it was written: no second hashing.
         let mut back =
@@ -357,13 +388,66 @@ impl EmbeddedStore {
         let Some(loc) = self.inner.db.read(|c| blocks::get(c, cid))? else {
             return Ok(None);
         };
-        Ok(Some(match loc {
-            Location::Inline(d) => d,
-            Location::Raw(r) => self.read_range(&r.sha256, r.offset, r.length)?,
-            Location::PbFileLeaf(r) => {
-                pb::file_leaf_block(&self.read_range(&r.sha256, r.offset, r.length)?)
+        let data = match &loc {
+            Location::Inline(d) => Ok(d.clone()),
+            Location::Raw(r) => self.read_range(&r.sha256, r.offset, r.length),
+            Location::PbFileLeaf(r) => self
+                .read_range(&r.sha256, r.offset, r.length)
+                .map(|d| pb::file_leaf_block(&d)),
+        };
+        // Nothing leaves the store unchecked: a block that does not hash to its CID (or a
+        // kept file gone short or missing) is corrupt, dropped, and not held any more.
+        let bad = match &data {
+            Ok(d) => verify_block(cid, d).err().map(|e| e.to_string()),
+            Err(Error::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                Some(source.to_string())
             }
-        }))
+            Err(_) => None,
+        };
+        if let Some(detail) = bad {
+            self.block_corrupt(cid, &loc, &detail)?;
+            return Ok(None);
+        }
+        data.map(Some)
+    }
+
+    /// Notes the kept file of a block already held there when its stored bytes differ from
+    /// `data` (which verified against the CID).
+    fn compare_held(&self, cid: &Cid, data: &[u8], suspects: &mut HashSet<Sha256>) -> Result<()> {
+        if let Some(loc @ (Location::Raw(_) | Location::PbFileLeaf(_))) =
+            self.inner.db.read(|c| blocks::get(c, cid))?
+            && self.stored_block(&loc).ok().as_deref() != Some(data)
+            && let Location::Raw(r) | Location::PbFileLeaf(r) = loc
+        {
+            suspects.insert(r.sha256);
+        }
+        Ok(())
+    }
+
+    /// Hashes each suspect kept file whole and quarantines those that are bad.
+    fn check_suspects(&self, suspects: HashSet<Sha256>, by: &str) -> Result<()> {
+        for sha in suspects {
+            if let Some(row) = self.inner.db.read(|c| files::get(c, &sha))? {
+                self.check_row(row, by, integrity::OnBad::Quarantine, &mut |_| true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes of a block as stored, unchecked (to compare them with a copy offered).
+    fn stored_block(&self, loc: &Location) -> Result<Vec<u8>> {
+        match loc {
+            Location::Inline(d) => Ok(d.clone()),
+            Location::Raw(r) => self.read_range(&r.sha256, r.offset, r.length),
+            Location::PbFileLeaf(r) => self
+                .read_range(&r.sha256, r.offset, r.length)
+                .map(|d| pb::file_leaf_block(&d)),
+        }
     }
 
     fn read_range(&self, sha: &Sha256, offset: u64, length: u64) -> Result<Vec<u8>> {
@@ -632,11 +716,14 @@ impl EmbeddedStore {
         Ok(out)
     }
 
-    /// Checks the store: every file row has its file with the right size (and, with `full`,
-    /// the right SHA-256); every block row points inside a kept file or holds bytes that
-    /// match its CID; no file is left without a row. Also removes leftovers of crashed
-    /// writers (temp files, unindexed files).
-    pub fn verify(&self, full: bool) -> Result<VerifyReport> {
+    /// Checks the store: every file row has its file with the right size and SHA-256 (with
+    /// `full` every file is re-hashed; otherwise only those changed on disk since their last
+    /// check); every block row points inside a kept file or holds bytes that match its CID;
+    /// no file is left without a row. Files that hash right are recorded as checked; with
+    /// `repair`, bad ones are quarantined (see [`integrity`]) and listed in
+    /// [`VerifyReport::quarantined`] for a repair to fetch. Also removes leftovers of
+    /// crashed writers (temp files, unindexed files).
+    pub fn verify(&self, full: bool, repair: bool) -> Result<VerifyReport> {
         let mut rep = VerifyReport {
             cleaned: self.clean_temp()?,
             ..Default::default()
@@ -650,13 +737,20 @@ impl EmbeddedStore {
         let _lock = self.writing()?;
         let all_files = self.inner.db.read(files::all)?;
         let mut sizes = std::collections::HashMap::new();
+        let on_bad = if repair {
+            integrity::OnBad::Quarantine
+        } else {
+            integrity::OnBad::Report
+        };
         for f in &all_files {
             rep.files += 1;
             let p = self.file_path(&f.sha256);
-            match fs::metadata(&p) {
-                Err(e) => rep
-                    .problems
-                    .push(format!("file {} ({}): {e}", f.sha256, p.display())),
+            let hash = match fs::metadata(&p) {
+                Err(e) => {
+                    rep.problems
+                        .push(format!("file {} ({}): {e}", f.sha256, p.display()));
+                    true
+                }
                 Ok(m) if m.len() != f.size => {
                     rep.problems.push(format!(
                         "file {}: size {} on disk, {} in the index",
@@ -665,17 +759,28 @@ impl EmbeddedStore {
                         f.size
                     ));
                     sizes.insert(f.id, m.len());
+                    repair
                 }
                 Ok(_) => {
                     sizes.insert(f.id, f.size);
-                    if full {
-                        let got = sha256_file(&p)?;
-                        if got != f.sha256 {
-                            rep.problems
-                                .push(format!("file {}: content hashes to {got}", f.sha256));
-                        }
+                    full || !self.known_good(f)
+                }
+            };
+            if !hash {
+                continue;
+            }
+            rep.hashed += 1;
+            match self.check_row(f.clone(), "verify", on_bad, &mut |_| true)? {
+                Scrubbed::Corrupt { detail, .. } => {
+                    if !rep.problems.iter().any(|p| p.contains(&f.sha256.to_hex())) {
+                        rep.problems.push(format!("file {}: {detail}", f.sha256));
+                    }
+                    if repair {
+                        rep.quarantined.push((f.sha256, f.size));
+                        sizes.remove(&f.id);
                     }
                 }
+                Scrubbed::Good { .. } | Scrubbed::Idle | Scrubbed::Stopped => {}
             }
         }
         for e in self.inner.db.read(blocks::all)? {
@@ -714,13 +819,13 @@ impl EmbeddedStore {
                             r.offset + r.length,
                             r.sha256
                         )),
-                        Some(_) if full => match self.get_block_sync(&e.cid) {
-                            Ok(Some(d)) => {
+                        // Read as stored: reporting must not move anything aside.
+                        Some(_) if full => match self.stored_block(&loc) {
+                            Ok(d) => {
                                 if let Err(err) = verify_block(&e.cid, &d) {
                                     rep.problems.push(err.to_string());
                                 }
                             }
-                            Ok(None) => {}
                             Err(err) => rep.problems.push(format!("block {}: {err}", e.cid)),
                         },
                         Some(_) => {}
@@ -777,21 +882,6 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
-}
-
-fn sha256_file(p: &Path) -> Result<Sha256> {
-    use sha2::Digest;
-    let mut f = File::open(p).map_err(|e| Error::io(p, e))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(Sha256(h.finalize().into()))
 }
 
 /// A file under `tmp/`, locked by its writer for its whole life, removed when dropped
@@ -995,23 +1085,33 @@ impl Store for EmbeddedStore {
     async fn read(&self, cid: &Cid, range: Option<Range<u64>>) -> Result<(u64, ByteStream)> {
         let s = self.clone();
         let c = *cid;
-        let whole = blocking(move || s.whole_file(&c)).await?;
-        let Some((path, size)) = whole else {
+        // A kept file only once it is known good (else block by block, each checked).
+        let whole = blocking(move || s.trusted_file(&c)).await?;
+        let Some(trusted) = whole else {
             return unixfs::read(self, cid, range).await;
         };
+        let size = trusted.size;
         let want = unixfs::clamp_range(cid, size, range)?;
-        let file = Arc::new(File::open(&path).map_err(|e| Error::io(&path, e))?);
+        let end = want.end;
+        let trusted = Arc::new(trusted);
         let pieces = (want.start..want.end)
             .step_by(READ_PIECE as usize)
             .map(move |off| (off, READ_PIECE.min(want.end - off)));
         let stream = futures::stream::iter(pieces).then(move |(off, len)| {
-            let file = file.clone();
-            let path = path.clone();
+            let t = trusted.clone();
             async move {
                 blocking(move || {
                     let mut buf = vec![0u8; len as usize];
-                    file.read_exact_at(&mut buf, off)
-                        .map_err(|e| Error::io(&path, e))?;
+                    t.file
+                        .read_exact_at(&mut buf, off)
+                        .map_err(|e| Error::io(&t.path, e))?;
+                    // Changed while being read: the last piece is never released.
+                    if off + len == end && !t.unchanged() {
+                        return Err(Error::io(
+                            &t.path,
+                            std::io::Error::other("changed on disk while being read"),
+                        ));
+                    }
                     Ok(Bytes::from(buf))
                 })
                 .await

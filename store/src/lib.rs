@@ -34,6 +34,7 @@ mod kubo;
 mod ledger;
 pub mod params;
 pub mod pb;
+pub mod scrub;
 pub mod sign;
 pub mod unixfs;
 pub mod volunteers;
@@ -45,7 +46,9 @@ pub use api::{
 pub use cid::Cid;
 pub use cidmirror_schema::Sha256;
 pub use cluster::{ClusterOptions, ClusterStore};
-pub use embedded::{EmbeddedStore, StoreStats, VerifyReport};
+pub use embedded::{
+    EmbeddedStore, IntegrityStats, Scrubbed, StoreStats, TrustedFile, VerifyReport,
+};
 pub use error::{Error, Result};
 pub use importer::ImportedFile;
 pub use kubo::KuboStore;

@@ -11,6 +11,7 @@ mod concurrency;
 mod crash;
 mod expiry;
 mod follow;
+mod integrity;
 mod kubo;
 mod mirror;
 mod pacman_client;

@@ -168,6 +168,18 @@ impl Resp {
 
 /// One request on a fresh connection (`Connection: close`), read to the end.
 pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Resp {
+    try_request(addr, method, target, headers)
+        .unwrap_or_else(|| panic!("{method} {target}: the connection closed without a response"))
+}
+
+/// Like [`request`], but `None` if the server closed the connection without answering (as
+/// hyper may when a streamed body fails before its head is flushed).
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Option<Resp> {
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -180,7 +192,7 @@ pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
         .unwrap_or_else(|e| panic!("{method} {target}: reading the response: {e}"));
-    parse(&raw, method == "HEAD", target)
+    (!raw.is_empty()).then(|| parse(&raw, method == "HEAD", target))
 }
 
 fn parse(raw: &[u8], head: bool, target: &str) -> Resp {

@@ -406,7 +406,7 @@ async fn recovers(mirror: &Mirror, up: &TestUpstream, e: &Env, first: Cid) {
         "nothing kept of the bad file"
     );
     assert!(
-        e.store.verify(true).unwrap().problems.is_empty(),
+        e.store.verify(true, false).unwrap().problems.is_empty(),
         "the store is consistent"
     );
     up.clear_faults();

@@ -55,7 +55,13 @@ pub(crate) async fn file(
         }),
     };
     let guard = follower.cache().serving(cid);
-    let held = state.store().whole_file(&cid)?.is_some()
+    // A kept file found bad here is quarantined and fetched again like one not held.
+    let store = state.store().clone();
+    let trusted = tokio::task::spawn_blocking(move || store.trusted_file(&cid))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??
+        .is_some();
+    let held = trusted
         || (state.store().has(&cid).await? && unixfs::complete(state.store(), &cid).await?);
     if held {
         let resp = file_response(state, method, headers, meta, "mirror").await?;

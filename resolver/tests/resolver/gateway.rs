@@ -153,7 +153,7 @@ async fn every_complete_fixture_comes_back_as_the_same_car() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partial_dag_gives_a_cut_car_but_a_complete_range() {
+async fn a_partial_dag_gives_a_cut_car_a_complete_range_and_no_file_bytes() {
     let gw = Gateway::start().await;
     gw.import("file-3k-and-3-blocks-missing-block.car").await;
     let f = fixture("file-3k-and-3-blocks-missing-block.car");
@@ -190,11 +190,10 @@ async fn a_partial_dag_gives_a_cut_car_but_a_complete_range() {
         .get(&format!("/ipfs/{root}?format=car&entity-bytes=0:*"))
         .await;
     assert!(matches!(r.status, 0 | 200) && !r.complete);
+    // The file's bytes: a clean 503 before any byte, since not every block is held.
     let r = gw.get(&format!("/ipfs/{root}")).await;
-    assert!(
-        matches!(r.status, 0 | 200) && !r.complete,
-        "file bytes cut short"
-    );
+    assert_eq!(r.status, 503, "file bytes of a partial DAG");
+    assert!(r.complete && !r.body.is_empty(), "an error text, whole");
     // dag-scope=block needs the root only.
     let r = gw
         .get(&format!("/ipfs/{root}?format=car&dag-scope=block"))

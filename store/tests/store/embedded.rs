@@ -14,7 +14,7 @@ use crate::support::{drain, pseudo_random, temp_store};
 async fn embedded_store_passes_the_conformance_suite() {
     let (_dir, store) = temp_store();
     crate::conformance::run(&store).await;
-    let rep = store.verify(true).unwrap();
+    let rep = store.verify(true, false).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 }
 
@@ -95,7 +95,7 @@ fn stale_temp_files_are_removed_and_live_ones_kept() {
     fs::write(&live, b"being written").unwrap();
     let holder = fs::File::options().write(true).open(&live).unwrap();
     holder.lock().unwrap();
-    let rep = store.verify(false).unwrap();
+    let rep = store.verify(false, false).unwrap();
     assert!(!stale.exists(), "a dead writer's temp file goes");
     assert!(live.exists(), "a locked temp file stays");
     assert!(
@@ -119,7 +119,7 @@ fn an_unindexed_file_left_by_a_crash_is_removed() {
     fs::create_dir_all(&orphan_dir).unwrap();
     let orphan = orphan_dir.join(format!("ab{}", "0".repeat(62)));
     fs::write(&orphan, b"renamed but never committed").unwrap();
-    let rep = store.verify(false).unwrap();
+    let rep = store.verify(false, false).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
     assert!(!orphan.exists());
     assert_eq!(rep.cleaned.len(), 1, "{:?}", rep.cleaned);
@@ -130,7 +130,7 @@ fn verify_finds_damaged_files() {
     let (_dir, store) = temp_store();
     let data = pseudo_random("damaged", 100_000);
     let f = put(&store, &data, Profile::UnixfsV1_2025);
-    assert!(store.verify(true).unwrap().problems.is_empty());
+    assert!(store.verify(true, false).unwrap().problems.is_empty());
     let path = store.whole_file(&f.cid).unwrap().unwrap().0;
     let mode = fs::metadata(&path).unwrap().permissions();
     assert!(mode.readonly(), "kept files are read-only");
@@ -139,18 +139,23 @@ fn verify_finds_damaged_files() {
     let mut bytes = fs::read(&path).unwrap();
     bytes[500] ^= 1;
     fs::write(&path, &bytes).unwrap();
+    let quick = store.verify(false, false).unwrap();
     assert!(
-        store.verify(false).unwrap().problems.is_empty(),
-        "sizes still agree"
+        quick
+            .problems
+            .iter()
+            .any(|p| p.contains(&f.sha256.to_hex())),
+        "sizes agree, but the file changed since its check: re-hashed {:?}",
+        quick.problems
     );
-    let full = store.verify(true).unwrap();
+    let full = store.verify(true, false).unwrap();
     assert!(
         full.problems.iter().any(|p| p.contains(&f.sha256.to_hex())),
         "{:?}",
         full.problems
     );
     fs::write(&path, &bytes[..1000]).unwrap();
-    let quick = store.verify(false).unwrap();
+    let quick = store.verify(false, false).unwrap();
     assert!(
         quick.problems.iter().any(|p| p.contains("size")),
         "{:?}",
@@ -450,7 +455,7 @@ fn a_direct_pin_keeps_its_block_but_not_what_it_links_to() {
     }
     assert!(kept_files(&store).is_empty());
     assert!(store.whole_file(&g.cid).unwrap().is_none());
-    let rep = store.verify(true).unwrap();
+    let rep = store.verify(true, false).unwrap();
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 }
 
@@ -475,7 +480,7 @@ fn an_empty_temp_file_of_a_dead_writer_goes_at_once() {
     fs::write(&dead, b"").unwrap();
     let mine = tmp.join(format!("put-{}-00000000000000aa.part", std::process::id()));
     fs::write(&mine, b"").unwrap();
-    store.verify(false).unwrap();
+    store.verify(false, false).unwrap();
     assert!(!dead.exists(), "dead writer's empty file removed");
     assert!(mine.exists(), "a live writer's young empty file is kept");
 }

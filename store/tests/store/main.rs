@@ -6,6 +6,7 @@ mod cluster;
 mod conformance;
 mod embedded;
 mod hostile;
+mod integrity;
 mod kubo;
 mod sizes;
 mod support;

@@ -706,7 +706,16 @@ impl Publisher {
             .collect();
         let mut files: HashMap<Sha256, FileRef> = HashMap::new();
         let mut fetch: Vec<(&RepoFetch, &Package)> = Vec::new();
+        let mut problems = Vec::new();
         for (r, p) in wanted {
+            // The bytes with this SHA-256 have the size recorded when they were imported:
+            // an entry that says otherwise is wrong, and fetching cannot make it right.
+            if let Some(imp) = known.get(&p.sha256)
+                && imp.size != p.csize
+            {
+                problems.push(csize_mismatch(r, p, imp.size));
+                continue;
+            }
             let complete = match known.get(&p.sha256) {
                 None => false,
                 Some(imp) if !present.get(&imp.cid).copied().unwrap_or(false) => false,
@@ -744,7 +753,6 @@ impl Publisher {
                 .map(|(r, p)| async move { (p.sha256, self.fetch_package(r, p).await) }),
         )
         .buffer_unordered(self.opts.concurrency);
-        let mut problems = Vec::new();
         let mut stats = FetchStats::default();
         let mut batch: Vec<Imported> = Vec::new();
         while let Some((sha, res)) = results.next().await {
@@ -829,6 +837,11 @@ impl Publisher {
                 let Some(file) = files.get(&p.sha256).copied() else {
                     continue; // its fetch failed: reported above
                 };
+                // Another entry with the same SHA-256 brought these bytes in.
+                if file.size != p.csize {
+                    problems.push(csize_mismatch(r, p, file.size));
+                    continue;
+                }
                 items.push(Item {
                     repo: repo.clone(),
                     arch: arch.clone(),
@@ -1166,6 +1179,21 @@ fn same_packages(
         });
     }
     Ok(())
+}
+
+/// The problem of an entry whose `%CSIZE%` is not the size of the bytes its `%SHA256SUM%`
+/// names.
+fn csize_mismatch(r: &RepoFetch, p: &Package, actual: u64) -> String {
+    Error::Entry {
+        repo: r.label(),
+        entry: p.entry.clone(),
+        field: "%CSIZE%".into(),
+        detail: format!(
+            "{} says {} bytes, but the file with its %SHA256SUM% {} has {actual} bytes",
+            p.filename, p.csize, p.sha256
+        ),
+    }
+    .to_string()
 }
 
 /// Every pair of files that would share a name in a `<repo>/os/<arch>/` directory.

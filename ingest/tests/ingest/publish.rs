@@ -1004,3 +1004,70 @@ async fn changes_jsonl_is_enough_to_rebuild_the_next_listing() {
         "the follower's rebuild gives the signed root"
     );
 }
+
+/// Every published entry has the size and the hash its database gives, whatever the store
+/// held before: a `%CSIZE%` that is not the size of a file already imported under its
+/// `%SHA256SUM%` is refused, as it is on an empty data directory (issue 12, defect 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_csize_is_refused_for_a_file_already_in_the_store() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    let first = published(&e).await.root;
+    let dir = mirror.repo_dir("core", "x86_64");
+    let repo: RepoName = "core".parse().unwrap();
+    let db = std::fs::read(dir.join("core.db")).unwrap();
+    let entries = pacman::parse_db(&repo, "core.db", &db).unwrap().packages;
+    for f in [
+        "core.files",
+        "core.files.tar.gz",
+        "core.files.tar.gz.sig",
+        "core.files.sig",
+    ] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let real = fixture::packages().get("alpha", "1.0").bytes().len();
+    for wrong in [100u64, 1_000_000_000_000_000_000] {
+        let descs: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .map(|p| {
+                let mut desc = String::from_utf8(p.desc.raw().to_vec()).unwrap();
+                if p.name == "alpha" {
+                    let field = format!("%CSIZE%\n{}\n", p.csize);
+                    assert!(desc.contains(&field), "{desc}");
+                    desc = desc.replace(&field, &format!("%CSIZE%\n{wrong}\n"));
+                }
+                (format!("{}/desc", p.entry), desc.into_bytes())
+            })
+            .collect();
+        let members: Vec<(&str, &[u8])> = descs
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        replace_core_db(&mirror, &tar_gz(&members));
+        let before = up.requests().len();
+        let problems = failed(&e).await;
+        assert_problem(
+            &problems,
+            &[
+                "core/x86_64",
+                "alpha-1.0-1",
+                "%CSIZE%",
+                &format!("says {wrong} bytes"),
+                &format!("has {real} bytes"),
+            ],
+        );
+        assert_eq!(current(&e).unwrap().root, first, "nothing published");
+        assert!(
+            !up.requests()[before..]
+                .iter()
+                .any(|r| r.path.ends_with("alpha-1.0-1-x86_64.pkg.tar.zst")),
+            "refused without a download"
+        );
+        // The same upstream on an empty data directory is refused too.
+        let fresh = env(&up.url);
+        let problems = failed(&fresh).await;
+        assert_problem(&problems, &["core", "alpha-1.0-1"]);
+        assert!(current(&fresh).is_none());
+    }
+}

@@ -53,6 +53,17 @@ pub enum Error {
         /// What happened.
         detail: String,
     },
+    /// TLS refused the server (its certificate does not verify, or no protocol in common).
+    /// Not retried: waiting does not fix a certificate.
+    #[error("{url}: TLS refused the server {host}: {detail}")]
+    Tls {
+        /// The URL.
+        url: String,
+        /// The server's host name, as the certificate had to name it.
+        host: String,
+        /// What TLS said.
+        detail: String,
+    },
     /// A transfer that sent nothing for too long.
     #[error("{url}: stalled: nothing received for {secs} s")]
     Stalled {

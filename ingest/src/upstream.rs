@@ -291,6 +291,9 @@ struct Http {
 enum SendError {
     Stalled,
     Failed(String),
+    /// TLS refused the server (its certificate, or a protocol it cannot speak): retrying
+    /// cannot change that.
+    Tls(String),
 }
 
 impl Http {
@@ -432,6 +435,7 @@ impl Http {
         }
         match tokio::time::timeout(self.opts.stall_timeout, request.send()).await {
             Err(_) => Err(SendError::Stalled),
+            Ok(Err(e)) if tls_refused(&e) => Err(SendError::Tls(reqwest_detail(e))),
             Ok(Err(e)) => Err(SendError::Failed(reqwest_detail(e))),
             Ok(Ok(response)) => Ok(response),
         }
@@ -473,6 +477,11 @@ impl Http {
             },
             SendError::Failed(detail) => Error::Transfer {
                 url: url.to_string(),
+                detail,
+            },
+            SendError::Tls(detail) => Error::Tls {
+                url: url.to_string(),
+                host: url.host_str().unwrap_or_default().to_string(),
                 detail,
             },
         }
@@ -517,6 +526,37 @@ fn retryable(e: &Error) -> bool {
         Error::Http { status, .. } => StatusCode::from_u16(*status).is_ok_and(retryable_status),
         _ => false,
     }
+}
+
+/// Whether a request failed because TLS refused the server: a certificate that does not
+/// verify (unknown issuer, expired, another name), none at all, or no protocol version
+/// or cipher in common. None of these pass with time, unlike a reset connection.
+fn tls_refused(e: &reqwest::Error) -> bool {
+    rustls_cause(e).is_some_and(|tls| {
+        matches!(
+            tls,
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+                | rustls::Error::PeerIncompatible(_)
+        )
+    })
+}
+
+/// The rustls error behind `e`, if any. It arrives wrapped in `io::Error`s (one inside
+/// another), whose `source()` skips what they wrap: those are opened with `get_ref`.
+fn rustls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match err.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// An error and its causes on one line (reqwest's own message is often only "error
@@ -704,6 +744,13 @@ impl Transfer {
             Ok(response) => response,
             Err(SendError::Stalled) => return Ok(Some(Interruption::Stalled)),
             Err(SendError::Failed(detail)) => return Ok(Some(Interruption::Failed(detail))),
+            Err(SendError::Tls(detail)) => {
+                return Err(io::Error::other(format!(
+                    "{}: resuming at byte {from}: TLS refused {}: {detail}",
+                    self.name,
+                    self.url.host_str().unwrap_or_default()
+                )));
+            }
         };
         let status = response.status();
         let fatal = |what: String| {

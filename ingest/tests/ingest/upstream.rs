@@ -518,6 +518,67 @@ async fn parse_accepts_http_file_urls_and_paths() {
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
 }
 
+/// A server whose certificate does not verify (self-signed: an unknown issuer) is refused at
+/// the first attempt, naming the host: waiting and asking again does not fix a certificate
+/// (issue 12, defect 9). The server counts the connections it accepts.
+#[tokio::test]
+async fn https_certificate_errors_fail_at_once_naming_the_host() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("self-signed certificate");
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key.into())
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server = tokio::spawn({
+        let accepted = Arc::clone(&accepted);
+        async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                // The client refuses the certificate: the handshake ends with its alert.
+                tokio::spawn(async move { acceptor.accept(socket).await.map(drop) });
+            }
+        }
+    });
+    let up = Upstream::parse(&format!("https://127.0.0.1:{port}/"), opts()).expect("upstream");
+
+    let err = bounded("get", up.get("lastupdate", 64)).await.unwrap_err();
+    match &err {
+        Error::Tls { host, url, .. } => {
+            assert_eq!(host, "127.0.0.1");
+            assert!(url.ends_with("/lastupdate"), "{url}");
+        }
+        other => panic!("expected Error::Tls, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains("TLS refused the server 127.0.0.1") && message.contains("certificate"),
+        "{message}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one attempt, no retry");
+
+    // The same for a download and a HEAD.
+    let err = bounded("download", up.download(PKG, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "one attempt, no retry");
+    let err = bounded("exists", up.exists(PKG)).await.unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 3, "one attempt, no retry");
+    server.abort();
+}
+
 #[tokio::test]
 async fn local_get_and_download_by_file_url_and_path() {
     let (dir, pkg) = mirror(3 << 20);

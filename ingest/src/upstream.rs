@@ -116,7 +116,7 @@ impl Upstream {
             });
         let source = match scheme {
             None if s.is_empty() => return Err(bad()),
-            None => Source::Local(Local::open(Path::new(s))?),
+            None => Source::Local(Local::open(Path::new(s), &opts)?),
             Some(_) => {
                 let url = Url::parse(s).map_err(|_| bad())?;
                 match url.scheme() {
@@ -126,7 +126,7 @@ impl Upstream {
                             return Err(bad());
                         }
                         let path = url.to_file_path().map_err(|()| bad())?;
-                        Source::Local(Local::open(&path)?)
+                        Source::Local(Local::open(&path, &opts)?)
                     }
                     _ => return Err(bad()),
                 }
@@ -841,10 +841,12 @@ impl Transfer {
 struct Local {
     /// Canonical (absolute, no symbolic links).
     root: PathBuf,
+    /// Opening a file, and each read, must finish within this (a hung network filesystem).
+    stall_timeout: Duration,
 }
 
 impl Local {
-    fn open(path: &Path) -> Result<Local> {
+    fn open(path: &Path, opts: &FetchOptions) -> Result<Local> {
         let io_error = |source| Error::Io {
             path: path.to_path_buf(),
             source,
@@ -856,7 +858,17 @@ impl Local {
                 "not a directory",
             )));
         }
-        Ok(Local { root })
+        Ok(Local {
+            root,
+            stall_timeout: opts.stall_timeout,
+        })
+    }
+
+    fn stalled(&self, name: &str) -> Error {
+        Error::Stalled {
+            url: name.to_string(),
+            secs: self.stall_timeout.as_secs_f64().ceil() as u64,
+        }
     }
 
     /// The file a checked relative path names, with every link followed; `None` when it
@@ -877,29 +889,47 @@ impl Local {
         }
     }
 
-    /// Opens a regular file: its name for messages, the file and its length.
+    /// Opens a regular file: its name for messages, the file and its length. Anything else
+    /// (a FIFO, whose open or read would wait for a writer forever, a socket, a device, a
+    /// directory) is refused without reading from it; the whole step is bounded by the
+    /// stall timeout.
     async fn open_file(&self, rel: &str) -> Result<Option<(String, tokio::fs::File, u64)>> {
+        let name = self.root.join(rel);
+        let shown = name.display().to_string();
+        tokio::time::timeout(self.stall_timeout, self.open_regular(rel, &name))
+            .await
+            .map_err(|_| self.stalled(&shown))?
+            .map(|found| found.map(|(file, len)| (shown, file, len)))
+    }
+
+    async fn open_regular(&self, rel: &str, name: &Path) -> Result<Option<(tokio::fs::File, u64)>> {
         let Some(real) = self.resolve(rel).await? else {
             return Ok(None);
         };
-        let name = self.root.join(rel);
         let io_error = |source| Error::Io {
-            path: name.clone(),
+            path: name.to_path_buf(),
             source,
         };
-        let file = match tokio::fs::File::open(&real).await {
+        // Looked at before opening (opening a device can do things), and again through the
+        // open file, which O_NONBLOCK keeps from waiting should it have become a FIFO since.
+        match tokio::fs::metadata(&real).await {
+            Ok(meta) => not_regular(&meta).map_or(Ok(()), |e| Err(io_error(e)))?,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(io_error(e)),
+        }
+        let file = match tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&real)
+            .await
+        {
             Ok(file) => file,
             Err(e) if is_absent(&e) => return Ok(None),
             Err(e) => return Err(io_error(e)),
         };
         let meta = file.metadata().await.map_err(io_error)?;
-        if !meta.is_file() {
-            return Err(io_error(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                "not a regular file",
-            )));
-        }
-        Ok(Some((name.display().to_string(), file, meta.len())))
+        not_regular(&meta).map_or(Ok(()), |e| Err(io_error(e)))?;
+        Ok(Some((file, meta.len())))
     }
 
     async fn get(&self, rel: &str, max: u64) -> Result<Option<Bytes>> {
@@ -913,18 +943,24 @@ impl Local {
         if len > max {
             return Err(too_large());
         }
-        let mut body = Vec::with_capacity(len as usize);
-        file.take(max.saturating_add(1))
-            .read_to_end(&mut body)
-            .await
-            .map_err(|source| Error::Io {
-                path: self.root.join(rel),
-                source,
-            })?;
+        let mut body = BytesMut::with_capacity(len as usize);
+        let mut file = file.take(max.saturating_add(1));
+        loop {
+            let read = tokio::time::timeout(self.stall_timeout, file.read_buf(&mut body))
+                .await
+                .map_err(|_| self.stalled(&name))?
+                .map_err(|source| Error::Io {
+                    path: self.root.join(rel),
+                    source,
+                })?;
+            if read == 0 {
+                break;
+            }
+        }
         if body.len() as u64 > max {
             return Err(too_large());
         }
-        Ok(Some(body.into()))
+        Ok(Some(body.freeze()))
     }
 
     async fn exists(&self, rel: &str) -> Result<bool> {
@@ -959,6 +995,7 @@ impl Local {
         let stats = Arc::new(DownloadStats::default());
         let reader = LocalRead {
             file,
+            stall_timeout: self.stall_timeout,
             name: name.clone(),
             expected_len,
             delivered: 0,
@@ -1016,9 +1053,33 @@ fn is_absent(e: &io::Error) -> bool {
     )
 }
 
+/// Why a file that is not a regular file is refused, naming what it is.
+fn not_regular(meta: &std::fs::Metadata) -> Option<io::Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    };
+    Some(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what}, not a regular file: refused"),
+    ))
+}
+
 /// The state of one local file being streamed.
 struct LocalRead {
     file: tokio::fs::File,
+    stall_timeout: Duration,
     name: String,
     expected_len: Option<u64>,
     delivered: u64,
@@ -1041,10 +1102,23 @@ impl LocalRead {
     async fn read(&mut self) -> io::Result<Option<Bytes>> {
         let mut chunk = BytesMut::with_capacity(LOCAL_CHUNK);
         while chunk.len() < LOCAL_CHUNK {
-            match self.file.read_buf(&mut chunk).await {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", self.name))),
+            let read = tokio::time::timeout(self.stall_timeout, self.file.read_buf(&mut chunk));
+            match read.await {
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{}: stalled: nothing read for {}",
+                            self.name,
+                            humantime::format_duration(self.stall_timeout)
+                        ),
+                    ));
+                }
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(io::Error::new(e.kind(), format!("{}: {e}", self.name)));
+                }
             }
         }
         let after = self.delivered + chunk.len() as u64;

@@ -375,6 +375,25 @@ async fn a_local_directory_is_an_upstream_too() {
 
 const ZETA: &str = "core/os/x86_64/zeta-1.0-1-x86_64.pkg.tar.zst";
 
+/// A FIFO where a local upstream should have a package fails the sync, naming the file,
+/// instead of hanging it (issue 12, defect 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_in_a_local_upstream_fails_the_sync_naming_it() {
+    let mirror = standard_mirror();
+    let e = env(mirror.root().to_str().unwrap());
+    let first = published(&e).await.root;
+    change_standard_mirror(&mirror);
+    let zeta = mirror.root().join(ZETA);
+    std::fs::remove_file(&zeta).unwrap();
+    let fifo = crate::upstream::Fifo::make(zeta);
+    let problems = tokio::time::timeout(Duration::from_secs(60), failed(&e))
+        .await
+        .expect("the sync ends");
+    assert_problem(&problems, &[ZETA, "a FIFO", "not a regular file"]);
+    assert_eq!(current(&e).unwrap().root, first);
+    drop(fifo);
+}
+
 /// Publishes the first state, changes the mirror, and arms `fault` on the new package.
 async fn faulty(fault: Fault) -> (Mirror, TestUpstream, Env, Cid) {
     let mirror = standard_mirror();

@@ -723,3 +723,75 @@ async fn local_symlinks_out_of_the_root_are_refused() {
     );
     assert!(up.symlink_target("extra/sub/file").await.is_err());
 }
+
+/// Makes a FIFO at `path`; dropping it opens the FIFO for writing, so that a reader stuck in
+/// `open` (the bug this guards against) is let go and the test fails instead of hanging.
+pub struct Fifo(std::path::PathBuf);
+
+impl Fifo {
+    pub fn make(path: std::path::PathBuf) -> Fifo {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+        Fifo(path)
+    }
+}
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.0);
+    }
+}
+
+/// Only regular files are read from a local upstream: a FIFO (whose open waits for a writer
+/// forever), a socket or a directory where a file should be is refused at once, naming it
+/// (issue 12, defect 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_fifos_sockets_and_directories_are_refused_naming_the_file() {
+    let (dir, _pkg) = mirror(10);
+    let repo = dir.path().join("core/os/x86_64");
+    let _fifo = Fifo::make(repo.join("fifo-1-1-x86_64.pkg.tar.zst"));
+    let _socket =
+        std::os::unix::net::UnixListener::bind(repo.join("socket-1-1-x86_64.pkg.tar.zst"))
+            .expect("bind a unix socket");
+    std::fs::create_dir(repo.join("dir-1-1-x86_64.pkg.tar.zst")).expect("mkdir");
+    // Through a link too.
+    std::os::unix::fs::symlink("fifo-1-1-x86_64.pkg.tar.zst", repo.join("link.db"))
+        .expect("symlink");
+    let up = Upstream::parse(dir.path().to_str().expect("utf-8"), opts()).expect("local");
+    for (file, what) in [
+        ("fifo-1-1-x86_64.pkg.tar.zst", "a FIFO"),
+        ("socket-1-1-x86_64.pkg.tar.zst", "a socket"),
+        ("dir-1-1-x86_64.pkg.tar.zst", "a directory"),
+        ("link.db", "a FIFO"),
+    ] {
+        let rel = format!("core/os/x86_64/{file}");
+        let check = |err: Error| {
+            let message = err.to_string();
+            assert!(
+                message.contains(&rel)
+                    && message.contains(what)
+                    && message.contains("not a regular file"),
+                "{rel}: {message}"
+            );
+        };
+        check(bounded("get", up.get(&rel, 100)).await.unwrap_err());
+        check(
+            bounded("download", up.download(&rel, Some(10)))
+                .await
+                .unwrap_err(),
+        );
+        assert!(!bounded("exists", up.exists(&rel)).await.expect("exists"));
+    }
+    // The regular file next to them is fine.
+    assert!(
+        bounded("get", up.get(PKG, 100))
+            .await
+            .expect("get")
+            .is_some()
+    );
+}

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cidmirror_ingest::keys::PublisherKey;
 use cidmirror_ingest::publish::open_state;
 use cidmirror_schema::publisher::{snapshots, syncs};
+use cidmirror_schema::text::printable;
 
 use crate::Context;
 
@@ -23,15 +24,15 @@ fn when(t: i64) -> String {
 }
 
 /// A follower's status, from the `status.json` the running `serve --follow` writes every
-/// two seconds.
+/// two seconds. Its strings come from other machines: they are shown escaped.
 fn follower(path: &std::path::Path) -> anyhow::Result<()> {
     let text = std::fs::read(path)?;
     let r: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let s = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => printable(s).into_owned(),
         serde_json::Value::Null => "-".into(),
-        o => o.to_string(),
+        o => printable(&o.to_string()).into_owned(),
     };
     println!("following      {}", s(&r["publisher"]));
     match r["current"].as_array() {
@@ -120,8 +121,14 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         Some(s) => {
             println!("current        snapshot {} {}", s.seq, s.root);
             println!("published      {}", when(s.published_at.0));
-            println!("upstream       {} (state {})", s.upstream, s.state);
-            println!("profile        {}", s.profile);
+            // The state is the upstream's `lastupdate`: shown escaped, like every string
+            // that an upstream wrote.
+            println!(
+                "upstream       {} (state {})",
+                printable(&s.upstream),
+                printable(&s.state)
+            );
+            println!("profile        {}", printable(&s.profile));
             println!(
                 "packages       {} ({} bytes new with this snapshot)",
                 s.packages, s.new_bytes
@@ -135,10 +142,10 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
                 || "did not finish (still running, or stopped)".to_string(),
                 |t| when(t.0),
             );
-            println!("last sync      {} at {end}", sy.outcome);
+            println!("last sync      {} at {end}", printable(&sy.outcome));
             if let Some(d) = &sy.detail {
                 for line in d.lines() {
-                    println!("               {line}");
+                    println!("               {}", printable(line));
                 }
             }
         }

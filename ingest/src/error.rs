@@ -72,6 +72,14 @@ pub enum Error {
         /// The stall timeout that expired.
         secs: u64,
     },
+    /// A small upstream file whose content is not what it must be (`lastupdate`).
+    #[error("{url}: {detail}")]
+    Invalid {
+        /// The URL or path.
+        url: String,
+        /// What is wrong; quoted content is escaped.
+        detail: String,
+    },
     /// A file larger than allowed for what it is.
     #[error("{url}: larger than the {limit} bytes allowed")]
     TooLarge {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use cid::Cid;
 use cidmirror_schema::publisher::{self, Imported, Snapshot, imported, settings, snapshots, syncs};
+use cidmirror_schema::text::printable;
 use cidmirror_schema::{Db, Schema, Sha256, UnixTime};
 use cidmirror_store::dir::DirEntry;
 use cidmirror_store::importer::{self, VecSink};
@@ -48,8 +49,10 @@ use crate::{Error, Result};
 const MAX_DB: u64 = 1 << 30;
 /// Largest detached signature accepted.
 const MAX_SIG: u64 = 64 << 10;
-/// Largest `lastupdate` file accepted.
-const MAX_LASTUPDATE: u64 = 4096;
+/// Largest `lastupdate` file accepted (a Unix time and a newline take 11 bytes).
+const MAX_LASTUPDATE: u64 = 64;
+/// Attempts at the data directory's lock, 10 ms apart, before another publisher is assumed.
+const LOCK_TRIES: u32 = 20;
 /// How often a sync starts over because the upstream changed under it, before giving up.
 const MAX_RESTARTS: usize = 3;
 /// Pin of files a sync fetched or reuses, until it has published.
@@ -319,16 +322,17 @@ impl Publisher {
             let wait = match &outcome {
                 Ok(Outcome::Failed { problems }) => {
                     failures += 1;
+                    let shown: Vec<_> = problems.iter().map(|p| printable(p)).collect();
                     tracing::warn!(
                         "sync failed ({} problems):\n{}",
                         problems.len(),
-                        problems.join("\n")
+                        shown.join("\n")
                     );
                     backoff(failures, self.opts.interval)
                 }
                 Err(e) => {
                     failures += 1;
-                    tracing::warn!("sync failed: {e}");
+                    tracing::warn!("sync failed: {}", printable(&e.to_string()));
                     backoff(failures, self.opts.interval)
                 }
                 Ok(o) => {
@@ -346,13 +350,19 @@ impl Publisher {
         }
     }
 
+    /// The upstream's `lastupdate`, if it has one: the decimal Unix time Arch's mirror
+    /// scripts write (`date +%s`). It goes into the signed manifest and onto terminals, so
+    /// anything else is refused, naming the file.
     async fn read_lastupdate(&self) -> Result<Option<String>> {
-        Ok(self
-            .upstream
-            .get("lastupdate", MAX_LASTUPDATE)
-            .await?
-            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-            .filter(|s| !s.is_empty()))
+        let Some(bytes) = self.upstream.get("lastupdate", MAX_LASTUPDATE).await? else {
+            return Ok(None);
+        };
+        parse_lastupdate(&bytes)
+            .map(|t| Some(t.to_string()))
+            .map_err(|detail| Error::Invalid {
+                url: format!("{}lastupdate", self.upstream.url()),
+                detail,
+            })
     }
 
     /// The state recorded for a snapshot: the upstream state and the followed repositories.
@@ -1244,6 +1254,32 @@ fn pin_reason(s: &str) -> PinReason {
         // Unreachable for the constants above; keep a valid reason rather than panic.
         Err(_) => PinReason::default_reason(),
     }
+}
+
+/// A `lastupdate` file: decimal digits (at most 19: any u64 time) and at most one trailing
+/// newline; no sign, no spaces.
+fn parse_lastupdate(bytes: &[u8]) -> std::result::Result<u64, String> {
+    let digits = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let valid = !digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit);
+    let shown = || {
+        let head = &bytes[..bytes.len().min(40)];
+        let more = if bytes.len() > head.len() { "..." } else { "" };
+        format!(
+            "\"{}\"{more}",
+            cidmirror_schema::text::printable_bytes(head)
+        )
+    };
+    if !valid {
+        return Err(format!(
+            "not a Unix time (decimal digits and a newline, as `date +%s` writes): {} ({} bytes)",
+            shown(),
+            bytes.len()
+        ));
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| format!("not a Unix time: {}", shown()))
 }
 
 /// The state of an upstream without `lastupdate`: the hash of its databases.

@@ -296,3 +296,59 @@ fn sigkill_during_a_sync_then_the_rerun_publishes_the_same_root() {
         "kills that landed inside a sync, in {attempts} attempts (last estimate {estimate:?})"
     );
 }
+
+/// Text an upstream wrote reaches the terminal escaped: a database entry whose %VERSION%
+/// carries terminal escape sequences is reported by `mirror` and shown by `status` with
+/// `\u{1b}` in place of the escape byte, never the byte itself (issue 12, defect 3).
+#[test]
+fn upstream_text_reaches_the_terminal_escaped() {
+    let t = TestDir::new();
+    let m = standard_mirror();
+    let d = t.data("data");
+    let dir = m.repo_dir("core", "x86_64");
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        if name.starts_with("core.") {
+            std::fs::remove_file(&f).unwrap();
+        }
+    }
+    t.write(
+        "db/evil-1-1/desc",
+        b"%FILENAME%\nevil-1-1-x86_64.pkg.tar.zst\n\n%NAME%\nevil\n\n\
+          %VERSION%\n1\x1b]0;owned\x07\x1b[2J-1\n\n%CSIZE%\n10\n\n%SHA256SUM%\n\
+          0000000000000000000000000000000000000000000000000000000000000000\n\n",
+    );
+    let db = dir.join("core.db.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&db)
+        .arg("-C")
+        .arg(t.path("db"))
+        .arg("evil-1-1")
+        .status()
+        .expect("running tar");
+    assert!(tar.success());
+    std::os::unix::fs::symlink("core.db.tar.gz", dir.join("core.db")).unwrap();
+
+    let o = d.run(&mirror_args(m.root().to_str().unwrap(), &["--once"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let shown = "1\\u{1b}]0;owned\\u{7}\\u{1b}[2J-1";
+    let err = stderr(&o);
+    assert!(err.contains("evil-1-1") && err.contains(shown), "{err}");
+    assert!(
+        !o.stderr.iter().any(|b| [0x1b, 0x07].contains(b)),
+        "raw control bytes on stderr: {err:?}"
+    );
+    let s = d.run(&["status"]);
+    assert_ok(&s, "status");
+    let out = stdout(&s);
+    assert!(
+        out.contains("last sync      failed") && out.contains(shown),
+        "{out}"
+    );
+    assert!(
+        !s.stdout.iter().any(|b| [0x1b, 0x07].contains(b)),
+        "raw control bytes from status: {out:?}"
+    );
+}

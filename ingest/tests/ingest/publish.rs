@@ -1090,3 +1090,66 @@ async fn a_wrong_csize_is_refused_for_a_file_already_in_the_store() {
         assert!(current(&fresh).is_none());
     }
 }
+
+/// `lastupdate` goes into the signed manifest and onto terminals: only the decimal Unix time
+/// Arch writes is taken; anything else (escape sequences, NUL, invalid UTF-8, signs, spaces,
+/// more than one line, too long) fails the sync, naming the file, with its content quoted
+/// escaped (issue 12, defect 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lastupdate_that_is_not_a_unix_time_is_refused_naming_the_file() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    let first = published(&e).await.root;
+    change_standard_mirror(&mirror);
+    let path = mirror.root().join("lastupdate");
+    let long = [b'1'; 64];
+    let longer = [b'1'; 65];
+    for bad in [
+        &b"\x1b[2J\x1b]0;owned\x07\n"[..],
+        b"1700000000\0",
+        b"17000\xff\xfe\n",
+        b"",
+        b"\n",
+        b"-1\n",
+        b"+1700000000\n",
+        b" 1700000000\n",
+        b"1700000000 \n",
+        b"1700000000\r\n",
+        b"1700000000\n\n",
+        b"1700000000\n1700000001\n",
+        b"1e9\n",
+        b"99999999999999999999\n",
+        &long,
+        &longer,
+    ] {
+        std::fs::write(&path, bad).unwrap();
+        let err = e.publisher.sync_once().await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("{}lastupdate", up.url)),
+            "{bad:?}: {message}"
+        );
+        assert!(
+            !message.chars().any(char::is_control),
+            "{bad:?}: quoted escaped: {message:?}"
+        );
+        assert_eq!(
+            current(&e).unwrap().root,
+            first,
+            "{bad:?}: nothing published"
+        );
+    }
+    // What Arch writes, with its newline or without.
+    for (good, seq) in [(&b"1700003600"[..], 2), (b"1700003601\n", 3)] {
+        std::fs::write(&path, good).unwrap();
+        let p = published(&e).await;
+        assert_eq!(p.seq, seq);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&cat(&e.store, &p.root, "manifest.json").await).unwrap();
+        assert_eq!(
+            manifest["lastupdate"],
+            std::str::from_utf8(good).unwrap().trim_end()
+        );
+    }
+}

@@ -63,8 +63,10 @@ const SESSION_PIN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 const LEFT_UPSTREAM_PIN: &str = "left-upstream";
 /// Setting: the last snapshot whose retention step has run.
 const RETAINED_THROUGH: &str = "retained_through";
-/// Imports recorded per transaction while packages arrive.
+/// Imports recorded per transaction while packages arrive...
 const IMPORT_BATCH: usize = 128;
+/// ...or sooner, once the oldest unrecorded one has waited this long.
+const IMPORT_RECORD_DELAY: Duration = Duration::from_secs(1);
 /// Upstream states derived from databases (no `lastupdate`) start with this.
 const DERIVED: &str = "sha256:";
 
@@ -756,7 +758,9 @@ impl Publisher {
         self.progress.planned(fetch.len() as u64, total);
         self.progress.phase("fetching packages");
 
-        // Fetch and verify, recording imports in batches as they arrive.
+        // Fetch and verify, recording imports in batches as they arrive (a crash loses at
+        // most the last second of records, and the files behind them are still found in
+        // the store: see `fetch_package`).
         let mut results = futures::stream::iter(
             fetch
                 .iter()
@@ -765,11 +769,17 @@ impl Publisher {
         .buffer_unordered(self.opts.concurrency);
         let mut stats = FetchStats::default();
         let mut batch: Vec<Imported> = Vec::new();
+        let mut oldest = Instant::now();
         while let Some((sha, res)) = results.next().await {
             match res {
-                Ok(f) => {
-                    stats.files += 1;
-                    stats.bytes += f.size;
+                Ok((f, how)) => {
+                    if how == Arrived::Downloaded {
+                        stats.files += 1;
+                        stats.bytes += f.size;
+                    }
+                    if batch.is_empty() {
+                        oldest = Instant::now();
+                    }
                     batch.push(Imported {
                         sha256: f.sha256,
                         cid: f.cid,
@@ -780,7 +790,9 @@ impl Publisher {
                 }
                 Err(p) => problems.push(p),
             }
-            if batch.len() >= IMPORT_BATCH {
+            if batch.len() >= IMPORT_BATCH
+                || (!batch.is_empty() && oldest.elapsed() >= IMPORT_RECORD_DELAY)
+            {
                 self.record_imports(&mut batch)?;
             }
         }
@@ -916,14 +928,53 @@ impl Publisher {
         Ok(())
     }
 
+    /// Brings one package into the store: from the store's own copy when it has one that
+    /// verifies (a file imported by a sync that died before recording it), otherwise
+    /// downloaded and verified on the way in.
     async fn fetch_package(
         &self,
         r: &RepoFetch,
         p: &Package,
-    ) -> std::result::Result<FileRef, String> {
+    ) -> std::result::Result<(FileRef, Arrived), String> {
         let (repo, arch) = (r.repo.as_str(), r.arch.as_str());
         let rel = format!("{repo}/os/{arch}/{}", p.filename);
         let name = format!("{}: {}", r.label(), p.filename);
+        let expect = Some(Expected {
+            size: p.csize,
+            sha256: p.sha256,
+        });
+        let local = match self.store.local_file(&p.sha256).await {
+            Ok(local) => local,
+            Err(e) => {
+                tracing::warn!("{}: looking for a stored copy: {e}", printable(&name));
+                None
+            }
+        };
+        if let Some(path) = local {
+            // Read and hashed again: a copy that does not verify is fetched instead.
+            match self
+                .store
+                .put_file(FileSource::Path(path), self.session_put(expect))
+                .await
+            {
+                Ok(f) => {
+                    self.progress.transferred(f.size);
+                    self.progress.file_done(&name, true);
+                    let file = FileRef {
+                        size: f.size,
+                        sha256: f.sha256,
+                        cid: f.cid,
+                        tsize: f.tsize,
+                    };
+                    return Ok((file, Arrived::FromStore));
+                }
+                Err(e) => tracing::warn!(
+                    "{}: the stored copy does not verify ({}); fetching it again",
+                    printable(&name),
+                    printable(&e.to_string())
+                ),
+            }
+        }
         let res: Result<FileRef> = async {
             let dl = self
                 .upstream
@@ -943,10 +994,7 @@ impl Publisher {
                 .store
                 .put_file(
                     FileSource::Chunks(Box::pin(stream)),
-                    self.session_put(Some(Expected {
-                        size: p.csize,
-                        sha256: p.sha256,
-                    })),
+                    self.session_put(expect),
                 )
                 .await?;
             Ok(FileRef {
@@ -958,7 +1006,8 @@ impl Publisher {
         }
         .await;
         self.progress.file_done(&name, res.is_ok());
-        res.map_err(|e| format!("{name}: {e}"))
+        res.map(|f| (f, Arrived::Downloaded))
+            .map_err(|e| format!("{name}: {e}"))
     }
 
     /// The package's detached signature, if upstream has one. It must agree with the
@@ -1150,6 +1199,15 @@ impl Publisher {
         })?;
         Ok(())
     }
+}
+
+/// Where a package's bytes came from in this sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrived {
+    /// From the upstream.
+    Downloaded,
+    /// From the store's own copy, imported by an earlier sync that did not record it.
+    FromStore,
 }
 
 /// A package signature: the one already published, or what upstream answered now.

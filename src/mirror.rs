@@ -300,11 +300,18 @@ fn report(outcome: &Outcome) -> ExitCode {
                 p.changed,
                 p.new_block_bytes
             );
+            // It is current all the same: exit 0, and say what failed after the switch.
+            for w in &p.warnings {
+                eprintln!("warning: {}", printable(w));
+            }
             ExitCode::SUCCESS
         }
         Outcome::Unchanged { seq, state } => {
             match seq {
-                Some(s) => println!("nothing new: upstream state {state} is snapshot {s}"),
+                Some(s) => println!(
+                    "nothing new: upstream state {} is snapshot {s}",
+                    printable(state)
+                ),
                 None => println!("stopped"),
             }
             ExitCode::from(EXIT_UNCHANGED)

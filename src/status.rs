@@ -95,6 +95,22 @@ fn follower(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a `mirror` runs on this data directory now: it holds `publisher.lock` for its
+/// whole life. Probed by taking the lock shared for an instant (a mirror starting just then
+/// waits that instant out); `None` when the probe itself fails.
+fn mirror_running(data_dir: &std::path::Path) -> Option<bool> {
+    let file = match std::fs::File::open(data_dir.join("publisher.lock")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Some(false),
+        Err(std::fs::TryLockError::WouldBlock) => Some(true),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
 pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     let follow_status = ctx.data_dir.join("follow").join("status.json");
     if follow_status.exists() {
@@ -138,11 +154,23 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     match db.read(|c| syncs::recent(c, 1))?.first() {
         None => println!("last sync      never"),
         Some(sy) => {
-            let end = sy.finished_at.map_or_else(
-                || "did not finish (still running, or stopped)".to_string(),
-                |t| when(t.0),
-            );
-            println!("last sync      {} at {end}", printable(&sy.outcome));
+            match sy.finished_at {
+                Some(t) => println!("last sync      {} at {}", printable(&sy.outcome), when(t.0)),
+                None => match mirror_running(&ctx.data_dir) {
+                    Some(true) => {
+                        println!("last sync      running, started {}", when(sy.started_at.0));
+                    }
+                    Some(false) => println!(
+                        "last sync      stopped before it finished (started {}; no mirror is \
+                         running now: it was killed or could not record its end)",
+                        when(sy.started_at.0)
+                    ),
+                    None => println!(
+                        "last sync      did not finish (started {}; still running, or stopped)",
+                        when(sy.started_at.0)
+                    ),
+                },
+            }
             if let Some(d) = &sy.detail {
                 for line in d.lines() {
                     println!("               {}", printable(line));

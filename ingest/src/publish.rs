@@ -123,6 +123,11 @@ pub struct Published {
     pub new_block_bytes: u64,
     /// Lines of `changes.jsonl`.
     pub changed: u64,
+    /// The one-line summary `status` shows.
+    pub detail: String,
+    /// What failed after the snapshot became current (it stays current): retention, or
+    /// recording these warnings. Retried by the next sync.
+    pub warnings: Vec<String>,
 }
 
 /// A publisher: one upstream, one profile, one store, one data directory.
@@ -165,6 +170,12 @@ struct NamedBytes {
     alias: Option<String>,
 }
 
+/// The row of `syncs` a sync records itself in, and when it started.
+struct SyncRecord {
+    id: i64,
+    started: Instant,
+}
+
 /// Counts of what a sync fetched and wrote.
 #[derive(Debug, Clone, Copy, Default)]
 struct FetchStats {
@@ -200,7 +211,19 @@ impl Publisher {
                 path: lock_path.clone(),
                 source,
             })?;
-        match lock.try_lock() {
+        // `status` takes the lock shared for an instant to see whether a mirror runs: a
+        // few short tries keep such a probe from refusing this publisher.
+        let mut tries = 0;
+        let locked = loop {
+            match lock.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) if tries < LOCK_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(Error::Config(format!(
@@ -257,31 +280,45 @@ impl Publisher {
         Ok(self.db.read(snapshots::current)?)
     }
 
-    /// Syncs once, recording the attempt for `status`.
+    /// Syncs once, recording the attempt for `status`. A published snapshot is recorded as
+    /// published by the transaction that makes it current, so that nothing failing after
+    /// the switch (retention, a full disk) can make the record or the result say otherwise:
+    /// such failures come back as [`Published::warnings`].
     pub async fn sync_once(&self) -> Result<Outcome> {
         let url = self.upstream.url();
-        let id = self
-            .db
-            .write(|tx| syncs::start(tx, &url, UnixTime::now()))?;
-        let started = Instant::now();
-        let res = self.sync_inner().await;
-        let took = started.elapsed();
-        let (outcome, state, detail, seq) = match &res {
-            Ok((Outcome::Published(p), state)) => (
-                "published",
-                Some(state.clone()),
-                format!(
-                    "snapshot {} {}: {} packages, {} files ({} bytes) fetched, {} changes, in {:.1} s",
-                    p.seq,
-                    p.root,
-                    p.packages,
-                    p.fetched_files,
-                    p.fetched_bytes,
-                    p.changed,
-                    took.as_secs_f64()
-                ),
-                Some(p.seq),
-            ),
+        let record = SyncRecord {
+            id: self
+                .db
+                .write(|tx| syncs::start(tx, &url, UnixTime::now()))?,
+            started: Instant::now(),
+        };
+        let mut res = self.sync_inner(&record).await;
+        let (outcome, state, detail, seq) = match &mut res {
+            Ok((Outcome::Published(p), state)) => {
+                self.published.send_replace(Some(p.clone()));
+                if p.warnings.is_empty() {
+                    return res.map(|(o, _)| o);
+                }
+                // Already recorded as published: only the warnings are added.
+                let detail = format!("{}\nwarning: {}", p.detail, p.warnings.join("\nwarning: "));
+                let noted = self.db.write(|tx| {
+                    syncs::finish(
+                        tx,
+                        record.id,
+                        "published",
+                        Some(state),
+                        Some(&detail),
+                        Some(p.seq),
+                        UnixTime::now(),
+                    )
+                });
+                if let Err(e) = noted {
+                    let w = format!("recording these warnings for `status`: {e}");
+                    tracing::warn!("snapshot {}: {w}", p.seq);
+                    p.warnings.push(w);
+                }
+                return res.map(|(o, _)| o);
+            }
             Ok((Outcome::Unchanged { seq, .. }, state)) => (
                 "unchanged",
                 Some(state.clone()),
@@ -293,19 +330,21 @@ impl Publisher {
             }
             Err(e) => ("failed", None, e.to_string(), None),
         };
-        self.db.write(|tx| {
+        let recorded = self.db.write(|tx| {
             syncs::finish(
                 tx,
-                id,
+                record.id,
                 outcome,
                 state.as_deref(),
                 Some(&detail),
                 seq,
                 UnixTime::now(),
             )
-        })?;
-        if let Ok((Outcome::Published(p), _)) = &res {
-            self.published.send_replace(Some(p.clone()));
+        });
+        // The outcome stands whether or not it could be recorded (`status` then tells a
+        // sync that did not record its end from one still running).
+        if let Err(e) = recorded {
+            tracing::warn!("recording the sync's outcome ({outcome}) for `status`: {e}");
         }
         res.map(|(o, _)| o)
     }
@@ -341,6 +380,9 @@ impl Publisher {
                     failures = 0;
                     if let Outcome::Published(p) = o {
                         tracing::info!("published snapshot {} {}", p.seq, p.root);
+                        for w in &p.warnings {
+                            tracing::warn!("{}", printable(w));
+                        }
                     }
                     self.opts.interval
                 }
@@ -389,7 +431,7 @@ impl Publisher {
     }
 
     /// The sync proper; also returns the upstream state it saw.
-    async fn sync_inner(&self) -> Result<(Outcome, String)> {
+    async fn sync_inner(&self, record: &SyncRecord) -> Result<(Outcome, String)> {
         self.catch_up_retention().await?;
         let mut last_state = String::new();
         for _ in 0..MAX_RESTARTS {
@@ -479,7 +521,16 @@ impl Publisher {
                 Err(problems) => return Ok((Outcome::Failed { problems }, state)),
             };
             let published = self
-                .publish(&repos, &lastupdate, &state, items, sidecar, current, stats)
+                .publish(
+                    &repos,
+                    &lastupdate,
+                    &state,
+                    items,
+                    sidecar,
+                    current,
+                    stats,
+                    record,
+                )
                 .await?;
             return Ok((Outcome::Published(published), last_state));
         }
@@ -1044,6 +1095,7 @@ impl Publisher {
         sidecar: VecSink,
         current: Option<Snapshot>,
         mut stats: FetchStats,
+        record: &SyncRecord,
     ) -> Result<Published> {
         self.progress.phase("building the snapshot");
         items.sort_by(|a, b| (&a.repo, &a.arch, &a.filename).cmp(&(&b.repo, &b.arch, &b.filename)));
@@ -1111,16 +1163,7 @@ impl Publisher {
             new_bytes: stats.new_block_bytes + stats.bytes,
         };
         let entries: Vec<publisher::Entry> = items.iter().flat_map(Item::to_entries).collect();
-        self.db
-            .write(|tx| snapshots::publish(tx, &snap, &entries))?;
-        self.progress.phase("published");
-
-        // Retention, after the switch: failures here do not undo the publish, and the
-        // next sync catches up on them.
-        if let Err(e) = self.retain(seq).await {
-            tracing::warn!("retention after snapshot {seq}: {e} (retried at the next sync)");
-        }
-        Ok(Published {
+        let mut published = Published {
             seq,
             root,
             packages,
@@ -1128,7 +1171,41 @@ impl Publisher {
             fetched_bytes: stats.bytes,
             new_block_bytes: stats.new_block_bytes,
             changed: listing.changed,
-        })
+            detail: String::new(),
+            warnings: Vec::new(),
+        };
+        published.detail = format!(
+            "snapshot {seq} {root}: {packages} packages, {} files ({} bytes) fetched, {} changes, \
+             in {:.1} s",
+            published.fetched_files,
+            published.fetched_bytes,
+            published.changed,
+            record.started.elapsed().as_secs_f64()
+        );
+        // The switch and the record that says so, in one transaction (the record first).
+        self.db.write(|tx| -> Result<(), cidmirror_schema::Error> {
+            syncs::finish(
+                tx,
+                record.id,
+                "published",
+                Some(state),
+                Some(&published.detail),
+                Some(seq),
+                UnixTime::now(),
+            )?;
+            snapshots::publish(tx, &snap, &entries)
+        })?;
+        self.progress.phase("published");
+
+        // Retention, after the switch: failures here do not undo the publish, and the
+        // next sync catches up on them.
+        if let Err(e) = self.retain(seq).await {
+            let w =
+                format!("retention after snapshot {seq} failed (retried at the next sync): {e}");
+            tracing::warn!("{w}");
+            published.warnings.push(w);
+        }
+        Ok(published)
     }
 
     /// Runs the retention step of every published snapshot that has not had it (a crash

@@ -158,7 +158,7 @@ fn verify_reports_a_damaged_kept_file() {
 
 /// A mirror killed in the middle of a sync: the rerun downloads only the packages it had not
 /// stored yet; the others are read back from the store and verified again (issue 12, defect
-/// 7).
+/// 7). Meanwhile `status` tells a sync that runs from one whose process is gone (defect 6).
 #[test]
 fn a_mirror_rerun_after_sigkill_fetches_only_what_it_had_not_stored() {
     use crate::mirror::{fixture, runtime, server};
@@ -216,10 +216,21 @@ fn a_mirror_rerun_after_sigkill_fetches_only_what_it_had_not_stored() {
         assert!(child.try_wait().unwrap().is_none(), "mirror ended early");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let status = d.ok_text(&["status"]);
+    assert!(
+        status.contains("last sync      running, started"),
+        "{status}"
+    );
     let _ = child.kill(); // SIGKILL
     assert!(
         wait_timeout(&mut child, TIMEOUT).is_some(),
         "mirror did not die"
+    );
+    let status = d.ok_text(&["status"]);
+    assert!(
+        status.contains("last sync      stopped before it finished")
+            && status.contains("no mirror is running now"),
+        "{status}"
     );
     d.assert_verify(false);
 

@@ -352,3 +352,70 @@ fn upstream_text_reaches_the_terminal_escaped() {
         "raw control bytes from status: {out:?}"
     );
 }
+
+/// A snapshot that became current is reported as published whatever fails after the switch
+/// (issue 12, defect 6). The disk filling up just then is played by SQLite triggers that
+/// refuse every write to the publisher's sync records and settings once a snapshot row
+/// exists: the switch's own transaction writes the sync's outcome before the snapshot, and
+/// everything after it (retention, the final note) fails as on a full disk. Triggers rather
+/// than a small tmpfs: they need no mount privileges and hit the same write every run.
+#[test]
+fn a_failure_after_the_switch_leaves_the_publish_reported_as_published() {
+    let t = TestDir::new();
+    let m = standard_mirror();
+    let d = t.data("data");
+    let up = m.root().to_str().unwrap();
+    // A first sync, of a repository upstream lacks, creates the publisher's database.
+    let o = d.run(&[
+        "mirror",
+        "--upstream",
+        up,
+        "--repo",
+        "nosuch",
+        "--once",
+        "--no-progress",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let db = rusqlite::Connection::open(d.dir.join("publisher.sqlite")).unwrap();
+    let full = "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;";
+    db.execute_batch(&format!(
+        "CREATE TRIGGER full_syncs BEFORE UPDATE ON syncs
+             WHEN EXISTS (SELECT 1 FROM snapshots) {full}
+         CREATE TRIGGER full_settings_insert BEFORE INSERT ON settings
+             WHEN EXISTS (SELECT 1 FROM snapshots) {full}
+         CREATE TRIGGER full_settings_update BEFORE UPDATE ON settings
+             WHEN EXISTS (SELECT 1 FROM snapshots) {full}"
+    ))
+    .unwrap();
+    drop(db);
+
+    let o = d.run(&mirror_args(up, &["--once"]));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "published, so exit 0: {err}");
+    let root = published_root(&stdout(&o));
+    assert!(
+        err.contains("warning: retention after snapshot 1 failed")
+            && err.contains("database or disk is full"),
+        "the failed step is named: {err}"
+    );
+    let status = d.ok_text(&["status"]);
+    assert!(status.contains(&format!("snapshot 1 {root}")), "{status}");
+    assert!(status.contains("last sync      published at"), "{status}");
+    assert!(!status.contains("finish"), "{status}");
+
+    // Space again: the next sync catches retention up and finds nothing new.
+    let db = rusqlite::Connection::open(d.dir.join("publisher.sqlite")).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER full_syncs; DROP TRIGGER full_settings_insert;
+         DROP TRIGGER full_settings_update;",
+    )
+    .unwrap();
+    drop(db);
+    let o = d.run(&mirror_args(up, &["--once"]));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        d.ok_text(&["status"])
+            .contains("last sync      unchanged at")
+    );
+    d.assert_verify(true);
+}

@@ -133,7 +133,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote what came from outside (upstream files, peers): one escaped line.
+            eprintln!(
+                "error: {}",
+                cidmirror_schema::text::printable(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cidmirror_ingest::config::{MirrorConfig, MirrorOptions};
 use cidmirror_ingest::publish::{Outcome, Published, Publisher, SyncProgress};
+use cidmirror_schema::text::printable;
 use cidmirror_store::Store;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
@@ -299,11 +300,18 @@ fn report(outcome: &Outcome) -> ExitCode {
                 p.changed,
                 p.new_block_bytes
             );
+            // It is current all the same: exit 0, and say what failed after the switch.
+            for w in &p.warnings {
+                eprintln!("warning: {}", printable(w));
+            }
             ExitCode::SUCCESS
         }
         Outcome::Unchanged { seq, state } => {
             match seq {
-                Some(s) => println!("nothing new: upstream state {state} is snapshot {s}"),
+                Some(s) => println!(
+                    "nothing new: upstream state {} is snapshot {s}",
+                    printable(state)
+                ),
                 None => println!("stopped"),
             }
             ExitCode::from(EXIT_UNCHANGED)
@@ -314,8 +322,11 @@ fn report(outcome: &Outcome) -> ExitCode {
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" }
             );
+            // Problems quote the upstream (names, versions, archive members): escaped.
             for p in problems {
-                eprintln!("  {p}");
+                for line in p.lines() {
+                    eprintln!("  {}", printable(line));
+                }
             }
             ExitCode::FAILURE
         }
@@ -336,7 +347,7 @@ impl SyncProgress for LogProgress {
         if ok {
             tracing::debug!("fetched {name}");
         } else {
-            tracing::warn!("failed {name}");
+            tracing::warn!("failed {}", printable(name));
         }
     }
 }
@@ -395,7 +406,8 @@ impl SyncProgress for BarProgress {
     fn file_done(&self, name: &str, ok: bool) {
         self.files.inc(1);
         if !ok {
-            self.multi.suspend(|| eprintln!("failed: {name}"));
+            self.multi
+                .suspend(|| eprintln!("failed: {}", printable(name)));
         }
     }
 }

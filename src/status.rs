@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cidmirror_ingest::keys::PublisherKey;
 use cidmirror_ingest::publish::open_state;
 use cidmirror_schema::publisher::{snapshots, syncs};
+use cidmirror_schema::text::printable;
 
 use crate::Context;
 
@@ -23,15 +24,15 @@ fn when(t: i64) -> String {
 }
 
 /// A follower's status, from the `status.json` the running `serve --follow` writes every
-/// two seconds.
+/// two seconds. Its strings come from other machines: they are shown escaped.
 fn follower(path: &std::path::Path) -> anyhow::Result<()> {
     let text = std::fs::read(path)?;
     let r: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let s = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => printable(s).into_owned(),
         serde_json::Value::Null => "-".into(),
-        o => o.to_string(),
+        o => printable(&o.to_string()).into_owned(),
     };
     println!("following      {}", s(&r["publisher"]));
     match r["current"].as_array() {
@@ -94,6 +95,22 @@ fn follower(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a `mirror` runs on this data directory now: it holds `publisher.lock` for its
+/// whole life. Probed by taking the lock shared for an instant (a mirror starting just then
+/// waits that instant out); `None` when the probe itself fails.
+fn mirror_running(data_dir: &std::path::Path) -> Option<bool> {
+    let file = match std::fs::File::open(data_dir.join("publisher.lock")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Some(false),
+        Err(std::fs::TryLockError::WouldBlock) => Some(true),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
 pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     let follow_status = ctx.data_dir.join("follow").join("status.json");
     if follow_status.exists() {
@@ -121,8 +138,14 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
         Some(s) => {
             println!("current        snapshot {} {}", s.seq, s.root);
             println!("published      {}", when(s.published_at.0));
-            println!("upstream       {} (state {})", s.upstream, s.state);
-            println!("profile        {}", s.profile);
+            // The state is the upstream's `lastupdate`: shown escaped, like every string
+            // that an upstream wrote.
+            println!(
+                "upstream       {} (state {})",
+                printable(&s.upstream),
+                printable(&s.state)
+            );
+            println!("profile        {}", printable(&s.profile));
             println!(
                 "packages       {} ({} bytes new with this snapshot)",
                 s.packages, s.new_bytes
@@ -132,14 +155,26 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
     match db.read(|c| syncs::recent(c, 1))?.first() {
         None => println!("last sync      never"),
         Some(sy) => {
-            let end = sy.finished_at.map_or_else(
-                || "did not finish (still running, or stopped)".to_string(),
-                |t| when(t.0),
-            );
-            println!("last sync      {} at {end}", sy.outcome);
+            match sy.finished_at {
+                Some(t) => println!("last sync      {} at {}", printable(&sy.outcome), when(t.0)),
+                None => match mirror_running(&ctx.data_dir) {
+                    Some(true) => {
+                        println!("last sync      running, started {}", when(sy.started_at.0));
+                    }
+                    Some(false) => println!(
+                        "last sync      stopped before it finished (started {}; no mirror is \
+                         running now: it was killed or could not record its end)",
+                        when(sy.started_at.0)
+                    ),
+                    None => println!(
+                        "last sync      did not finish (started {}; still running, or stopped)",
+                        when(sy.started_at.0)
+                    ),
+                },
+            }
             if let Some(d) = &sy.detail {
                 for line in d.lines() {
-                    println!("               {line}");
+                    println!("               {}", printable(line));
                 }
             }
         }

@@ -53,6 +53,17 @@ pub enum Error {
         /// What happened.
         detail: String,
     },
+    /// TLS refused the server (its certificate does not verify, or no protocol in common).
+    /// Not retried: waiting does not fix a certificate.
+    #[error("{url}: TLS refused the server {host}: {detail}")]
+    Tls {
+        /// The URL.
+        url: String,
+        /// The server's host name, as the certificate had to name it.
+        host: String,
+        /// What TLS said.
+        detail: String,
+    },
     /// A transfer that sent nothing for too long.
     #[error("{url}: stalled: nothing received for {secs} s")]
     Stalled {
@@ -60,6 +71,14 @@ pub enum Error {
         url: String,
         /// The stall timeout that expired.
         secs: u64,
+    },
+    /// A small upstream file whose content is not what it must be (`lastupdate`).
+    #[error("{url}: {detail}")]
+    Invalid {
+        /// The URL or path.
+        url: String,
+        /// What is wrong; quoted content is escaped.
+        detail: String,
     },
     /// A file larger than allowed for what it is.
     #[error("{url}: larger than the {limit} bytes allowed")]

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use cid::Cid;
 use cidmirror_schema::publisher::{self, Imported, Snapshot, imported, settings, snapshots, syncs};
+use cidmirror_schema::text::printable;
 use cidmirror_schema::{Db, Schema, Sha256, UnixTime};
 use cidmirror_store::dir::DirEntry;
 use cidmirror_store::importer::{self, VecSink};
@@ -48,8 +49,10 @@ use crate::{Error, Result};
 const MAX_DB: u64 = 1 << 30;
 /// Largest detached signature accepted.
 const MAX_SIG: u64 = 64 << 10;
-/// Largest `lastupdate` file accepted.
-const MAX_LASTUPDATE: u64 = 4096;
+/// Largest `lastupdate` file accepted (a Unix time and a newline take 11 bytes).
+const MAX_LASTUPDATE: u64 = 64;
+/// Attempts at the data directory's lock, 10 ms apart, before another publisher is assumed.
+const LOCK_TRIES: u32 = 20;
 /// How often a sync starts over because the upstream changed under it, before giving up.
 const MAX_RESTARTS: usize = 3;
 /// Pin of files a sync fetched or reuses, until it has published.
@@ -60,8 +63,10 @@ const SESSION_PIN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 const LEFT_UPSTREAM_PIN: &str = "left-upstream";
 /// Setting: the last snapshot whose retention step has run.
 const RETAINED_THROUGH: &str = "retained_through";
-/// Imports recorded per transaction while packages arrive.
+/// Imports recorded per transaction while packages arrive...
 const IMPORT_BATCH: usize = 128;
+/// ...or sooner, once the oldest unrecorded one has waited this long.
+const IMPORT_RECORD_DELAY: Duration = Duration::from_secs(1);
 /// Upstream states derived from databases (no `lastupdate`) start with this.
 const DERIVED: &str = "sha256:";
 
@@ -118,6 +123,11 @@ pub struct Published {
     pub new_block_bytes: u64,
     /// Lines of `changes.jsonl`.
     pub changed: u64,
+    /// The one-line summary `status` shows.
+    pub detail: String,
+    /// What failed after the snapshot became current (it stays current): retention, or
+    /// recording these warnings. Retried by the next sync.
+    pub warnings: Vec<String>,
 }
 
 /// A publisher: one upstream, one profile, one store, one data directory.
@@ -160,6 +170,12 @@ struct NamedBytes {
     alias: Option<String>,
 }
 
+/// The row of `syncs` a sync records itself in, and when it started.
+struct SyncRecord {
+    id: i64,
+    started: Instant,
+}
+
 /// Counts of what a sync fetched and wrote.
 #[derive(Debug, Clone, Copy, Default)]
 struct FetchStats {
@@ -195,7 +211,19 @@ impl Publisher {
                 path: lock_path.clone(),
                 source,
             })?;
-        match lock.try_lock() {
+        // `status` takes the lock shared for an instant to see whether a mirror runs: a
+        // few short tries keep such a probe from refusing this publisher.
+        let mut tries = 0;
+        let locked = loop {
+            match lock.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) if tries < LOCK_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(Error::Config(format!(
@@ -252,31 +280,45 @@ impl Publisher {
         Ok(self.db.read(snapshots::current)?)
     }
 
-    /// Syncs once, recording the attempt for `status`.
+    /// Syncs once, recording the attempt for `status`. A published snapshot is recorded as
+    /// published by the transaction that makes it current, so that nothing failing after
+    /// the switch (retention, a full disk) can make the record or the result say otherwise:
+    /// such failures come back as [`Published::warnings`].
     pub async fn sync_once(&self) -> Result<Outcome> {
         let url = self.upstream.url();
-        let id = self
-            .db
-            .write(|tx| syncs::start(tx, &url, UnixTime::now()))?;
-        let started = Instant::now();
-        let res = self.sync_inner().await;
-        let took = started.elapsed();
-        let (outcome, state, detail, seq) = match &res {
-            Ok((Outcome::Published(p), state)) => (
-                "published",
-                Some(state.clone()),
-                format!(
-                    "snapshot {} {}: {} packages, {} files ({} bytes) fetched, {} changes, in {:.1} s",
-                    p.seq,
-                    p.root,
-                    p.packages,
-                    p.fetched_files,
-                    p.fetched_bytes,
-                    p.changed,
-                    took.as_secs_f64()
-                ),
-                Some(p.seq),
-            ),
+        let record = SyncRecord {
+            id: self
+                .db
+                .write(|tx| syncs::start(tx, &url, UnixTime::now()))?,
+            started: Instant::now(),
+        };
+        let mut res = self.sync_inner(&record).await;
+        let (outcome, state, detail, seq) = match &mut res {
+            Ok((Outcome::Published(p), state)) => {
+                self.published.send_replace(Some(p.clone()));
+                if p.warnings.is_empty() {
+                    return res.map(|(o, _)| o);
+                }
+                // Already recorded as published: only the warnings are added.
+                let detail = format!("{}\nwarning: {}", p.detail, p.warnings.join("\nwarning: "));
+                let noted = self.db.write(|tx| {
+                    syncs::finish(
+                        tx,
+                        record.id,
+                        "published",
+                        Some(state),
+                        Some(&detail),
+                        Some(p.seq),
+                        UnixTime::now(),
+                    )
+                });
+                if let Err(e) = noted {
+                    let w = format!("recording these warnings for `status`: {e}");
+                    tracing::warn!("snapshot {}: {w}", p.seq);
+                    p.warnings.push(w);
+                }
+                return res.map(|(o, _)| o);
+            }
             Ok((Outcome::Unchanged { seq, .. }, state)) => (
                 "unchanged",
                 Some(state.clone()),
@@ -288,19 +330,21 @@ impl Publisher {
             }
             Err(e) => ("failed", None, e.to_string(), None),
         };
-        self.db.write(|tx| {
+        let recorded = self.db.write(|tx| {
             syncs::finish(
                 tx,
-                id,
+                record.id,
                 outcome,
                 state.as_deref(),
                 Some(&detail),
                 seq,
                 UnixTime::now(),
             )
-        })?;
-        if let Ok((Outcome::Published(p), _)) = &res {
-            self.published.send_replace(Some(p.clone()));
+        });
+        // The outcome stands whether or not it could be recorded (`status` then tells a
+        // sync that did not record its end from one still running).
+        if let Err(e) = recorded {
+            tracing::warn!("recording the sync's outcome ({outcome}) for `status`: {e}");
         }
         res.map(|(o, _)| o)
     }
@@ -319,22 +363,26 @@ impl Publisher {
             let wait = match &outcome {
                 Ok(Outcome::Failed { problems }) => {
                     failures += 1;
+                    let shown: Vec<_> = problems.iter().map(|p| printable(p)).collect();
                     tracing::warn!(
                         "sync failed ({} problems):\n{}",
                         problems.len(),
-                        problems.join("\n")
+                        shown.join("\n")
                     );
                     backoff(failures, self.opts.interval)
                 }
                 Err(e) => {
                     failures += 1;
-                    tracing::warn!("sync failed: {e}");
+                    tracing::warn!("sync failed: {}", printable(&e.to_string()));
                     backoff(failures, self.opts.interval)
                 }
                 Ok(o) => {
                     failures = 0;
                     if let Outcome::Published(p) = o {
                         tracing::info!("published snapshot {} {}", p.seq, p.root);
+                        for w in &p.warnings {
+                            tracing::warn!("{}", printable(w));
+                        }
                     }
                     self.opts.interval
                 }
@@ -346,13 +394,19 @@ impl Publisher {
         }
     }
 
+    /// The upstream's `lastupdate`, if it has one: the decimal Unix time Arch's mirror
+    /// scripts write (`date +%s`). It goes into the signed manifest and onto terminals, so
+    /// anything else is refused, naming the file.
     async fn read_lastupdate(&self) -> Result<Option<String>> {
-        Ok(self
-            .upstream
-            .get("lastupdate", MAX_LASTUPDATE)
-            .await?
-            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-            .filter(|s| !s.is_empty()))
+        let Some(bytes) = self.upstream.get("lastupdate", MAX_LASTUPDATE).await? else {
+            return Ok(None);
+        };
+        parse_lastupdate(&bytes)
+            .map(|t| Some(t.to_string()))
+            .map_err(|detail| Error::Invalid {
+                url: format!("{}lastupdate", self.upstream.url()),
+                detail,
+            })
     }
 
     /// The state recorded for a snapshot: the upstream state and the followed repositories.
@@ -377,7 +431,7 @@ impl Publisher {
     }
 
     /// The sync proper; also returns the upstream state it saw.
-    async fn sync_inner(&self) -> Result<(Outcome, String)> {
+    async fn sync_inner(&self, record: &SyncRecord) -> Result<(Outcome, String)> {
         self.catch_up_retention().await?;
         let mut last_state = String::new();
         for _ in 0..MAX_RESTARTS {
@@ -467,7 +521,16 @@ impl Publisher {
                 Err(problems) => return Ok((Outcome::Failed { problems }, state)),
             };
             let published = self
-                .publish(&repos, &lastupdate, &state, items, sidecar, current, stats)
+                .publish(
+                    &repos,
+                    &lastupdate,
+                    &state,
+                    items,
+                    sidecar,
+                    current,
+                    stats,
+                    record,
+                )
                 .await?;
             return Ok((Outcome::Published(published), last_state));
         }
@@ -706,7 +769,16 @@ impl Publisher {
             .collect();
         let mut files: HashMap<Sha256, FileRef> = HashMap::new();
         let mut fetch: Vec<(&RepoFetch, &Package)> = Vec::new();
+        let mut problems = Vec::new();
         for (r, p) in wanted {
+            // The bytes with this SHA-256 have the size recorded when they were imported:
+            // an entry that says otherwise is wrong, and fetching cannot make it right.
+            if let Some(imp) = known.get(&p.sha256)
+                && imp.size != p.csize
+            {
+                problems.push(csize_mismatch(r, p, imp.size));
+                continue;
+            }
             let complete = match known.get(&p.sha256) {
                 None => false,
                 Some(imp) if !present.get(&imp.cid).copied().unwrap_or(false) => false,
@@ -737,21 +809,28 @@ impl Publisher {
         self.progress.planned(fetch.len() as u64, total);
         self.progress.phase("fetching packages");
 
-        // Fetch and verify, recording imports in batches as they arrive.
+        // Fetch and verify, recording imports in batches as they arrive (a crash loses at
+        // most the last second of records, and the files behind them are still found in
+        // the store: see `fetch_package`).
         let mut results = futures::stream::iter(
             fetch
                 .iter()
                 .map(|(r, p)| async move { (p.sha256, self.fetch_package(r, p).await) }),
         )
         .buffer_unordered(self.opts.concurrency);
-        let mut problems = Vec::new();
         let mut stats = FetchStats::default();
         let mut batch: Vec<Imported> = Vec::new();
+        let mut oldest = Instant::now();
         while let Some((sha, res)) = results.next().await {
             match res {
-                Ok(f) => {
-                    stats.files += 1;
-                    stats.bytes += f.size;
+                Ok((f, how)) => {
+                    if how == Arrived::Downloaded {
+                        stats.files += 1;
+                        stats.bytes += f.size;
+                    }
+                    if batch.is_empty() {
+                        oldest = Instant::now();
+                    }
                     batch.push(Imported {
                         sha256: f.sha256,
                         cid: f.cid,
@@ -762,7 +841,9 @@ impl Publisher {
                 }
                 Err(p) => problems.push(p),
             }
-            if batch.len() >= IMPORT_BATCH {
+            if batch.len() >= IMPORT_BATCH
+                || (!batch.is_empty() && oldest.elapsed() >= IMPORT_RECORD_DELAY)
+            {
                 self.record_imports(&mut batch)?;
             }
         }
@@ -829,6 +910,11 @@ impl Publisher {
                 let Some(file) = files.get(&p.sha256).copied() else {
                     continue; // its fetch failed: reported above
                 };
+                // Another entry with the same SHA-256 brought these bytes in.
+                if file.size != p.csize {
+                    problems.push(csize_mismatch(r, p, file.size));
+                    continue;
+                }
                 items.push(Item {
                     repo: repo.clone(),
                     arch: arch.clone(),
@@ -893,14 +979,53 @@ impl Publisher {
         Ok(())
     }
 
+    /// Brings one package into the store: from the store's own copy when it has one that
+    /// verifies (a file imported by a sync that died before recording it), otherwise
+    /// downloaded and verified on the way in.
     async fn fetch_package(
         &self,
         r: &RepoFetch,
         p: &Package,
-    ) -> std::result::Result<FileRef, String> {
+    ) -> std::result::Result<(FileRef, Arrived), String> {
         let (repo, arch) = (r.repo.as_str(), r.arch.as_str());
         let rel = format!("{repo}/os/{arch}/{}", p.filename);
         let name = format!("{}: {}", r.label(), p.filename);
+        let expect = Some(Expected {
+            size: p.csize,
+            sha256: p.sha256,
+        });
+        let local = match self.store.local_file(&p.sha256).await {
+            Ok(local) => local,
+            Err(e) => {
+                tracing::warn!("{}: looking for a stored copy: {e}", printable(&name));
+                None
+            }
+        };
+        if let Some(path) = local {
+            // Read and hashed again: a copy that does not verify is fetched instead.
+            match self
+                .store
+                .put_file(FileSource::Path(path), self.session_put(expect))
+                .await
+            {
+                Ok(f) => {
+                    self.progress.transferred(f.size);
+                    self.progress.file_done(&name, true);
+                    let file = FileRef {
+                        size: f.size,
+                        sha256: f.sha256,
+                        cid: f.cid,
+                        tsize: f.tsize,
+                    };
+                    return Ok((file, Arrived::FromStore));
+                }
+                Err(e) => tracing::warn!(
+                    "{}: the stored copy does not verify ({}); fetching it again",
+                    printable(&name),
+                    printable(&e.to_string())
+                ),
+            }
+        }
         let res: Result<FileRef> = async {
             let dl = self
                 .upstream
@@ -920,10 +1045,7 @@ impl Publisher {
                 .store
                 .put_file(
                     FileSource::Chunks(Box::pin(stream)),
-                    self.session_put(Some(Expected {
-                        size: p.csize,
-                        sha256: p.sha256,
-                    })),
+                    self.session_put(expect),
                 )
                 .await?;
             Ok(FileRef {
@@ -935,7 +1057,8 @@ impl Publisher {
         }
         .await;
         self.progress.file_done(&name, res.is_ok());
-        res.map_err(|e| format!("{name}: {e}"))
+        res.map(|f| (f, Arrived::Downloaded))
+            .map_err(|e| format!("{name}: {e}"))
     }
 
     /// The package's detached signature, if upstream has one. It must agree with the
@@ -972,6 +1095,7 @@ impl Publisher {
         sidecar: VecSink,
         current: Option<Snapshot>,
         mut stats: FetchStats,
+        record: &SyncRecord,
     ) -> Result<Published> {
         self.progress.phase("building the snapshot");
         items.sort_by(|a, b| (&a.repo, &a.arch, &a.filename).cmp(&(&b.repo, &b.arch, &b.filename)));
@@ -1039,16 +1163,7 @@ impl Publisher {
             new_bytes: stats.new_block_bytes + stats.bytes,
         };
         let entries: Vec<publisher::Entry> = items.iter().flat_map(Item::to_entries).collect();
-        self.db
-            .write(|tx| snapshots::publish(tx, &snap, &entries))?;
-        self.progress.phase("published");
-
-        // Retention, after the switch: failures here do not undo the publish, and the
-        // next sync catches up on them.
-        if let Err(e) = self.retain(seq).await {
-            tracing::warn!("retention after snapshot {seq}: {e} (retried at the next sync)");
-        }
-        Ok(Published {
+        let mut published = Published {
             seq,
             root,
             packages,
@@ -1056,7 +1171,41 @@ impl Publisher {
             fetched_bytes: stats.bytes,
             new_block_bytes: stats.new_block_bytes,
             changed: listing.changed,
-        })
+            detail: String::new(),
+            warnings: Vec::new(),
+        };
+        published.detail = format!(
+            "snapshot {seq} {root}: {packages} packages, {} files ({} bytes) fetched, {} changes, \
+             in {:.1} s",
+            published.fetched_files,
+            published.fetched_bytes,
+            published.changed,
+            record.started.elapsed().as_secs_f64()
+        );
+        // The switch and the record that says so, in one transaction (the record first).
+        self.db.write(|tx| -> Result<(), cidmirror_schema::Error> {
+            syncs::finish(
+                tx,
+                record.id,
+                "published",
+                Some(state),
+                Some(&published.detail),
+                Some(seq),
+                UnixTime::now(),
+            )?;
+            snapshots::publish(tx, &snap, &entries)
+        })?;
+        self.progress.phase("published");
+
+        // Retention, after the switch: failures here do not undo the publish, and the
+        // next sync catches up on them.
+        if let Err(e) = self.retain(seq).await {
+            let w =
+                format!("retention after snapshot {seq} failed (retried at the next sync): {e}");
+            tracing::warn!("{w}");
+            published.warnings.push(w);
+        }
+        Ok(published)
     }
 
     /// Runs the retention step of every published snapshot that has not had it (a crash
@@ -1129,6 +1278,15 @@ impl Publisher {
     }
 }
 
+/// Where a package's bytes came from in this sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrived {
+    /// From the upstream.
+    Downloaded,
+    /// From the store's own copy, imported by an earlier sync that did not record it.
+    FromStore,
+}
+
 /// A package signature: the one already published, or what upstream answered now.
 enum SigState {
     Known(FileRef),
@@ -1166,6 +1324,21 @@ fn same_packages(
         });
     }
     Ok(())
+}
+
+/// The problem of an entry whose `%CSIZE%` is not the size of the bytes its `%SHA256SUM%`
+/// names.
+fn csize_mismatch(r: &RepoFetch, p: &Package, actual: u64) -> String {
+    Error::Entry {
+        repo: r.label(),
+        entry: p.entry.clone(),
+        field: "%CSIZE%".into(),
+        detail: format!(
+            "{} says {} bytes, but the file with its %SHA256SUM% {} has {actual} bytes",
+            p.filename, p.csize, p.sha256
+        ),
+    }
+    .to_string()
 }
 
 /// Every pair of files that would share a name in a `<repo>/os/<arch>/` directory.
@@ -1216,6 +1389,32 @@ fn pin_reason(s: &str) -> PinReason {
         // Unreachable for the constants above; keep a valid reason rather than panic.
         Err(_) => PinReason::default_reason(),
     }
+}
+
+/// A `lastupdate` file: decimal digits (at most 19: any u64 time) and at most one trailing
+/// newline; no sign, no spaces.
+fn parse_lastupdate(bytes: &[u8]) -> std::result::Result<u64, String> {
+    let digits = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let valid = !digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit);
+    let shown = || {
+        let head = &bytes[..bytes.len().min(40)];
+        let more = if bytes.len() > head.len() { "..." } else { "" };
+        format!(
+            "\"{}\"{more}",
+            cidmirror_schema::text::printable_bytes(head)
+        )
+    };
+    if !valid {
+        return Err(format!(
+            "not a Unix time (decimal digits and a newline, as `date +%s` writes): {} ({} bytes)",
+            shown(),
+            bytes.len()
+        ));
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| format!("not a Unix time: {}", shown()))
 }
 
 /// The state of an upstream without `lastupdate`: the hash of its databases.

@@ -116,7 +116,7 @@ impl Upstream {
             });
         let source = match scheme {
             None if s.is_empty() => return Err(bad()),
-            None => Source::Local(Local::open(Path::new(s))?),
+            None => Source::Local(Local::open(Path::new(s), &opts)?),
             Some(_) => {
                 let url = Url::parse(s).map_err(|_| bad())?;
                 match url.scheme() {
@@ -126,7 +126,7 @@ impl Upstream {
                             return Err(bad());
                         }
                         let path = url.to_file_path().map_err(|()| bad())?;
-                        Source::Local(Local::open(&path)?)
+                        Source::Local(Local::open(&path, &opts)?)
                     }
                     _ => return Err(bad()),
                 }
@@ -291,6 +291,9 @@ struct Http {
 enum SendError {
     Stalled,
     Failed(String),
+    /// TLS refused the server (its certificate, or a protocol it cannot speak): retrying
+    /// cannot change that.
+    Tls(String),
 }
 
 impl Http {
@@ -432,6 +435,7 @@ impl Http {
         }
         match tokio::time::timeout(self.opts.stall_timeout, request.send()).await {
             Err(_) => Err(SendError::Stalled),
+            Ok(Err(e)) if tls_refused(&e) => Err(SendError::Tls(reqwest_detail(e))),
             Ok(Err(e)) => Err(SendError::Failed(reqwest_detail(e))),
             Ok(Ok(response)) => Ok(response),
         }
@@ -473,6 +477,11 @@ impl Http {
             },
             SendError::Failed(detail) => Error::Transfer {
                 url: url.to_string(),
+                detail,
+            },
+            SendError::Tls(detail) => Error::Tls {
+                url: url.to_string(),
+                host: url.host_str().unwrap_or_default().to_string(),
                 detail,
             },
         }
@@ -517,6 +526,37 @@ fn retryable(e: &Error) -> bool {
         Error::Http { status, .. } => StatusCode::from_u16(*status).is_ok_and(retryable_status),
         _ => false,
     }
+}
+
+/// Whether a request failed because TLS refused the server: a certificate that does not
+/// verify (unknown issuer, expired, another name), none at all, or no protocol version
+/// or cipher in common. None of these pass with time, unlike a reset connection.
+fn tls_refused(e: &reqwest::Error) -> bool {
+    rustls_cause(e).is_some_and(|tls| {
+        matches!(
+            tls,
+            rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType
+                | rustls::Error::PeerIncompatible(_)
+        )
+    })
+}
+
+/// The rustls error behind `e`, if any. It arrives wrapped in `io::Error`s (one inside
+/// another), whose `source()` skips what they wrap: those are opened with `get_ref`.
+fn rustls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match err.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// An error and its causes on one line (reqwest's own message is often only "error
@@ -704,6 +744,13 @@ impl Transfer {
             Ok(response) => response,
             Err(SendError::Stalled) => return Ok(Some(Interruption::Stalled)),
             Err(SendError::Failed(detail)) => return Ok(Some(Interruption::Failed(detail))),
+            Err(SendError::Tls(detail)) => {
+                return Err(io::Error::other(format!(
+                    "{}: resuming at byte {from}: TLS refused {}: {detail}",
+                    self.name,
+                    self.url.host_str().unwrap_or_default()
+                )));
+            }
         };
         let status = response.status();
         let fatal = |what: String| {
@@ -794,10 +841,12 @@ impl Transfer {
 struct Local {
     /// Canonical (absolute, no symbolic links).
     root: PathBuf,
+    /// Opening a file, and each read, must finish within this (a hung network filesystem).
+    stall_timeout: Duration,
 }
 
 impl Local {
-    fn open(path: &Path) -> Result<Local> {
+    fn open(path: &Path, opts: &FetchOptions) -> Result<Local> {
         let io_error = |source| Error::Io {
             path: path.to_path_buf(),
             source,
@@ -809,7 +858,17 @@ impl Local {
                 "not a directory",
             )));
         }
-        Ok(Local { root })
+        Ok(Local {
+            root,
+            stall_timeout: opts.stall_timeout,
+        })
+    }
+
+    fn stalled(&self, name: &str) -> Error {
+        Error::Stalled {
+            url: name.to_string(),
+            secs: self.stall_timeout.as_secs_f64().ceil() as u64,
+        }
     }
 
     /// The file a checked relative path names, with every link followed; `None` when it
@@ -830,29 +889,47 @@ impl Local {
         }
     }
 
-    /// Opens a regular file: its name for messages, the file and its length.
+    /// Opens a regular file: its name for messages, the file and its length. Anything else
+    /// (a FIFO, whose open or read would wait for a writer forever, a socket, a device, a
+    /// directory) is refused without reading from it; the whole step is bounded by the
+    /// stall timeout.
     async fn open_file(&self, rel: &str) -> Result<Option<(String, tokio::fs::File, u64)>> {
+        let name = self.root.join(rel);
+        let shown = name.display().to_string();
+        tokio::time::timeout(self.stall_timeout, self.open_regular(rel, &name))
+            .await
+            .map_err(|_| self.stalled(&shown))?
+            .map(|found| found.map(|(file, len)| (shown, file, len)))
+    }
+
+    async fn open_regular(&self, rel: &str, name: &Path) -> Result<Option<(tokio::fs::File, u64)>> {
         let Some(real) = self.resolve(rel).await? else {
             return Ok(None);
         };
-        let name = self.root.join(rel);
         let io_error = |source| Error::Io {
-            path: name.clone(),
+            path: name.to_path_buf(),
             source,
         };
-        let file = match tokio::fs::File::open(&real).await {
+        // Looked at before opening (opening a device can do things), and again through the
+        // open file, which O_NONBLOCK keeps from waiting should it have become a FIFO since.
+        match tokio::fs::metadata(&real).await {
+            Ok(meta) => not_regular(&meta).map_or(Ok(()), |e| Err(io_error(e)))?,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(io_error(e)),
+        }
+        let file = match tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&real)
+            .await
+        {
             Ok(file) => file,
             Err(e) if is_absent(&e) => return Ok(None),
             Err(e) => return Err(io_error(e)),
         };
         let meta = file.metadata().await.map_err(io_error)?;
-        if !meta.is_file() {
-            return Err(io_error(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                "not a regular file",
-            )));
-        }
-        Ok(Some((name.display().to_string(), file, meta.len())))
+        not_regular(&meta).map_or(Ok(()), |e| Err(io_error(e)))?;
+        Ok(Some((file, meta.len())))
     }
 
     async fn get(&self, rel: &str, max: u64) -> Result<Option<Bytes>> {
@@ -866,18 +943,24 @@ impl Local {
         if len > max {
             return Err(too_large());
         }
-        let mut body = Vec::with_capacity(len as usize);
-        file.take(max.saturating_add(1))
-            .read_to_end(&mut body)
-            .await
-            .map_err(|source| Error::Io {
-                path: self.root.join(rel),
-                source,
-            })?;
+        let mut body = BytesMut::with_capacity(len as usize);
+        let mut file = file.take(max.saturating_add(1));
+        loop {
+            let read = tokio::time::timeout(self.stall_timeout, file.read_buf(&mut body))
+                .await
+                .map_err(|_| self.stalled(&name))?
+                .map_err(|source| Error::Io {
+                    path: self.root.join(rel),
+                    source,
+                })?;
+            if read == 0 {
+                break;
+            }
+        }
         if body.len() as u64 > max {
             return Err(too_large());
         }
-        Ok(Some(body.into()))
+        Ok(Some(body.freeze()))
     }
 
     async fn exists(&self, rel: &str) -> Result<bool> {
@@ -912,6 +995,7 @@ impl Local {
         let stats = Arc::new(DownloadStats::default());
         let reader = LocalRead {
             file,
+            stall_timeout: self.stall_timeout,
             name: name.clone(),
             expected_len,
             delivered: 0,
@@ -969,9 +1053,33 @@ fn is_absent(e: &io::Error) -> bool {
     )
 }
 
+/// Why a file that is not a regular file is refused, naming what it is.
+fn not_regular(meta: &std::fs::Metadata) -> Option<io::Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    };
+    Some(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what}, not a regular file: refused"),
+    ))
+}
+
 /// The state of one local file being streamed.
 struct LocalRead {
     file: tokio::fs::File,
+    stall_timeout: Duration,
     name: String,
     expected_len: Option<u64>,
     delivered: u64,
@@ -994,10 +1102,23 @@ impl LocalRead {
     async fn read(&mut self) -> io::Result<Option<Bytes>> {
         let mut chunk = BytesMut::with_capacity(LOCAL_CHUNK);
         while chunk.len() < LOCAL_CHUNK {
-            match self.file.read_buf(&mut chunk).await {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", self.name))),
+            let read = tokio::time::timeout(self.stall_timeout, self.file.read_buf(&mut chunk));
+            match read.await {
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{}: stalled: nothing read for {}",
+                            self.name,
+                            humantime::format_duration(self.stall_timeout)
+                        ),
+                    ));
+                }
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(io::Error::new(e.kind(), format!("{}: {e}", self.name)));
+                }
             }
         }
         let after = self.delivered + chunk.len() as u64;

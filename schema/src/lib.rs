@@ -4,7 +4,8 @@
 //! in WAL mode, applies the numbered [`migrations`] and hands out connections; the typed
 //! query modules ([`blocks`], [`files`], [`roots`], [`pins`]) are the only code that writes
 //! SQL. Values cross the boundary as newtypes ([`Sha256`], [`FileId`], [`cid::Cid`]), never as
-//! loose strings or byte vectors.
+//! loose strings or byte vectors. It also holds [`text`], the one rule for showing text
+//! from outside on a terminal, since every crate and the binary need it.
 //!
 //! ```no_run
 //! use cidmirror_schema::{Db, Schema, Sha256, files};
@@ -20,6 +21,7 @@ mod db;
 pub mod migrations;
 pub mod publisher;
 mod queries;
+pub mod text;
 mod types;
 
 pub use db::{Db, WriteTx};

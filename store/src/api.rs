@@ -318,4 +318,13 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes expired pins and everything no remaining pin reaches (a direct pin reaches
     /// only its own block).
     async fn gc(&self, opts: GcOptions) -> Result<GcReport>;
+
+    /// A local file that should hold the bytes with this SHA-256, if the store keeps whole
+    /// files on this machine: an importer that expects those bytes (a publisher rerun after
+    /// a crash) reads them from there instead of fetching them again. Nothing is promised
+    /// about the bytes: the caller imports them with [`PutOptions::expect`], which checks
+    /// them. Stores that keep only blocks, or keep them elsewhere, answer `None`.
+    async fn local_file(&self, _sha256: &Sha256) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
 }

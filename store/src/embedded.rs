@@ -1163,4 +1163,10 @@ impl Store for EmbeddedStore {
         let s = self.clone();
         blocking(move || s.gc_sync(opts)).await
     }
+
+    async fn local_file(&self, sha256: &Sha256) -> Result<Option<PathBuf>> {
+        let path = self.file_path(sha256);
+        let kept = tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file());
+        Ok(kept.then_some(path))
+    }
 }

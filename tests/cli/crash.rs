@@ -1,5 +1,6 @@
 //! Crash safety: `add` killed with SIGKILL at any moment leaves a consistent store, and a
-//! rerun reaches the same CID as an uninterrupted run.
+//! rerun reaches the same CID as an uninterrupted run; a killed `mirror` is resumed without
+//! downloading again what it had stored.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -153,4 +154,104 @@ fn verify_reports_a_damaged_kept_file() {
     let (st, got, _, err) = d.cat_sha256(&cid);
     assert!(st.success(), "{err}");
     assert_eq!(got, sha);
+}
+
+/// A mirror killed in the middle of a sync: the rerun downloads only the packages it had not
+/// stored yet; the others are read back from the store and verified again (issue 12, defect
+/// 7). Meanwhile `status` tells a sync that runs from one whose process is gone (defect 6).
+#[test]
+fn a_mirror_rerun_after_sigkill_fetches_only_what_it_had_not_stored() {
+    use crate::mirror::{fixture, runtime, server};
+    const GAMMA: &str = "core/os/x86_64/gamma-1.0-1-x86_64.pkg.tar.zst";
+    let rt = runtime();
+    let t = TestDir::new();
+    let m = fixture::standard_mirror();
+    let up = rt.block_on(server::TestUpstream::start(m.root()));
+    // gamma hangs after its first 100 kB: the sync cannot end while the others get stored.
+    up.set_fault(GAMMA, server::Fault::StallAfter(100_000));
+    let d = t.data("data");
+    let url = up.url.clone();
+    let args = [
+        "mirror",
+        "--upstream",
+        &url,
+        "--repo",
+        "core",
+        "--repo",
+        "extra",
+        "--once",
+        "--no-progress",
+        "--stall-timeout",
+        "10m",
+    ];
+    let others: Vec<String> = [
+        ("alpha", "1.0"),
+        ("beta", "1.0"),
+        ("delta", "1.0"),
+        ("epsilon", "1.0"),
+    ]
+    .iter()
+    .map(|(n, v)| sha256_hex(&fixture::packages().get(n, v).bytes()))
+    .collect();
+    let mut child = d
+        .cmd(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning mirror");
+    let start = Instant::now();
+    loop {
+        let kept: Vec<String> = d
+            .kept_files()
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .collect();
+        if others.iter().all(|sha| kept.contains(sha)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the four packages were not stored: {kept:?}"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "mirror ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = d.ok_text(&["status"]);
+    assert!(
+        status.contains("last sync      running, started"),
+        "{status}"
+    );
+    let _ = child.kill(); // SIGKILL
+    assert!(
+        wait_timeout(&mut child, TIMEOUT).is_some(),
+        "mirror did not die"
+    );
+    let status = d.ok_text(&["status"]);
+    assert!(
+        status.contains("last sync      stopped before it finished")
+            && status.contains("no mirror is running now"),
+        "{status}"
+    );
+    d.assert_verify(false);
+
+    up.clear_faults();
+    let before = up.requests().len();
+    let o = d.run(&args);
+    assert_eq!(o.status.code(), Some(0), "rerun: {}", stderr(&o));
+    assert!(
+        stdout(&o).contains("fetched 1 files"),
+        "only gamma counts as fetched: {}",
+        stdout(&o)
+    );
+    let downloads: Vec<String> = up.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(".pkg.tar.zst"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        downloads,
+        [GAMMA],
+        "the rerun downloads only what was not stored"
+    );
+    d.assert_verify(true);
 }

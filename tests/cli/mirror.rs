@@ -296,3 +296,126 @@ fn sigkill_during_a_sync_then_the_rerun_publishes_the_same_root() {
         "kills that landed inside a sync, in {attempts} attempts (last estimate {estimate:?})"
     );
 }
+
+/// Text an upstream wrote reaches the terminal escaped: a database entry whose %VERSION%
+/// carries terminal escape sequences is reported by `mirror` and shown by `status` with
+/// `\u{1b}` in place of the escape byte, never the byte itself (issue 12, defect 3).
+#[test]
+fn upstream_text_reaches_the_terminal_escaped() {
+    let t = TestDir::new();
+    let m = standard_mirror();
+    let d = t.data("data");
+    let dir = m.repo_dir("core", "x86_64");
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        if name.starts_with("core.") {
+            std::fs::remove_file(&f).unwrap();
+        }
+    }
+    t.write(
+        "db/evil-1-1/desc",
+        b"%FILENAME%\nevil-1-1-x86_64.pkg.tar.zst\n\n%NAME%\nevil\n\n\
+          %VERSION%\n1\x1b]0;owned\x07\x1b[2J-1\n\n%CSIZE%\n10\n\n%SHA256SUM%\n\
+          0000000000000000000000000000000000000000000000000000000000000000\n\n",
+    );
+    let db = dir.join("core.db.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&db)
+        .arg("-C")
+        .arg(t.path("db"))
+        .arg("evil-1-1")
+        .status()
+        .expect("running tar");
+    assert!(tar.success());
+    std::os::unix::fs::symlink("core.db.tar.gz", dir.join("core.db")).unwrap();
+
+    let o = d.run(&mirror_args(m.root().to_str().unwrap(), &["--once"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let shown = "1\\u{1b}]0;owned\\u{7}\\u{1b}[2J-1";
+    let err = stderr(&o);
+    assert!(err.contains("evil-1-1") && err.contains(shown), "{err}");
+    assert!(
+        !o.stderr.iter().any(|b| [0x1b, 0x07].contains(b)),
+        "raw control bytes on stderr: {err:?}"
+    );
+    let s = d.run(&["status"]);
+    assert_ok(&s, "status");
+    let out = stdout(&s);
+    assert!(
+        out.contains("last sync      failed") && out.contains(shown),
+        "{out}"
+    );
+    assert!(
+        !s.stdout.iter().any(|b| [0x1b, 0x07].contains(b)),
+        "raw control bytes from status: {out:?}"
+    );
+}
+
+/// A snapshot that became current is reported as published whatever fails after the switch
+/// (issue 12, defect 6). The disk filling up just then is played by SQLite triggers that
+/// refuse every write to the publisher's sync records and settings once a snapshot row
+/// exists: the switch's own transaction writes the sync's outcome before the snapshot, and
+/// everything after it (retention, the final note) fails as on a full disk. Triggers rather
+/// than a small tmpfs: they need no mount privileges and hit the same write every run.
+#[test]
+fn a_failure_after_the_switch_leaves_the_publish_reported_as_published() {
+    let t = TestDir::new();
+    let m = standard_mirror();
+    let d = t.data("data");
+    let up = m.root().to_str().unwrap();
+    // A first sync, of a repository upstream lacks, creates the publisher's database.
+    let o = d.run(&[
+        "mirror",
+        "--upstream",
+        up,
+        "--repo",
+        "nosuch",
+        "--once",
+        "--no-progress",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let db = rusqlite::Connection::open(d.dir.join("publisher.sqlite")).unwrap();
+    let full = "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;";
+    db.execute_batch(&format!(
+        "CREATE TRIGGER full_syncs BEFORE UPDATE ON syncs
+             WHEN EXISTS (SELECT 1 FROM snapshots) {full}
+         CREATE TRIGGER full_settings_insert BEFORE INSERT ON settings
+             WHEN EXISTS (SELECT 1 FROM snapshots) {full}
+         CREATE TRIGGER full_settings_update BEFORE UPDATE ON settings
+             WHEN EXISTS (SELECT 1 FROM snapshots) {full}"
+    ))
+    .unwrap();
+    drop(db);
+
+    let o = d.run(&mirror_args(up, &["--once"]));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "published, so exit 0: {err}");
+    let root = published_root(&stdout(&o));
+    assert!(
+        err.contains("warning: retention after snapshot 1 failed")
+            && err.contains("database or disk is full"),
+        "the failed step is named: {err}"
+    );
+    let status = d.ok_text(&["status"]);
+    assert!(status.contains(&format!("snapshot 1 {root}")), "{status}");
+    assert!(status.contains("last sync      published at"), "{status}");
+    assert!(!status.contains("finish"), "{status}");
+
+    // Space again: the next sync catches retention up and finds nothing new.
+    let db = rusqlite::Connection::open(d.dir.join("publisher.sqlite")).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER full_syncs; DROP TRIGGER full_settings_insert;
+         DROP TRIGGER full_settings_update;",
+    )
+    .unwrap();
+    drop(db);
+    let o = d.run(&mirror_args(up, &["--once"]));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        d.ok_text(&["status"])
+            .contains("last sync      unchanged at")
+    );
+    d.assert_verify(true);
+}

@@ -375,6 +375,25 @@ async fn a_local_directory_is_an_upstream_too() {
 
 const ZETA: &str = "core/os/x86_64/zeta-1.0-1-x86_64.pkg.tar.zst";
 
+/// A FIFO where a local upstream should have a package fails the sync, naming the file,
+/// instead of hanging it (issue 12, defect 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_in_a_local_upstream_fails_the_sync_naming_it() {
+    let mirror = standard_mirror();
+    let e = env(mirror.root().to_str().unwrap());
+    let first = published(&e).await.root;
+    change_standard_mirror(&mirror);
+    let zeta = mirror.root().join(ZETA);
+    std::fs::remove_file(&zeta).unwrap();
+    let fifo = crate::upstream::Fifo::make(zeta);
+    let problems = tokio::time::timeout(Duration::from_secs(60), failed(&e))
+        .await
+        .expect("the sync ends");
+    assert_problem(&problems, &[ZETA, "a FIFO", "not a regular file"]);
+    assert_eq!(current(&e).unwrap().root, first);
+    drop(fifo);
+}
+
 /// Publishes the first state, changes the mirror, and arms `fault` on the new package.
 async fn faulty(fault: Fault) -> (Mirror, TestUpstream, Env, Cid) {
     let mirror = standard_mirror();
@@ -1003,4 +1022,134 @@ async fn changes_jsonl_is_enough_to_rebuild_the_next_listing() {
         rebuilt.cid, second.root,
         "the follower's rebuild gives the signed root"
     );
+}
+
+/// Every published entry has the size and the hash its database gives, whatever the store
+/// held before: a `%CSIZE%` that is not the size of a file already imported under its
+/// `%SHA256SUM%` is refused, as it is on an empty data directory (issue 12, defect 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_csize_is_refused_for_a_file_already_in_the_store() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    let first = published(&e).await.root;
+    let dir = mirror.repo_dir("core", "x86_64");
+    let repo: RepoName = "core".parse().unwrap();
+    let db = std::fs::read(dir.join("core.db")).unwrap();
+    let entries = pacman::parse_db(&repo, "core.db", &db).unwrap().packages;
+    for f in [
+        "core.files",
+        "core.files.tar.gz",
+        "core.files.tar.gz.sig",
+        "core.files.sig",
+    ] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let real = fixture::packages().get("alpha", "1.0").bytes().len();
+    for wrong in [100u64, 1_000_000_000_000_000_000] {
+        let descs: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .map(|p| {
+                let mut desc = String::from_utf8(p.desc.raw().to_vec()).unwrap();
+                if p.name == "alpha" {
+                    let field = format!("%CSIZE%\n{}\n", p.csize);
+                    assert!(desc.contains(&field), "{desc}");
+                    desc = desc.replace(&field, &format!("%CSIZE%\n{wrong}\n"));
+                }
+                (format!("{}/desc", p.entry), desc.into_bytes())
+            })
+            .collect();
+        let members: Vec<(&str, &[u8])> = descs
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        replace_core_db(&mirror, &tar_gz(&members));
+        let before = up.requests().len();
+        let problems = failed(&e).await;
+        assert_problem(
+            &problems,
+            &[
+                "core/x86_64",
+                "alpha-1.0-1",
+                "%CSIZE%",
+                &format!("says {wrong} bytes"),
+                &format!("has {real} bytes"),
+            ],
+        );
+        assert_eq!(current(&e).unwrap().root, first, "nothing published");
+        assert!(
+            !up.requests()[before..]
+                .iter()
+                .any(|r| r.path.ends_with("alpha-1.0-1-x86_64.pkg.tar.zst")),
+            "refused without a download"
+        );
+        // The same upstream on an empty data directory is refused too.
+        let fresh = env(&up.url);
+        let problems = failed(&fresh).await;
+        assert_problem(&problems, &["core", "alpha-1.0-1"]);
+        assert!(current(&fresh).is_none());
+    }
+}
+
+/// `lastupdate` goes into the signed manifest and onto terminals: only the decimal Unix time
+/// Arch writes is taken; anything else (escape sequences, NUL, invalid UTF-8, signs, spaces,
+/// more than one line, too long) fails the sync, naming the file, with its content quoted
+/// escaped (issue 12, defect 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lastupdate_that_is_not_a_unix_time_is_refused_naming_the_file() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    let first = published(&e).await.root;
+    change_standard_mirror(&mirror);
+    let path = mirror.root().join("lastupdate");
+    let long = [b'1'; 64];
+    let longer = [b'1'; 65];
+    for bad in [
+        &b"\x1b[2J\x1b]0;owned\x07\n"[..],
+        b"1700000000\0",
+        b"17000\xff\xfe\n",
+        b"",
+        b"\n",
+        b"-1\n",
+        b"+1700000000\n",
+        b" 1700000000\n",
+        b"1700000000 \n",
+        b"1700000000\r\n",
+        b"1700000000\n\n",
+        b"1700000000\n1700000001\n",
+        b"1e9\n",
+        b"99999999999999999999\n",
+        &long,
+        &longer,
+    ] {
+        std::fs::write(&path, bad).unwrap();
+        let err = e.publisher.sync_once().await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("{}lastupdate", up.url)),
+            "{bad:?}: {message}"
+        );
+        assert!(
+            !message.chars().any(char::is_control),
+            "{bad:?}: quoted escaped: {message:?}"
+        );
+        assert_eq!(
+            current(&e).unwrap().root,
+            first,
+            "{bad:?}: nothing published"
+        );
+    }
+    // What Arch writes, with its newline or without.
+    for (good, seq) in [(&b"1700003600"[..], 2), (b"1700003601\n", 3)] {
+        std::fs::write(&path, good).unwrap();
+        let p = published(&e).await;
+        assert_eq!(p.seq, seq);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&cat(&e.store, &p.root, "manifest.json").await).unwrap();
+        assert_eq!(
+            manifest["lastupdate"],
+            std::str::from_utf8(good).unwrap().trim_end()
+        );
+    }
 }

@@ -518,6 +518,67 @@ async fn parse_accepts_http_file_urls_and_paths() {
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
 }
 
+/// A server whose certificate does not verify (self-signed: an unknown issuer) is refused at
+/// the first attempt, naming the host: waiting and asking again does not fix a certificate
+/// (issue 12, defect 9). The server counts the connections it accepts.
+#[tokio::test]
+async fn https_certificate_errors_fail_at_once_naming_the_host() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("self-signed certificate");
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key.into())
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server = tokio::spawn({
+        let accepted = Arc::clone(&accepted);
+        async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                // The client refuses the certificate: the handshake ends with its alert.
+                tokio::spawn(async move { acceptor.accept(socket).await.map(drop) });
+            }
+        }
+    });
+    let up = Upstream::parse(&format!("https://127.0.0.1:{port}/"), opts()).expect("upstream");
+
+    let err = bounded("get", up.get("lastupdate", 64)).await.unwrap_err();
+    match &err {
+        Error::Tls { host, url, .. } => {
+            assert_eq!(host, "127.0.0.1");
+            assert!(url.ends_with("/lastupdate"), "{url}");
+        }
+        other => panic!("expected Error::Tls, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains("TLS refused the server 127.0.0.1") && message.contains("certificate"),
+        "{message}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one attempt, no retry");
+
+    // The same for a download and a HEAD.
+    let err = bounded("download", up.download(PKG, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "one attempt, no retry");
+    let err = bounded("exists", up.exists(PKG)).await.unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 3, "one attempt, no retry");
+    server.abort();
+}
+
 #[tokio::test]
 async fn local_get_and_download_by_file_url_and_path() {
     let (dir, pkg) = mirror(3 << 20);
@@ -661,4 +722,76 @@ async fn local_symlinks_out_of_the_root_are_refused() {
         None
     );
     assert!(up.symlink_target("extra/sub/file").await.is_err());
+}
+
+/// Makes a FIFO at `path`; dropping it opens the FIFO for writing, so that a reader stuck in
+/// `open` (the bug this guards against) is let go and the test fails instead of hanging.
+pub struct Fifo(std::path::PathBuf);
+
+impl Fifo {
+    pub fn make(path: std::path::PathBuf) -> Fifo {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+        Fifo(path)
+    }
+}
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.0);
+    }
+}
+
+/// Only regular files are read from a local upstream: a FIFO (whose open waits for a writer
+/// forever), a socket or a directory where a file should be is refused at once, naming it
+/// (issue 12, defect 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_fifos_sockets_and_directories_are_refused_naming_the_file() {
+    let (dir, _pkg) = mirror(10);
+    let repo = dir.path().join("core/os/x86_64");
+    let _fifo = Fifo::make(repo.join("fifo-1-1-x86_64.pkg.tar.zst"));
+    let _socket =
+        std::os::unix::net::UnixListener::bind(repo.join("socket-1-1-x86_64.pkg.tar.zst"))
+            .expect("bind a unix socket");
+    std::fs::create_dir(repo.join("dir-1-1-x86_64.pkg.tar.zst")).expect("mkdir");
+    // Through a link too.
+    std::os::unix::fs::symlink("fifo-1-1-x86_64.pkg.tar.zst", repo.join("link.db"))
+        .expect("symlink");
+    let up = Upstream::parse(dir.path().to_str().expect("utf-8"), opts()).expect("local");
+    for (file, what) in [
+        ("fifo-1-1-x86_64.pkg.tar.zst", "a FIFO"),
+        ("socket-1-1-x86_64.pkg.tar.zst", "a socket"),
+        ("dir-1-1-x86_64.pkg.tar.zst", "a directory"),
+        ("link.db", "a FIFO"),
+    ] {
+        let rel = format!("core/os/x86_64/{file}");
+        let check = |err: Error| {
+            let message = err.to_string();
+            assert!(
+                message.contains(&rel)
+                    && message.contains(what)
+                    && message.contains("not a regular file"),
+                "{rel}: {message}"
+            );
+        };
+        check(bounded("get", up.get(&rel, 100)).await.unwrap_err());
+        check(
+            bounded("download", up.download(&rel, Some(10)))
+                .await
+                .unwrap_err(),
+        );
+        assert!(!bounded("exists", up.exists(&rel)).await.expect("exists"));
+    }
+    // The regular file next to them is fine.
+    assert!(
+        bounded("get", up.get(PKG, 100))
+            .await
+            .expect("get")
+            .is_some()
+    );
 }

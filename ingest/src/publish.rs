@@ -430,9 +430,44 @@ impl Publisher {
             .map(|c| c.seq)
     }
 
+    /// Puts back what the store lost to corruption (files changed on disk since their last
+    /// check are re-hashed first): fetched again from the upstream, verified, whether or
+    /// not the upstream has anything new. Failures are logged; the next sync tries again.
+    async fn repair_store(&self) {
+        let lost = match self.store.lost_files().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("checking the store for corrupt files: {e}");
+                return;
+            }
+        };
+        for (sha, size) in lost {
+            let res = crate::repair::refetch(
+                &self.db,
+                &self.upstream,
+                self.opts.profile,
+                self.store.as_ref(),
+                sha,
+                size,
+            )
+            .await;
+            match res {
+                Ok(true) => tracing::info!("repaired file {sha} ({size} bytes) from the upstream"),
+                Ok(false) => {
+                    tracing::warn!("file {sha} ({size} bytes) is corrupt here and not upstream")
+                }
+                Err(e) => tracing::warn!(
+                    "repairing file {sha}: {}",
+                    cidmirror_schema::text::printable(&e)
+                ),
+            }
+        }
+    }
+
     /// The sync proper; also returns the upstream state it saw.
     async fn sync_inner(&self, record: &SyncRecord) -> Result<(Outcome, String)> {
         self.catch_up_retention().await?;
+        self.repair_store().await;
         let mut last_state = String::new();
         for _ in 0..MAX_RESTARTS {
             self.progress.phase("reading upstream state");

@@ -62,45 +62,59 @@ impl Repair for UpstreamRepair {
         sha256: Sha256,
         size: u64,
     ) -> std::result::Result<bool, String> {
-        let db = self.db.clone();
-        let paths = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
-            let mut out = Vec::new();
-            for s in db.read(|c| snapshots::recent(c, SNAPSHOTS_SEARCHED))? {
-                for e in db.read(|c| snapshots::entries_with_sha256(c, s.seq, &sha256))? {
-                    let rel = format!("{}/os/{}/{}", e.repo, e.arch, e.filename);
-                    if !out.contains(&rel) {
-                        out.push(rel);
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        let mut last = None;
-        for rel in paths {
-            let dl = match self.upstream.download(&rel, Some(size)).await {
-                Ok(Some(dl)) => dl,
-                Ok(None) => continue,
-                Err(e) => {
-                    last = Some(e.to_string());
-                    continue;
-                }
-            };
-            let opts = PutOptions {
-                params: self.profile.params(),
-                expect: Some(Expected { size, sha256 }),
-                ..Default::default()
-            };
-            match store.put_file(FileSource::Chunks(dl.stream), opts).await {
-                Ok(_) => return Ok(true),
-                Err(e) => last = Some(format!("{}: {e}", dl.url)),
+        refetch(&self.db, &self.upstream, self.profile, store, sha256, size).await
+    }
+}
+
+/// Fetches the file with this SHA-256 and size again from `upstream`, at a path where one
+/// of the recent snapshots recorded in `db` had it, into `store` (verified against both).
+/// `Ok(false)` if no snapshot path of it is upstream any more.
+pub async fn refetch(
+    db: &Db,
+    upstream: &Upstream,
+    profile: Profile,
+    store: &dyn Store,
+    sha256: Sha256,
+    size: u64,
+) -> std::result::Result<bool, String> {
+    // A few small reads: not worth a trip to the blocking pool.
+    let mut paths = Vec::new();
+    let recent = db
+        .read(|c| snapshots::recent(c, SNAPSHOTS_SEARCHED))
+        .map_err(|e: cidmirror_schema::Error| e.to_string())?;
+    for s in recent {
+        let entries = db
+            .read(|c| snapshots::entries_with_sha256(c, s.seq, &sha256))
+            .map_err(|e: cidmirror_schema::Error| e.to_string())?;
+        for e in entries {
+            let rel = format!("{}/os/{}/{}", e.repo, e.arch, e.filename);
+            if !paths.contains(&rel) {
+                paths.push(rel);
             }
         }
-        match last {
-            Some(e) => Err(e),
-            None => Ok(false),
+    }
+    let mut last = None;
+    for rel in paths {
+        let dl = match upstream.download(&rel, Some(size)).await {
+            Ok(Some(dl)) => dl,
+            Ok(None) => continue,
+            Err(e) => {
+                last = Some(e.to_string());
+                continue;
+            }
+        };
+        let opts = PutOptions {
+            params: profile.params(),
+            expect: Some(Expected { size, sha256 }),
+            ..Default::default()
+        };
+        match store.put_file(FileSource::Chunks(dl.stream), opts).await {
+            Ok(_) => return Ok(true),
+            Err(e) => last = Some(format!("{}: {e}", dl.url)),
         }
+    }
+    match last {
+        Some(e) => Err(e),
+        None => Ok(false),
     }
 }

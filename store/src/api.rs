@@ -327,4 +327,12 @@ pub trait Store: Send + Sync + 'static {
     async fn local_file(&self, _sha256: &Sha256) -> Result<Option<PathBuf>> {
         Ok(None)
     }
+
+    /// Files the store lost to corruption and does not hold again, with their sizes: what a
+    /// publisher fetches again from its upstream. A store that checks its own bytes at rest
+    /// (the embedded store) first re-hashes the files changed on disk since their last
+    /// check, quarantining the bad ones. Others answer nothing: a node verifies its own.
+    async fn lost_files(&self) -> Result<Vec<(Sha256, u64)>> {
+        Ok(Vec::new())
+    }
 }

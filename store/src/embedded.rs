@@ -1169,4 +1169,15 @@ impl Store for EmbeddedStore {
         let kept = tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file());
         Ok(kept.then_some(path))
     }
+
+    async fn lost_files(&self) -> Result<Vec<(Sha256, u64)>> {
+        let s = self.clone();
+        blocking(move || {
+            for row in s.changed_since_check()? {
+                s.check_file(row, &mut |_| true)?;
+            }
+            s.to_repair()
+        })
+        .await
+    }
 }

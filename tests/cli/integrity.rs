@@ -179,7 +179,12 @@ fn a_flipped_byte_is_refused_on_every_route() {
                 == 1
         );
         check(try_request(srv.addr, "GET", target, &[]));
-        assert!(srv.log().contains("corrupt file"), "{what}: {}", srv.log());
+        // The log names the file (read from stderr by a thread: give it a moment).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !srv.log().contains(&format!("corrupt file {}", p.sha)) {
+            assert!(Instant::now() < deadline, "{what}: {}", srv.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
         drop(srv);
         let status = d.ok_text(&["status"]);
         assert!(
@@ -251,6 +256,23 @@ fn verify_repair_and_add_put_a_flipped_byte_right() {
         d.ok_text(&["status"])
             .contains("1 corrupt found, 1 repaired, 0 quarantined")
     );
+
+    // `mirror` with nothing new upstream still re-hashes what changed on disk and fetches
+    // the bad file again from the upstream.
+    let d = p.corrupted("mirrored");
+    let o = d.run(&[
+        "mirror",
+        "--upstream",
+        s(p._m.root()),
+        "--repo",
+        "core",
+        "--no-progress",
+        "--once",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "nothing new: {}", stderr(&o));
+    assert!(stderr(&o).contains("corrupt file"), "{}", stderr(&o));
+    assert_eq!(sha256_file(&p.kept(&d)), p.sha, "the bad copy was replaced");
+    d.assert_verify(true);
 
     // `add` of the good file replaces the bad copy instead of trusting it.
     let d = p.corrupted("added");

@@ -5,15 +5,18 @@
 //!    state of the current snapshot means nothing new, without fetching anything else.
 //! 2. Fetch every followed repository's databases (`.db` and `.files` must list the same
 //!    packages) and check that no two files of a directory would share a name.
-//! 3. Plan: packages already imported under this profile (same SHA-256) are pinned for the
-//!    sync and reused if still complete in the store; the rest are fetched, a few at a time,
-//!    each streamed straight into the store, which refuses it (nothing kept under its name)
+//! 3. Plan: packages already imported under this profile (same SHA-256, and the size the
+//!    database gives) are pinned for the sync and reused if still complete in the store; a
+//!    file the store holds without a record (a sync killed before recording it) is read
+//!    back from the store and verified again; the rest are fetched, a few at a time, each
+//!    streamed straight into the store, which refuses it (nothing kept under its name)
 //!    unless its size and SHA-256 are what the database says.
 //! 4. Read `lastupdate` again: if it moved, start over on the new state (never mix two).
 //! 5. Any failure: report every problem, keep the previous snapshot current (what was
 //!    fetched stays, held by a session pin, so a retry does not fetch it again).
 //! 6. Build the listing, store its blocks, pin the root, sign it, then in one transaction
-//!    record it with its entries, make it current and append it to the feed.
+//!    record it with its entries, make it current, append it to the feed and record the
+//!    sync as published: whatever fails after this is a warning, never a failed sync.
 //! 7. Retention: files that left upstream get a pin that expires after the grace period,
 //!    then snapshots beyond the newest N are unpinned and the session pin dropped. A
 //!    crash before this step is caught up at the start of the next sync.

@@ -230,6 +230,42 @@ fn check_pkgname(s: &str) -> Option<String> {
     None
 }
 
+/// The rules makepkg applies to a version, `[epoch:]pkgver-pkgrel`: the epoch a number,
+/// pkgver not empty and without `:`, `/`, `-`, whitespace or control characters, pkgrel a
+/// number with at most one `.` part (`1`, `1.1`). The version is half of the entry's
+/// directory (`<name>-<version>`) in the database a follower rebuilds, so it must be
+/// usable there as it is usable here.
+fn check_version(s: &str) -> Option<String> {
+    let number = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let rest = match s.split_once(':') {
+        Some((epoch, _)) if !number(epoch) => {
+            return Some(format!("epoch {epoch:?} is not a number"));
+        }
+        Some((_, rest)) => rest,
+        None => s,
+    };
+    let Some((pkgver, pkgrel)) = rest.rsplit_once('-') else {
+        return Some("no -pkgrel: expected [epoch:]pkgver-pkgrel".into());
+    };
+    if pkgver.is_empty() {
+        return Some("empty pkgver".into());
+    }
+    if let Some(c) = pkgver
+        .chars()
+        .find(|&c| matches!(c, ':' | '/' | '-') || c.is_whitespace() || c.is_control())
+    {
+        return Some(format!("pkgver {pkgver:?} contains {c:?}"));
+    }
+    let release = match pkgrel.split_once('.') {
+        Some((major, minor)) => number(major) && number(minor),
+        None => number(pkgrel),
+    };
+    if !release {
+        return Some(format!("pkgrel {pkgrel:?} is not a number like 1 or 1.1"));
+    }
+    None
+}
+
 macro_rules! name_newtype {
     ($ty:ident, $what:literal, $check:expr) => {
         impl FromStr for $ty {
@@ -459,6 +495,12 @@ impl Package {
             ));
         }
         let version = required("VERSION")?;
+        if let Some(rule) = check_version(version) {
+            return Err(err(
+                "%VERSION%",
+                format!("invalid version {version:?}: {rule}"),
+            ));
+        }
         let csize_text = required("CSIZE")?;
         let csize = csize_text
             .bytes()
@@ -738,4 +780,58 @@ fn read_members(input: &mut dyn Read, db_err: &dyn Fn(String) -> Error) -> Resul
         raw.desc = Some(desc);
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc_with_version(version: &str) -> Desc {
+        let text = format!(
+            "%FILENAME%\nbash-x86_64.pkg.tar.zst\n\n%NAME%\nbash\n\n%VERSION%\n{version}\n\n\
+             %CSIZE%\n33\n\n%SHA256SUM%\n{}\n",
+            "0".repeat(64)
+        );
+        Desc::parse(text.into_bytes()).expect("a well-formed desc")
+    }
+
+    /// Found by the `pacman_desc` fuzz target: `5.2.03/-1` was published, and followers,
+    /// which lay out the database they rebuild by `<name>-<version>`, refused the entry
+    /// (and with it every refresh of the snapshot).
+    #[test]
+    fn versions_are_epoch_pkgver_pkgrel_as_makepkg_writes_them() {
+        let repo: RepoName = "core".parse().unwrap();
+        for good in [
+            "1-1",
+            "5.2.037-1",
+            "1:6.12.1-1",
+            "20240101.r5.gabc_d+e~f-2.1",
+        ] {
+            let p = Package::from_desc(&repo, &format!("bash-{good}"), desc_with_version(good))
+                .unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            assert_eq!(p.version, good);
+        }
+        for (bad, why) in [
+            ("5.2.03/-1", "contains '/'"),
+            ("..", "no -pkgrel"),
+            ("1.0", "no -pkgrel"),
+            ("-1", "empty pkgver"),
+            ("1.0-", "pkgrel \"\""),
+            ("1.0-1a", "pkgrel \"1a\""),
+            ("1.0-1.2.3", "pkgrel \"1.2.3\""),
+            ("x:1.0-1", "epoch \"x\""),
+            ("1:2:3-1", "contains ':'"),
+            ("1 0-1", "contains ' '"),
+            ("1\u{1b}[31m-1", "contains '\\u{1b}'"),
+            ("1-0-1", "contains '-'"),
+        ] {
+            let err = Package::from_desc(&repo, &format!("bash-{bad}"), desc_with_version(bad))
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                err.contains("%VERSION%") && err.contains(why),
+                "{bad:?}: {err}"
+            );
+        }
+    }
 }

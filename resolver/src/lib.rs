@@ -50,6 +50,66 @@ pub mod snapshot;
 pub mod tracker;
 
 pub use error::{ApiError, ApiResult};
+
+/// Entry points for the fuzz targets in `fuzz/` (see the README, "Fuzzing"): the private
+/// parts of the server and the follower that read outside bytes, callable without a
+/// network or a follower around them. Not an API: hidden from the docs, changes with the
+/// fuzz targets.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::Bytes;
+    use cid::Cid;
+    use cidmirror_store::Store;
+    use ed25519_dalek::VerifyingKey;
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+
+    use crate::follow::FollowError;
+    use crate::follow::view::View;
+
+    /// What a follower makes of one feed connection whose body arrives in `chunks`: each
+    /// snapshot announcement as the watcher parses it and the refresh loop checks it
+    /// (fields and signature against `key`; not the sequence, which depends on what is
+    /// current). `Err` for a malformed or refused announcement, or a broken stream (which
+    /// ends the list, as it ends the connection).
+    pub async fn feed(
+        chunks: Vec<Bytes>,
+        key: &VerifyingKey,
+    ) -> Vec<Result<crate::feed::SnapshotEvent, String>> {
+        let body = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+        let mut events = std::pin::pin!(body.eventsource());
+        let mut out = Vec::new();
+        while let Some(item) = events.next().await {
+            let ev = match item {
+                Ok(ev) => ev,
+                Err(e) => {
+                    out.push(Err(format!("not an event stream: {e}")));
+                    break;
+                }
+            };
+            match crate::follow::watch::snapshot_of(&ev) {
+                None => {}
+                Some(Err(e)) => out.push(Err(e.to_string())),
+                Some(Ok(snapshot)) => out.push(
+                    crate::follow::refresh::Announced::check(&snapshot, key).map(|_| snapshot),
+                ),
+            }
+        }
+        out
+    }
+
+    /// A delta refresh to `root` from `prev`, once the delta CAR's blocks are in `store`:
+    /// the follower's own code from there on (manifest, `changes.jsonl`, rebuild, root check).
+    pub async fn delta<S: Store + Clone>(
+        store: &S,
+        prev: &View,
+        root: Cid,
+    ) -> Result<View, FollowError> {
+        crate::follow::refresh::apply_delta(store, prev, root, 0)
+            .await
+            .map(|(view, _)| view)
+    }
+}
 use metrics::Metrics;
 use snapshot::{Current, Snapshots};
 

@@ -21,7 +21,7 @@
 
 pub mod cache;
 pub mod pacdb;
-mod refresh;
+pub(crate) mod refresh;
 pub(crate) mod serve;
 pub mod sources;
 pub mod transfer;

@@ -21,6 +21,7 @@ use cidmirror_store::dir::DirEntry;
 use cidmirror_store::hash::{DAG_PB, RAW};
 use cidmirror_store::pb::DataType;
 use cidmirror_store::{Block, FileSource, PinReason, PutOptions, Store, unixfs};
+use ed25519_dalek::VerifyingKey;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::view::{Manifest, Package, View, is_dir_path};
 use super::watch::{Announcement, Via, WatchConfig};
 use super::{FollowError, Follower, RefreshMode, pacdb};
+use crate::feed::SnapshotEvent;
 use crate::snapshot::Current;
 
 /// The largest `manifest.json` or `changes.jsonl` read.
@@ -64,6 +66,42 @@ mod hex_bytes {
 impl Announced {
     fn published(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(self.published_at)
+    }
+
+    /// Reads an announcement as received (root, previous root, hex signature, publication
+    /// time) and checks its signature against the publisher's `key`; the error says why it
+    /// is refused. Whether its sequence fits the current one is the caller's question.
+    pub(crate) fn check(e: &SnapshotEvent, key: &VerifyingKey) -> Result<Announced, String> {
+        let root =
+            cidmirror_store::hash::parse_cid(&e.root).map_err(|err| format!("root: {err}"))?;
+        let previous = e
+            .previous
+            .as_deref()
+            .map(cidmirror_store::hash::parse_cid)
+            .transpose()
+            .map_err(|err| format!("previous: {err}"))?;
+        let signature =
+            hex::decode(e.signature.trim()).map_err(|_| "the signature is not hex".to_string())?;
+        if !cidmirror_store::sign::verify_snapshot_with(
+            key,
+            e.seq,
+            &root,
+            previous.as_ref(),
+            &signature,
+        ) {
+            return Err("its signature does not verify against the publisher key".into());
+        }
+        let published_at = humantime::parse_rfc3339(&e.published_at)
+            .ok()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        Ok(Announced {
+            seq: e.seq,
+            root,
+            previous,
+            published_at,
+            signature,
+        })
     }
 }
 
@@ -159,36 +197,14 @@ impl Follower {
     /// Checks an announcement: a valid signature by the publisher's key, and a sequence
     /// after the current one. `None` if it is refused or already current.
     fn accept(&self, a: &Announcement) -> Option<Announced> {
-        let e = &a.event;
-        let root = match cidmirror_store::hash::parse_cid(&e.root) {
+        let checked = match Announced::check(&a.event, &self.cfg.key) {
             Ok(c) => c,
-            Err(err) => {
-                self.refuse(a, &format!("root: {err}"));
+            Err(why) => {
+                self.refuse(a, &why);
                 return None;
             }
         };
-        let previous = match e.previous.as_deref().map(cidmirror_store::hash::parse_cid) {
-            None => None,
-            Some(Ok(c)) => Some(c),
-            Some(Err(err)) => {
-                self.refuse(a, &format!("previous: {err}"));
-                return None;
-            }
-        };
-        let Ok(signature) = hex::decode(e.signature.trim()) else {
-            self.refuse(a, "the signature is not hex");
-            return None;
-        };
-        if !cidmirror_store::sign::verify_snapshot_with(
-            &self.cfg.key,
-            e.seq,
-            &root,
-            previous.as_ref(),
-            &signature,
-        ) {
-            self.refuse(a, "its signature does not verify against the publisher key");
-            return None;
-        }
+        let e = &a.event;
         if let Some(cur) = self.snapshots.current() {
             if e.seq < cur.seq {
                 self.refuse(
@@ -198,7 +214,7 @@ impl Follower {
                 return None;
             }
             if e.seq == cur.seq {
-                if root != cur.root {
+                if checked.root != cur.root {
                     self.refuse(
                         a,
                         &format!(
@@ -213,17 +229,7 @@ impl Follower {
         self.counters
             .latest_seen
             .fetch_max(e.seq, Ordering::Relaxed);
-        let published_at = humantime::parse_rfc3339(&e.published_at)
-            .ok()
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        Some(Announced {
-            seq: e.seq,
-            root,
-            previous,
-            published_at,
-            signature,
-        })
+        Some(checked)
     }
 
     /// Brings snapshot `ev` in and makes it current.
@@ -392,16 +398,7 @@ impl Follower {
                 detail: "the CAR's roots do not name the snapshot".into(),
             });
         }
-        let (manifest, m_entry, c_entry) = self.manifest_of(ev.root, None).await?;
-        let changes = read_all(&self.store, &c_entry.cid).await?;
-        let view = prev.apply(&changes, ev.root, manifest, m_entry, c_entry)?;
-        let (built, blocks) = view.build()?;
-        if built.cid != ev.root {
-            return Err(FollowError::Invalid {
-                what: format!("delta of snapshot {}", ev.seq),
-                detail: format!("rebuilds to {}, the signed root is {}", built.cid, ev.root),
-            });
-        }
+        let (view, blocks) = apply_delta(&self.store, prev, ev.root, ev.seq).await?;
         let blocks = blocks
             .into_iter()
             .map(|(cid, data)| Block {
@@ -423,21 +420,7 @@ impl Follower {
         if let Some(f) = fetched {
             self.ensure_dir(root, f).await?;
         }
-        let links = unixfs::list(&self.store, &root).await?;
-        let entry = |name: &str| {
-            links
-                .iter()
-                .find(|l| l.name == name)
-                .map(|l| DirEntry {
-                    cid: l.cid,
-                    tsize: l.tsize,
-                })
-                .ok_or_else(|| FollowError::Invalid {
-                    what: format!("snapshot {root}"),
-                    detail: format!("no {name}"),
-                })
-        };
-        let (m, c) = (entry("manifest.json")?, entry("changes.jsonl")?);
+        let (m, c) = listing_files(&self.store, &root).await?;
         if let Some(f) = fetched {
             self.ensure_file(m.cid, f).await?;
             self.ensure_file(c.cid, f).await?;
@@ -793,6 +776,51 @@ fn is_database_name(repo: &str, path: &str) -> bool {
             .and_then(|rest| rest.strip_prefix(kind))
             .is_some_and(|rest| rest.is_empty() || rest.starts_with(".tar"))
     })
+}
+
+/// The entries of `manifest.json` and `changes.jsonl` in the listing `root`.
+async fn listing_files<S: Store + ?Sized>(
+    store: &S,
+    root: &Cid,
+) -> Result<(DirEntry, DirEntry), FollowError> {
+    let links = unixfs::list(store, root).await?;
+    let entry = |name: &str| {
+        links
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| DirEntry {
+                cid: l.cid,
+                tsize: l.tsize,
+            })
+            .ok_or_else(|| FollowError::Invalid {
+                what: format!("snapshot {root}"),
+                detail: format!("no {name}"),
+            })
+    };
+    Ok((entry("manifest.json")?, entry("changes.jsonl")?))
+}
+
+/// The second half of a delta refresh, once the delta's blocks are in `store`: snapshot
+/// `root`'s manifest and `changes.jsonl`, applied to `prev` and rebuilt. The view and the
+/// directory blocks it built, only if they rebuild to `root` (the signed root of `seq`).
+pub(crate) async fn apply_delta<S: Store + Clone>(
+    store: &S,
+    prev: &View,
+    root: Cid,
+    seq: u64,
+) -> Result<(View, super::view::Blocks), FollowError> {
+    let (m_entry, c_entry) = listing_files(store, &root).await?;
+    let manifest = Manifest::parse(&read_all(store, &m_entry.cid).await?, &root)?;
+    let changes = read_all(store, &c_entry.cid).await?;
+    let view = prev.apply(&changes, root, manifest, m_entry, c_entry)?;
+    let (built, blocks) = view.build()?;
+    if built.cid != root {
+        return Err(FollowError::Invalid {
+            what: format!("delta of snapshot {seq}"),
+            detail: format!("rebuilds to {}, the signed root is {root}", built.cid),
+        });
+    }
+    Ok((view, blocks))
 }
 
 /// The whole of a (small) file held in the store.

@@ -336,21 +336,27 @@ async fn read_feed(
             Err(EventStreamError::Transport(e)) => return Ok(e.to_string()),
             Err(e) => return Ok(format!("not an event stream: {e}")),
         };
-        // feed.rs names its events `snapshot`; unnamed ones (`message`) are accepted for
-        // relays that drop names. Other kinds are for other readers.
-        if ev.event != "snapshot" && ev.event != "message" {
-            tracing::debug!(kind = %ev.event, "ignoring feed event");
-            continue;
-        }
-        match serde_json::from_str::<SnapshotEvent>(&ev.data) {
-            Ok(snapshot) => {
+        match snapshot_of(&ev) {
+            None => tracing::debug!(kind = %ev.event, "ignoring feed event"),
+            Some(Ok(snapshot)) => {
                 sh.record(snapshot.seq);
                 sh.announce(snapshot, Via::Feed).await?;
             }
-            Err(e) => tracing::warn!(id = %ev.id, "skipping malformed feed event: {e}"),
+            Some(Err(e)) => tracing::warn!(id = %ev.id, "skipping malformed feed event: {e}"),
         }
     }
     Ok("closed by the upstream".to_owned())
+}
+
+/// The announcement a feed event carries; `None` for an event of another kind.
+///
+/// feed.rs names its events `snapshot`; unnamed ones (`message`) are accepted for relays
+/// that drop names. Other kinds are for other readers.
+pub(crate) fn snapshot_of(
+    ev: &eventsource_stream::Event,
+) -> Option<Result<SnapshotEvent, serde_json::Error>> {
+    (ev.event == "snapshot" || ev.event == "message")
+        .then(|| serde_json::from_str::<SnapshotEvent>(&ev.data))
 }
 
 /// Polls `url` every `poll_every` for as long as the feed is down.

@@ -134,7 +134,10 @@ fn verify_reports_a_damaged_kept_file() {
     std::fs::write(&kept[0], &bad).unwrap();
     harness_catches("a flipped byte");
     let o = d.run(&["verify", "--quick"]);
-    assert!(!o.status.success(), "verify --quick passed a changed, corrupt file");
+    assert!(
+        !o.status.success(),
+        "verify --quick passed a changed, corrupt file"
+    );
     assert!(stdout(&o).contains(&sha), "{}", stdout(&o));
     let o = d.run(&["verify", "--full"]);
     assert!(!o.status.success(), "verify --full passed a corrupt file");

@@ -64,8 +64,13 @@ pub(crate) async fn file(
     let held = trusted
         || (state.store().has(&cid).await? && unixfs::complete(state.store(), &cid).await?);
     if held {
-        let resp = file_response(state, method, headers, meta, "mirror").await?;
-        return Ok(keep_while_sending(resp, guard));
+        match file_response(state, method, headers, meta.clone(), "mirror").await {
+            Ok(resp) => return Ok(keep_while_sending(resp, guard)),
+            // Blocks went missing since the look above (found corrupt and quarantined,
+            // evicted): fetched again like a file not held.
+            Err(ApiError::Unavailable { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     let etag = format!("\"{cid}\"");
     let mut b = file_headers(&meta, &etag);

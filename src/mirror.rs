@@ -16,6 +16,8 @@ use crate::Context;
 
 /// Exit status when the upstream had nothing new (`--once`).
 pub const EXIT_UNCHANGED: u8 = 3;
+/// Exit status when the sanity gate held the new upstream state back (`--once`).
+pub const EXIT_HELD: u8 = 4;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,7 +33,7 @@ pub struct Args {
     #[arg(long = "arch", value_name = "ARCH")]
     arches: Vec<String>,
 
-    /// Sync once and exit: 0 published, 3 nothing new, 1 failed.
+    /// Sync once and exit: 0 published, 3 nothing new, 4 held by the sanity gate, 1 failed.
     #[arg(long, conflicts_with = "interval")]
     once: bool,
 
@@ -62,6 +64,19 @@ pub struct Args {
     /// A transfer that receives nothing for this long fails (default 30s).
     #[arg(long)]
     stall_timeout: Option<String>,
+
+    /// The sanity gate: a new upstream state in which a repository loses more than this
+    /// share of its packages (or all of them) is held, not published (default 25%).
+    #[arg(long, value_name = "SHARE")]
+    max_shrink: Option<String>,
+
+    /// Publish a held shrink once this many consecutive syncs have seen one (default 12).
+    #[arg(long, value_name = "N")]
+    shrink_confirm_syncs: Option<u32>,
+
+    /// Publish the shrink the sanity gate holds now (the first sync of this run only).
+    #[arg(long)]
+    accept_shrink: bool,
 
     /// No progress bars.
     #[arg(long)]
@@ -121,8 +136,11 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         keep_snapshots: args.keep_snapshots,
         grace: args.grace,
         stall_timeout: args.stall_timeout,
+        max_shrink: args.max_shrink,
+        shrink_confirm_syncs: args.shrink_confirm_syncs,
     };
-    let opts = MirrorOptions::from_config(file.overridden_by(flags))?;
+    let mut opts = MirrorOptions::from_config(file.overridden_by(flags))?;
+    opts.gate.accept = args.accept_shrink;
     let opened = ctx.open(settings.store.as_ref()).await?;
     if args.serve {
         opened.embedded("mirror --serve")?;
@@ -153,7 +171,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             let target = match &outcome {
                 Outcome::Published(p) => Some((p.seq, p.root)),
                 Outcome::Unchanged { .. } => publisher.current()?.map(|c| (c.seq, c.root)),
-                Outcome::Failed { .. } => None,
+                Outcome::Failed { .. } | Outcome::Held { .. } => None,
             };
             if let Some((seq, root)) = target {
                 let name = ipns.publish(seq, &root).await?;
@@ -315,6 +333,24 @@ fn report(outcome: &Outcome) -> ExitCode {
                 None => println!("stopped"),
             }
             ExitCode::from(EXIT_UNCHANGED)
+        }
+        Outcome::Held {
+            reasons,
+            syncs,
+            needed,
+        } => {
+            eprintln!(
+                "held: the new upstream state is not published ({syncs} of {needed} syncs have \
+                 seen this shrink); the previous snapshot stays current:"
+            );
+            for r in reasons {
+                eprintln!("  {}", printable(r));
+            }
+            eprintln!(
+                "publish it now with `cidmirror mirror --accept-shrink`, or it is published \
+                 once {needed} consecutive syncs have seen a shrink"
+            );
+            ExitCode::from(EXIT_HELD)
         }
         Outcome::Failed { problems } => {
             eprintln!(

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cidmirror_ingest::keys::PublisherKey;
 use cidmirror_ingest::publish::open_state;
-use cidmirror_schema::publisher::{snapshots, syncs};
+use cidmirror_schema::publisher::{held, snapshots, syncs};
 use cidmirror_schema::text::printable;
 
 use crate::Context;
@@ -177,6 +177,19 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
                     println!("               {}", printable(line));
                 }
             }
+        }
+    }
+    if let Some(h) = db.read(held::get)? {
+        println!(
+            "held           a shrink, seen by {} consecutive sync{} since {} (last {}); \
+             `cidmirror mirror --accept-shrink` publishes it",
+            h.syncs,
+            if h.syncs == 1 { "" } else { "s" },
+            when(h.first_seen.0),
+            when(h.last_seen.0)
+        );
+        for line in h.reasons.lines() {
+            println!("               {}", printable(line));
         }
     }
     let store = ctx.open_store()?;

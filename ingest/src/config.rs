@@ -10,6 +10,8 @@
 //! keep_snapshots = 10
 //! grace = "14days"
 //! stall_timeout = "30s"
+//! max_shrink = "25%"
+//! shrink_confirm_syncs = 12
 //! ```
 
 use std::path::Path;
@@ -46,6 +48,13 @@ pub struct MirrorConfig {
     pub grace: Option<String>,
     /// A transfer that receives nothing for this long fails (default 30 s).
     pub stall_timeout: Option<String>,
+    /// The sanity gate: a new upstream state in which a repository lost more than this
+    /// share of its packages (`"25%"`, the default; `"100%"` holds only a repository that
+    /// empties) is held instead of published.
+    pub max_shrink: Option<String>,
+    /// ...until that many consecutive syncs saw a shrink (default 12: an hour at the default
+    /// interval); `mirror --accept-shrink` publishes it at once.
+    pub shrink_confirm_syncs: Option<u32>,
 }
 
 impl MirrorConfig {
@@ -86,6 +95,8 @@ impl MirrorConfig {
             keep_snapshots: over.keep_snapshots.or(self.keep_snapshots),
             grace: over.grace.or(self.grace),
             stall_timeout: over.stall_timeout.or(self.stall_timeout),
+            max_shrink: over.max_shrink.or(self.max_shrink),
+            shrink_confirm_syncs: over.shrink_confirm_syncs.or(self.shrink_confirm_syncs),
         }
     }
 }
@@ -114,6 +125,46 @@ pub struct MirrorOptions {
     pub grace: Duration,
     /// Transfer behaviour.
     pub fetch: FetchOptions,
+    /// The sanity gate; see [`ShrinkGate`].
+    pub gate: ShrinkGate,
+}
+
+/// The sanity gate: how much of a repository may disappear in one step before the new
+/// upstream state is held back rather than published.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShrinkGate {
+    /// The largest share (0 to 1) of a repository's packages that may leave in one
+    /// snapshot. A repository that empties is always held.
+    pub max_shrink: f64,
+    /// A held shrink is published once this many consecutive syncs have seen one.
+    pub confirm_syncs: u32,
+    /// Publish a held shrink now (`mirror --accept-shrink`): the operator confirmed it.
+    pub accept: bool,
+}
+
+impl Default for ShrinkGate {
+    fn default() -> ShrinkGate {
+        ShrinkGate {
+            max_shrink: 0.25,
+            confirm_syncs: 12,
+            accept: false,
+        }
+    }
+}
+
+/// A share written as a percentage (`"25%"`) or a fraction (`"0.25"`), from 0 to 1.
+fn share(field: &str, v: &str) -> Result<f64> {
+    let bad = |why: &str| Error::Config(format!("{field} = {v:?}: {why}"));
+    let t = v.trim();
+    let x = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| bad("expected a percentage such as \"25%\" or a fraction such as 0.25"))?;
+    if !(0.0..=1.0).contains(&x) {
+        return Err(bad("must be between 0% and 100%"));
+    }
+    Ok(x)
 }
 
 fn duration(field: &str, v: Option<&str>, default: Duration) -> Result<Duration> {
@@ -191,6 +242,22 @@ impl MirrorOptions {
             )?,
             ..FetchOptions::default()
         };
+        let defaults = ShrinkGate::default();
+        let gate = ShrinkGate {
+            max_shrink: match &c.max_shrink {
+                None => defaults.max_shrink,
+                Some(v) => share("max_shrink", v)?,
+            },
+            confirm_syncs: c.shrink_confirm_syncs.unwrap_or(defaults.confirm_syncs),
+            accept: false,
+        };
+        if gate.confirm_syncs == 0 {
+            return Err(Error::Config(
+                "shrink_confirm_syncs must be at least 1 (use --accept-shrink to publish a \
+                 held shrink at once)"
+                    .into(),
+            ));
+        }
         Ok(MirrorOptions {
             upstream,
             repos,
@@ -205,6 +272,7 @@ impl MirrorOptions {
                 Duration::from_secs(14 * 24 * 3600),
             )?,
             fetch,
+            gate,
         })
     }
 }
@@ -240,6 +308,18 @@ mod tests {
         assert_eq!(o.grace, Duration::from_secs(7 * 86400));
         assert_eq!(o.concurrency, 8);
         assert_eq!(o.keep_snapshots, 10);
+        assert_eq!(o.gate, ShrinkGate::default());
+    }
+
+    #[test]
+    fn shares_are_percentages_or_fractions() {
+        for (v, want) in [("25%", 0.25), ("0.5", 0.5), (" 100 % ", 1.0), ("0%", 0.0)] {
+            assert_eq!(share("max_shrink", v).unwrap(), want, "{v}");
+        }
+        for v in ["", "-1%", "101%", "1.5", "lots", "NaN", "inf%"] {
+            let e = share("max_shrink", v).unwrap_err().to_string();
+            assert!(e.contains("max_shrink"), "{v}: {e}");
+        }
     }
 
     #[test]
@@ -266,6 +346,14 @@ mod tests {
             (
                 "upstream = \"x\"\nrepos = [\"index\"]",
                 "snapshot's own index/",
+            ),
+            (
+                "upstream = \"x\"\nrepos = [\"core\"]\nmax_shrink = \"30 percent\"",
+                "max_shrink",
+            ),
+            (
+                "upstream = \"x\"\nrepos = [\"core\"]\nshrink_confirm_syncs = 0",
+                "shrink_confirm_syncs",
             ),
         ] {
             let c: MirrorConfig = toml::from_str(toml).unwrap();

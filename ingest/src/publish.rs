@@ -5,6 +5,9 @@
 //!    state of the current snapshot means nothing new, without fetching anything else.
 //! 2. Fetch every followed repository's databases (`.db` and `.files` must list the same
 //!    packages) and check that no two files of a directory would share a name.
+//!    The sanity gate: a repository that lost more than `max_shrink` of the current
+//!    snapshot's packages, or all of them, holds the state back (outcome "held") until
+//!    `confirm_syncs` consecutive syncs have seen a shrink or the operator accepts it.
 //! 3. Plan: packages already imported under this profile (same SHA-256, and the size the
 //!    database gives) are pinned for the sync and reused if still complete in the store; a
 //!    file the store holds without a record (a sync killed before recording it) is read
@@ -31,7 +34,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use cid::Cid;
-use cidmirror_schema::publisher::{self, Imported, Snapshot, imported, settings, snapshots, syncs};
+use cidmirror_schema::publisher::{
+    self, Imported, Snapshot, held, imported, settings, snapshots, syncs,
+};
 use cidmirror_schema::text::printable;
 use cidmirror_schema::{Db, Schema, Sha256, UnixTime};
 use cidmirror_store::dir::DirEntry;
@@ -106,6 +111,17 @@ pub enum Outcome {
         /// One line per problem, naming the repository and file, expected and actual.
         problems: Vec<String>,
     },
+    /// The sanity gate held the new upstream state back: a repository lost more of its
+    /// packages than allowed. The previous snapshot stays until the shrink persists for
+    /// `needed` consecutive syncs or the operator accepts it (`mirror --accept-shrink`).
+    Held {
+        /// One line per repository that shrank too much.
+        reasons: Vec<String>,
+        /// Consecutive syncs that held a shrink, this one included.
+        syncs: u64,
+        /// Syncs after which it is published anyway.
+        needed: u64,
+    },
 }
 
 /// What a published snapshot took.
@@ -146,6 +162,9 @@ pub struct Publisher {
     /// The last snapshot this publisher made current, for whoever acts on each one
     /// (IPNS, pinning services).
     published: tokio::sync::watch::Sender<Option<Published>>,
+    /// `--accept-shrink`, until one sync used it: the operator confirms the shrink held
+    /// now, not every shrink to come.
+    accept_shrink: std::sync::atomic::AtomicBool,
 }
 
 /// The databases of one repository/architecture as fetched.
@@ -171,6 +190,16 @@ struct NamedBytes {
     filename: String,
     /// The short name pacman asks for (`core.db`), if it differs.
     alias: Option<String>,
+}
+
+/// What the sanity gate decided.
+enum Gate {
+    /// No repository shrank too much.
+    Pass,
+    /// One did, but it persisted or was accepted: publish, with this note for `status`.
+    Publish(String),
+    /// One did: hold the state back (an [`Outcome::Held`]).
+    Hold(Outcome),
 }
 
 /// The row of `syncs` a sync records itself in, and when it started.
@@ -262,6 +291,7 @@ impl Publisher {
             db,
             key,
             upstream,
+            accept_shrink: std::sync::atomic::AtomicBool::new(opts.gate.accept),
             opts,
             progress,
             published: tokio::sync::watch::Sender::new(None),
@@ -331,9 +361,30 @@ impl Publisher {
             Ok((Outcome::Failed { problems }, state)) => {
                 ("failed", Some(state.clone()), problems.join("\n"), None)
             }
+            Ok((
+                Outcome::Held {
+                    reasons,
+                    syncs,
+                    needed,
+                },
+                state,
+            )) => (
+                "held",
+                Some(state.clone()),
+                format!(
+                    "{}\nheld by the sanity gate ({syncs} of {needed} syncs; `cidmirror mirror \
+                     --accept-shrink` publishes it now)",
+                    reasons.join("\n")
+                ),
+                None,
+            ),
             Err(e) => ("failed", None, e.to_string(), None),
         };
         let recorded = self.db.write(|tx| {
+            // Back to the current snapshot's state: no shrink is held any more.
+            if outcome == "unchanged" {
+                held::clear(tx)?;
+            }
             syncs::finish(
                 tx,
                 record.id,
@@ -378,6 +429,20 @@ impl Publisher {
                     failures += 1;
                     tracing::warn!("sync failed: {}", printable(&e.to_string()));
                     backoff(failures, self.opts.interval)
+                }
+                Ok(Outcome::Held {
+                    reasons,
+                    syncs,
+                    needed,
+                }) => {
+                    failures = 0;
+                    let shown: Vec<_> = reasons.iter().map(|p| printable(p)).collect();
+                    tracing::warn!(
+                        "new upstream state held by the sanity gate ({syncs} of {needed} syncs), \
+                         the previous snapshot stays current:\n{}",
+                        shown.join("\n")
+                    );
+                    self.opts.interval
                 }
                 Ok(o) => {
                     failures = 0;
@@ -472,6 +537,8 @@ impl Publisher {
         self.catch_up_retention().await?;
         self.repair_store().await;
         let mut last_state = String::new();
+        // The gate counts a sync once, however often the upstream moves under it.
+        let mut counted: Option<u64> = None;
         for _ in 0..MAX_RESTARTS {
             self.progress.phase("reading upstream state");
             let before = self.read_lastupdate().await?;
@@ -537,6 +604,11 @@ impl Publisher {
                     state,
                 ));
             }
+            let shrink_note = match self.gate(&repos, current.as_ref(), &state, &mut counted)? {
+                Gate::Pass => None,
+                Gate::Publish(note) => Some(note),
+                Gate::Hold(held) => return Ok((held, state)),
+            };
             let prepared = self.prepare(&repos, current.as_ref()).await?;
             // Never mix two upstream states.
             let after = match &before {
@@ -568,6 +640,7 @@ impl Publisher {
                     current,
                     stats,
                     record,
+                    shrink_note,
                 )
                 .await?;
             return Ok((Outcome::Published(published), last_state));
@@ -1134,6 +1207,7 @@ impl Publisher {
         current: Option<Snapshot>,
         mut stats: FetchStats,
         record: &SyncRecord,
+        shrink_note: Option<String>,
     ) -> Result<Published> {
         self.progress.phase("building the snapshot");
         items.sort_by(|a, b| (&a.repo, &a.arch, &a.filename).cmp(&(&b.repo, &b.arch, &b.filename)));
@@ -1220,8 +1294,13 @@ impl Publisher {
             published.changed,
             record.started.elapsed().as_secs_f64()
         );
-        // The switch and the record that says so, in one transaction (the record first).
+        if let Some(note) = &shrink_note {
+            published.detail = format!("{}\n{note}", published.detail);
+        }
+        // The switch and the record that says so, in one transaction (the record first);
+        // whatever shrink was held is now published or gone.
         self.db.write(|tx| -> Result<(), cidmirror_schema::Error> {
+            held::clear(tx)?;
             syncs::finish(
                 tx,
                 record.id,
@@ -1244,6 +1323,90 @@ impl Publisher {
             published.warnings.push(w);
         }
         Ok(published)
+    }
+
+    /// The sanity gate: a followed repository that lost more than `max_shrink` of the
+    /// current snapshot's packages (or all of them) holds the new state back, until
+    /// `confirm_syncs` consecutive syncs have seen a shrink or the operator accepts it. A
+    /// repository the current snapshot does not have is not compared.
+    fn gate(
+        &self,
+        repos: &[RepoFetch],
+        current: Option<&Snapshot>,
+        state: &str,
+        counted: &mut Option<u64>,
+    ) -> Result<Gate> {
+        let before = match current {
+            Some(c) => self
+                .db
+                .read(|conn| snapshots::package_counts(conn, c.seq))?,
+            None => Vec::new(),
+        };
+        let max = self.opts.gate.max_shrink;
+        let mut reasons = Vec::new();
+        for r in repos {
+            let Some(&(_, _, was)) = before
+                .iter()
+                .find(|(repo, arch, _)| repo == r.repo.as_str() && arch == r.arch.as_str())
+            else {
+                continue;
+            };
+            let now = r.db.packages.len() as u64;
+            if was == 0 || now >= was {
+                continue;
+            }
+            let share = (was - now) as f64 / was as f64;
+            if now == 0 {
+                reasons.push(format!(
+                    "{}: would drop from {was} packages to none (the repository empties)",
+                    r.label()
+                ));
+            } else if share > max {
+                reasons.push(format!(
+                    "{}: would drop from {was} packages to {now} ({:.1}% fewer; at most {}% \
+                     may leave at once, --max-shrink)",
+                    r.label(),
+                    share * 100.0,
+                    max * 100.0
+                ));
+            }
+        }
+        if reasons.is_empty() {
+            if self.db.read(held::get)?.is_some() {
+                self.db.write(held::clear)?;
+            }
+            return Ok(Gate::Pass);
+        }
+        let lines = reasons.join("\n");
+        let syncs = match *counted {
+            Some(n) => n,
+            None => {
+                let n = self
+                    .db
+                    .write(|tx| held::hold(tx, state, &lines, UnixTime::now()))?;
+                *counted = Some(n);
+                n
+            }
+        };
+        let needed = u64::from(self.opts.gate.confirm_syncs);
+        if self
+            .accept_shrink
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(Gate::Publish(format!(
+                "published a shrink the operator accepted (--accept-shrink):\n{lines}"
+            )));
+        }
+        if syncs >= needed {
+            return Ok(Gate::Publish(format!(
+                "published a shrink that {syncs} consecutive syncs saw:\n{lines}"
+            )));
+        }
+        Ok(Gate::Hold(Outcome::Held {
+            reasons,
+            syncs,
+            needed,
+        }))
     }
 
     /// Runs the retention step of every published snapshot that has not had it (a crash

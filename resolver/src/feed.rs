@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use cidmirror_schema::publisher::{snapshots, syncs};
+use cidmirror_schema::publisher::{held, snapshots, syncs};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
@@ -181,12 +181,15 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     .map_err(|e| ApiError::Internal(e.to_string()))??;
     state.metrics().integrity(&integrity);
     if let Some(db) = state.snapshots().db().cloned() {
-        let counts = tokio::task::spawn_blocking(move || db.read(syncs::counts))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let (counts, held) = tokio::task::spawn_blocking(move || {
+            Ok::<_, cidmirror_schema::Error>((db.read(syncs::counts)?, db.read(held::get)?))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
         for (outcome, n) in counts {
             state.metrics().syncs(&outcome, n);
         }
+        state.metrics().sync_held(held.map_or(0, |h| h.syncs));
     }
     let mut resp = state.metrics().encode().into_response();
     resp.headers_mut().insert(

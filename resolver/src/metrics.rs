@@ -63,6 +63,7 @@ struct Inner {
     snapshot_seq: Gauge<i64, std::sync::atomic::AtomicI64>,
     snapshot_age: Gauge<i64, std::sync::atomic::AtomicI64>,
     syncs: Family<OutcomeLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    sync_held: IGauge,
     connections: Gauge<i64, std::sync::atomic::AtomicI64>,
     follow: Family<WhatLabel, IGauge>,
     integrity: Family<WhatLabel, IGauge>,
@@ -128,6 +129,12 @@ impl Metrics {
             "syncs",
             "Publisher syncs recorded, by outcome",
             syncs.clone(),
+        );
+        let sync_held = IGauge::default();
+        registry.register(
+            "sync_held",
+            "Consecutive syncs the sanity gate has held a shrinking upstream state back (0: none held)",
+            sync_held.clone(),
         );
         let connections = Gauge::default();
         registry.register(
@@ -198,6 +205,7 @@ impl Metrics {
                 snapshot_seq,
                 snapshot_age,
                 syncs,
+                sync_held,
                 integrity,
                 connections,
                 follow,
@@ -284,6 +292,13 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sets how many consecutive syncs have held a shrink back (0: none is held).
+    pub fn sync_held(&self, syncs: u64) {
+        self.inner
+            .sync_held
+            .set(i64::try_from(syncs).unwrap_or(i64::MAX));
     }
 
     /// Counts a volunteer announce by outcome.

@@ -185,6 +185,35 @@ pub const PUBLISHER: &[&str] = &[
     r#"
     CREATE INDEX entries_by_sha256 ON entries(seq, sha256);
     "#,
+    // 3: the sanity gate. A sync can end 'held' (a repository lost too many packages), and
+    // the shrink being held is remembered across syncs until it publishes or goes away.
+    r#"
+    CREATE TABLE syncs_3 (
+        id          INTEGER PRIMARY KEY,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        upstream    TEXT    NOT NULL,
+        state       TEXT,
+        outcome     TEXT    NOT NULL
+            CHECK (outcome IN ('running', 'published', 'unchanged', 'failed', 'held')),
+        detail      TEXT,
+        seq         INTEGER
+    );
+    INSERT INTO syncs_3 SELECT id, started_at, finished_at, upstream, state, outcome, detail, seq
+        FROM syncs;
+    DROP TABLE syncs;
+    ALTER TABLE syncs_3 RENAME TO syncs;
+
+    -- At most one row: the shrink held now, since when, by how many consecutive syncs.
+    CREATE TABLE held (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        state      TEXT    NOT NULL,
+        reasons    TEXT    NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen  INTEGER NOT NULL,
+        syncs      INTEGER NOT NULL CHECK (syncs >= 1)
+    );
+    "#,
 ];
 
 /// Brings the database up to the newest version of its schema.

@@ -373,6 +373,31 @@ pub mod snapshots {
         Ok(out)
     }
 
+    /// How many packages snapshot `seq` has in each repository/architecture, ordered by
+    /// repository and architecture.
+    pub fn package_counts(
+        conn: &Connection,
+        seq: u64,
+    ) -> Result<Vec<(String, String, u64)>, Error> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT repo, arch, count(*) FROM entries WHERE seq = ?1 AND kind = 'package'
+             GROUP BY repo, arch ORDER BY repo, arch",
+        )?;
+        let rows = stmt.query_map([i64_of(seq, "seq")?], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (repo, arch, n) = r?;
+            out.push((repo, arch, u64_of(n, "package count")?));
+        }
+        Ok(out)
+    }
+
     /// Deletes the entries of snapshots numbered below `seq` (their rows stay).
     pub fn prune_entries(tx: &WriteTx<'_>, seq: u64) -> Result<usize, Error> {
         Ok(tx
@@ -505,6 +530,75 @@ pub struct Sync {
 }
 
 /// Sync attempts, for `status`.
+/// A shrink the sanity gate holds back: an upstream state in which a repository lost more
+/// of its packages than allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The upstream state last held.
+    pub state: String,
+    /// Why, one line per repository.
+    pub reasons: String,
+    /// The first sync that held it.
+    pub first_seen: UnixTime,
+    /// The last one.
+    pub last_seen: UnixTime,
+    /// Consecutive syncs that held a shrink.
+    pub syncs: u64,
+}
+
+/// The shrink held now, if any.
+pub mod held {
+    use super::*;
+
+    /// What is held.
+    pub fn get(conn: &Connection) -> Result<Option<Held>, Error> {
+        let row = conn
+            .prepare_cached(
+                "SELECT state, reasons, first_seen, last_seen, syncs FROM held WHERE id = 1",
+            )?
+            .query_row([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, UnixTime>(2)?,
+                    r.get::<_, UnixTime>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(state, reasons, first_seen, last_seen, syncs)| {
+            Ok(Held {
+                state,
+                reasons,
+                first_seen,
+                last_seen,
+                syncs: u64_of(syncs, "held syncs")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// One more sync holds a shrink (state `state`, for `reasons`): returns how many
+    /// consecutive syncs have held one, this one included.
+    pub fn hold(tx: &WriteTx<'_>, state: &str, reasons: &str, now: UnixTime) -> Result<u64, Error> {
+        tx.prepare_cached(
+            "INSERT INTO held (id, state, reasons, first_seen, last_seen, syncs)
+             VALUES (1, ?1, ?2, ?3, ?3, 1)
+             ON CONFLICT (id) DO UPDATE SET state = ?1, reasons = ?2, last_seen = ?3,
+                 syncs = syncs + 1",
+        )?
+        .execute(params![state, reasons, now])?;
+        let n: i64 = tx.query_row("SELECT syncs FROM held WHERE id = 1", [], |r| r.get(0))?;
+        u64_of(n, "held syncs")
+    }
+
+    /// Nothing is held any more (a sync passed the gate, or published what was held).
+    pub fn clear(tx: &WriteTx<'_>) -> Result<(), Error> {
+        tx.prepare_cached("DELETE FROM held")?.execute([])?;
+        Ok(())
+    }
+}
+
 pub mod syncs {
     use super::*;
 
@@ -699,6 +793,69 @@ mod tests {
             db.write(|tx| syncs::finish(tx, id, "bogus", None, None, None, UnixTime(3)))
                 .is_err(),
             "outcomes are checked"
+        );
+        db.write(|tx| syncs::finish(tx, id, "held", None, None, None, UnixTime(3)))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_held_shrink_counts_consecutive_syncs_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("p.sqlite"), Schema::Publisher).unwrap();
+        assert_eq!(db.read(held::get).unwrap(), None);
+        assert_eq!(
+            db.write(|tx| held::hold(tx, "s1", "core: 0", UnixTime(10)))
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            db.write(|tx| held::hold(tx, "s2", "core: 1", UnixTime(20)))
+                .unwrap(),
+            2
+        );
+        let h = db.read(held::get).unwrap().unwrap();
+        assert_eq!(
+            (
+                h.state.as_str(),
+                h.reasons.as_str(),
+                h.first_seen,
+                h.last_seen,
+                h.syncs
+            ),
+            ("s2", "core: 1", UnixTime(10), UnixTime(20), 2)
+        );
+        db.write(held::clear).unwrap();
+        assert_eq!(db.read(held::get).unwrap(), None);
+        assert_eq!(
+            db.write(|tx| held::hold(tx, "s3", "x", UnixTime(30)))
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn package_counts_are_per_repository_and_architecture() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("p.sqlite"), Schema::Publisher).unwrap();
+        let mut e = vec![
+            entry("a-1-1-any.pkg.tar.zst"),
+            entry("b-1-1-any.pkg.tar.zst"),
+        ];
+        let mut extra = entry("c-1-1-any.pkg.tar.zst");
+        extra.repo = "extra".into();
+        e.push(extra);
+        let mut dbfile = entry("core.db.tar.gz");
+        dbfile.kind = "database".into();
+        dbfile.package = None;
+        e.push(dbfile);
+        db.write(|tx| snapshots::publish(tx, &snap(1, None), &e))
+            .unwrap();
+        assert_eq!(
+            db.read(|c| snapshots::package_counts(c, 1)).unwrap(),
+            [
+                ("core".to_string(), "x86_64".to_string(), 2),
+                ("extra".to_string(), "x86_64".to_string(), 1)
+            ]
         );
     }
 }

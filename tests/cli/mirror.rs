@@ -41,8 +41,10 @@ fn mirror_args<'a>(upstream: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// `mirror --once` of core and extra from `upstream`, which must publish; its stdout.
+/// Small test repositories lose packages on purpose: the sanity gate holds only one that
+/// empties (its own tests are below).
 pub fn mirror_once(d: &DataDir, upstream: &str) -> String {
-    let o = d.run(&mirror_args(upstream, &["--once"]));
+    let o = d.run(&mirror_args(upstream, &["--once", "--max-shrink", "100%"]));
     assert_eq!(o.status.code(), Some(0), "mirror --once: {}", stderr(&o));
     stdout(&o)
 }
@@ -418,4 +420,102 @@ fn a_failure_after_the_switch_leaves_the_publish_reported_as_published() {
             .contains("last sync      unchanged at")
     );
     d.assert_verify(true);
+}
+
+/// The sanity gate through the binary: a repository that loses most of its packages is
+/// held (exit 4, stderr says why and how to publish it), `status` and `/metrics` show it,
+/// `--accept-shrink` publishes it; and one that empties is held even with `--max-shrink
+/// 100%`.
+#[test]
+fn a_shrinking_repository_is_held_reported_and_published_when_accepted() {
+    use crate::serve_support::{Server, request};
+    let t = TestDir::new();
+    let m = standard_mirror();
+    let d = t.data("data");
+    let up = m.root().to_str().unwrap();
+    let first = published_root(&mirror_once(&d, up));
+
+    // core: 3 packages -> 1.
+    m.set_repo("core", &[("alpha", "1.0")], true);
+    m.set_lastupdate(1_700_003_600);
+    for n in 1..=2 {
+        let o = d.run(&mirror_args(up, &["--once"]));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(4), "held: {err}");
+        assert!(
+            err.contains("held:")
+                && err.contains(&format!("{n} of 12 syncs"))
+                && err.contains("core/x86_64: would drop from 3 packages to 1 (66.7% fewer")
+                && err.contains("--accept-shrink"),
+            "{err}"
+        );
+        assert_eq!(status_root(&d).as_deref(), Some(first.as_str()));
+    }
+    let status = d.ok_text(&["status"]);
+    assert!(status.contains("last sync      held at"), "{status}");
+    assert!(
+        status.contains("held           a shrink, seen by 2 consecutive syncs"),
+        "{status}"
+    );
+    assert!(
+        status.contains("core/x86_64: would drop from 3"),
+        "{status}"
+    );
+    {
+        let srv = Server::serve(&d, &[]);
+        let text = request(srv.addr, "GET", "/metrics", &[]).text();
+        let value = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        };
+        assert_eq!(value("cidmirror_sync_held "), Some(2), "{text}");
+        assert_eq!(
+            value("cidmirror_syncs{outcome=\"held\"}"),
+            Some(2),
+            "{text}"
+        );
+    }
+    // A bad setting is named.
+    let o = d.run(&mirror_args(up, &["--once", "--max-shrink", "lots"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("max_shrink = \"lots\""),
+        "{}",
+        stderr(&o)
+    );
+
+    // The operator confirms: published, and nothing is held any more.
+    let o = d.run(&mirror_args(up, &["--once", "--accept-shrink"]));
+    assert_eq!(o.status.code(), Some(0), "accepted: {}", stderr(&o));
+    assert!(stdout(&o).contains("3 packages"), "{}", stdout(&o));
+    let status = d.ok_text(&["status"]);
+    assert!(!status.contains("held           "), "{status}");
+    assert!(
+        status.contains("--accept-shrink"),
+        "the publish says why: {status}"
+    );
+
+    // --max-shrink 100% lets any shrink through, but not a repository that empties.
+    m.set_repo("extra", &[("delta", "1.0")], false);
+    m.set_lastupdate(1_700_007_200);
+    mirror_once(&d, up);
+    let extra = m.repo_dir("extra", "x86_64");
+    for f in ["extra.files", "extra.files.tar.gz"] {
+        std::fs::remove_file(extra.join(f)).unwrap();
+    }
+    let empty = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        tar::Builder::new(&mut gz).finish().unwrap();
+        gz.finish().unwrap()
+    };
+    std::fs::write(extra.join("extra.db.tar.gz"), empty).unwrap();
+    m.set_lastupdate(1_700_010_800);
+    let o = d.run(&mirror_args(up, &["--once", "--max-shrink", "100%"]));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the repository empties"),
+        "{}",
+        stderr(&o)
+    );
 }

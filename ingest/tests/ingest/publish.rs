@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cidmirror_ingest::config::{MirrorConfig, MirrorOptions};
+use cidmirror_ingest::config::{MirrorConfig, MirrorOptions, ShrinkGate};
 use cidmirror_ingest::keys::verify_snapshot;
 use cidmirror_ingest::pacman::{self, RepoName};
 use cidmirror_ingest::publish::{NoProgress, Outcome, Published, Publisher};
@@ -47,12 +47,18 @@ fn env(upstream: &str) -> Env {
 }
 
 fn env_with(upstream: &str, keep: u32) -> Env {
+    env_opts(upstream, keep, |_| {})
+}
+
+fn env_opts(upstream: &str, keep: u32, change: impl FnOnce(&mut MirrorOptions)) -> Env {
     let data = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&data.path().join("store")).unwrap();
+    let mut opts = options(upstream, keep);
+    change(&mut opts);
     let publisher = Publisher::open(
         data.path(),
         Arc::new(store.clone()),
-        options(upstream, keep),
+        opts,
         Arc::new(NoProgress),
     )
     .unwrap();
@@ -614,7 +620,8 @@ async fn fault_a_database_that_is_not_an_archive() {
 async fn old_snapshots_are_unpinned_and_files_that_left_upstream_keep_a_grace_pin() {
     let mirror = standard_mirror();
     let up = TestUpstream::start(mirror.root()).await;
-    let e = env_with(&up.url, 2);
+    // core goes from 3 packages to 2 below: a shrink the sanity gate would hold.
+    let e = env_opts(&up.url, 2, |o| o.gate.max_shrink = 0.5);
     let s1 = published(&e).await;
     let gamma = cid_of(
         &std::fs::read(
@@ -1152,4 +1159,190 @@ async fn a_lastupdate_that_is_not_a_unix_time_is_refused_naming_the_file() {
             std::str::from_utf8(good).unwrap().trim_end()
         );
     }
+}
+
+/// A publisher on `data` (reopened: the previous one must be dropped) with this gate.
+fn publisher_with_gate(
+    data: &Path,
+    store: &EmbeddedStore,
+    upstream: &str,
+    gate: ShrinkGate,
+) -> Publisher {
+    let mut o = options(upstream, 10);
+    o.gate = gate;
+    Publisher::open(data, Arc::new(store.clone()), o, Arc::new(NoProgress)).unwrap()
+}
+
+async fn held(p: &Publisher) -> (Vec<String>, u64, u64) {
+    match p.sync_once().await.unwrap() {
+        Outcome::Held {
+            reasons,
+            syncs,
+            needed,
+        } => (reasons, syncs, needed),
+        other => panic!("expected the gate to hold, got {other:?}"),
+    }
+}
+
+fn held_row(data: &Path) -> Option<cidmirror_schema::publisher::Held> {
+    let db = cidmirror_ingest::publish::open_state(data).unwrap();
+    db.read(cidmirror_schema::publisher::held::get).unwrap()
+}
+
+fn last_sync(data: &Path) -> cidmirror_schema::publisher::Sync {
+    let db = cidmirror_ingest::publish::open_state(data).unwrap();
+    db.read(|c| cidmirror_schema::publisher::syncs::recent(c, 1))
+        .unwrap()
+        .remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_that_loses_too_many_packages_is_held_until_the_shrink_persists() {
+    let mirror = standard_mirror();
+    let up = mirror.root().to_str().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&data.path().join("store")).unwrap();
+    let gate = ShrinkGate {
+        confirm_syncs: 3,
+        ..ShrinkGate::default()
+    };
+    let p = publisher_with_gate(data.path(), &store, &up, gate);
+    let first = match p.sync_once().await.unwrap() {
+        Outcome::Published(p) => p,
+        other => panic!("{other:?}"),
+    };
+
+    // core loses two of its three packages: 66.7% > 25%.
+    mirror.set_repo("core", &[("alpha", "1.0")], true);
+    mirror.set_lastupdate(1_700_003_600);
+    for n in 1..=2 {
+        let (reasons, syncs, needed) = held(&p).await;
+        assert_eq!((syncs, needed), (n, 3));
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].contains("core/x86_64")
+                && reasons[0].contains("from 3 packages to 1")
+                && reasons[0].contains("66.7%"),
+            "{reasons:?}"
+        );
+        assert_eq!(
+            p.current().unwrap().unwrap().root,
+            first.root,
+            "nothing published"
+        );
+        let s = last_sync(data.path());
+        assert_eq!(s.outcome, "held");
+        assert!(
+            s.detail.as_deref().unwrap().contains("--accept-shrink"),
+            "{s:?}"
+        );
+        let h = held_row(data.path()).unwrap();
+        assert_eq!(h.syncs, n);
+        assert!(h.reasons.contains("core/x86_64"), "{h:?}");
+    }
+    // The third sync that sees it publishes it, and says so.
+    let third = match p.sync_once().await.unwrap() {
+        Outcome::Published(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(third.seq, 2);
+    assert_eq!(third.packages, 3, "alpha + delta, epsilon");
+    assert!(
+        third.detail.contains("3 consecutive syncs") && third.detail.contains("core/x86_64"),
+        "{}",
+        third.detail
+    );
+    assert_eq!(held_row(data.path()), None);
+    // Shrinking by a quarter or less is not held: extra 2 -> 2, core 1 -> 1 plus one.
+    mirror.set_repo("core", &[("alpha", "1.0"), ("zeta", "1.0")], true);
+    mirror.set_lastupdate(1_700_007_200);
+    assert!(matches!(
+        p.sync_once().await.unwrap(),
+        Outcome::Published(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_repository_is_held_until_the_operator_accepts_it_once() {
+    let mirror = standard_mirror();
+    let up = mirror.root().to_str().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&data.path().join("store")).unwrap();
+    // Even with every shrink allowed, a repository that empties is held.
+    let lenient = ShrinkGate {
+        max_shrink: 1.0,
+        ..ShrinkGate::default()
+    };
+    let p = publisher_with_gate(data.path(), &store, &up, lenient);
+    let first = match p.sync_once().await.unwrap() {
+        Outcome::Published(p) => p,
+        other => panic!("{other:?}"),
+    };
+
+    // What a mirror caught mid-rsync can look like: extra's database with no entries.
+    let empty = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        tar::Builder::new(&mut gz).finish().unwrap();
+        gz.finish().unwrap()
+    };
+    let extra = mirror.repo_dir("extra", "x86_64");
+    std::fs::remove_file(extra.join("extra.files.tar.gz")).unwrap();
+    std::fs::remove_file(extra.join("extra.files")).unwrap();
+    std::fs::write(extra.join("extra.db.tar.gz"), &empty).unwrap();
+    mirror.set_lastupdate(1_700_003_600);
+    let (reasons, syncs, _) = held(&p).await;
+    assert_eq!(syncs, 1);
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("extra/x86_64") && reasons[0].contains("empties"),
+        "{reasons:?}"
+    );
+    assert_eq!(p.current().unwrap().unwrap().root, first.root);
+
+    // Back to the published state before it persisted: nothing is held any more.
+    mirror.set_repo("extra", &[("delta", "1.0"), ("epsilon", "1.0")], false);
+    mirror.set_lastupdate(1_700_000_000);
+    assert!(matches!(
+        p.sync_once().await.unwrap(),
+        Outcome::Unchanged { seq: Some(1), .. }
+    ));
+    assert_eq!(held_row(data.path()), None);
+
+    // It empties again; the operator confirms (`mirror --accept-shrink`): published at once,
+    // and the confirmation covers that one sync, not the shrinks after it.
+    std::fs::remove_file(extra.join("extra.files.tar.gz")).unwrap();
+    std::fs::remove_file(extra.join("extra.files")).unwrap();
+    std::fs::write(extra.join("extra.db.tar.gz"), &empty).unwrap();
+    mirror.set_lastupdate(1_700_007_200);
+    drop(p);
+    let p = publisher_with_gate(
+        data.path(),
+        &store,
+        &up,
+        ShrinkGate {
+            accept: true,
+            ..lenient
+        },
+    );
+    let accepted = match p.sync_once().await.unwrap() {
+        Outcome::Published(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(accepted.packages, 3, "core only");
+    assert!(
+        accepted.detail.contains("--accept-shrink"),
+        "{}",
+        accepted.detail
+    );
+    assert_eq!(held_row(data.path()), None);
+    mirror.set_repo("core", &[("alpha", "1.0")], true);
+    let pkgs = mirror.repo_dir("core", "x86_64");
+    std::fs::remove_file(pkgs.join("core.files.tar.gz")).unwrap();
+    std::fs::remove_file(pkgs.join("core.files")).unwrap();
+    std::fs::write(pkgs.join("core.db.tar.gz"), &empty).unwrap();
+    mirror.set_lastupdate(1_700_010_800);
+    let (reasons, syncs, _) = held(&p).await;
+    assert!(
+        syncs == 1 && reasons[0].contains("core/x86_64"),
+        "{reasons:?}"
+    );
 }

@@ -65,6 +65,8 @@ fn file_ref(files: &mut Vec<(Cid, Vec<u8>)>, bytes: &[u8]) -> FileRef {
 pub struct Built {
     /// The listing (directories, manifest, changes).
     pub listing: listing::Listing,
+    /// Its blocks.
+    pub listing_blocks: Vec<(Cid, Vec<u8>)>,
     /// Its items, for the next snapshot's `previous`.
     pub items: Vec<Item>,
     /// Every block of every desc file.
@@ -81,7 +83,7 @@ impl Built {
 
     /// Every block: the listing's and the desc files'.
     pub fn blocks(&self) -> impl Iterator<Item = &(Cid, Vec<u8>)> {
-        self.listing.blocks.iter().chain(&self.desc_blocks)
+        self.listing_blocks.iter().chain(&self.desc_blocks)
     }
 
     /// A CAR of every block under the root (what a delta of a first snapshot carries, and
@@ -142,17 +144,24 @@ pub fn snapshot(packages: &[(&str, &str)], previous: Option<&Built>) -> Built {
         files: None,
         signed: false,
     }];
-    let listing = listing::build(&ListingInput {
-        profile: Profile::UnixfsV1_2025,
-        upstream: "https://mirror.example.org/",
-        lastupdate: "1700000000",
-        items: &items,
-        repos: &repos,
-        previous: previous.map(|p| (p.root(), &p.items[..])),
-    })
+    let mut listing_blocks = cidmirror_store::importer::VecSink::default();
+    let scratch = std::env::temp_dir();
+    let listing = listing::build(
+        &ListingInput {
+            profile: Profile::UnixfsV1_2025,
+            upstream: "https://mirror.example.org/",
+            lastupdate: "1700000000",
+            items: &items,
+            repos: &repos,
+            previous: previous.map(|p| (p.root(), &p.items[..])),
+            scratch: &scratch,
+        },
+        &mut listing_blocks,
+    )
     .expect("build a listing");
     Built {
         listing,
+        listing_blocks: listing_blocks.0,
         items,
         desc_blocks: sink.0,
         files,

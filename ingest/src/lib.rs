@@ -33,6 +33,7 @@ pub mod listing;
 pub mod pacman;
 pub mod publish;
 pub mod repair;
+pub mod spool;
 pub mod upstream;
 
 pub use error::{Error, Result};

@@ -18,12 +18,14 @@
 //! writes only the blocks that changed.
 
 use std::collections::BTreeMap;
+use std::io::{Seek, Write};
+use std::path::Path;
 
 use cid::Cid;
 use cidmirror_schema::Sha256;
 use cidmirror_schema::publisher::Entry;
 use cidmirror_store::dir::{DirEntry, Tree};
-use cidmirror_store::importer::{self, VecSink};
+use cidmirror_store::importer::{self, BlockSink};
 use cidmirror_store::{ImportParams, Profile};
 use serde::Serialize;
 
@@ -295,14 +297,15 @@ pub struct ListingInput<'a> {
     pub repos: &'a [RepoSummary],
     /// The previous snapshot: its root and items.
     pub previous: Option<(Cid, &'a [Item])>,
+    /// A directory for a scratch file (`changes.jsonl` is written there, not kept in
+    /// memory: a line per package of a first snapshot).
+    pub scratch: &'a Path,
 }
 
-/// A built listing: its blocks (not stored yet) and what it says.
+/// A built listing (its blocks went to the sink given to [`build`]) and what it says.
 pub struct Listing {
     /// The root.
     pub root: DirEntry,
-    /// Every block of the listing's own nodes: directories, manifest, changes.
-    pub blocks: Vec<(Cid, Vec<u8>)>,
     /// `manifest.json`.
     pub manifest: Vec<u8>,
     /// Lines in `changes.jsonl`.
@@ -312,39 +315,65 @@ pub struct Listing {
 /// The lines of `changes.jsonl`: removals, changes and additions, sorted by repository,
 /// architecture and file name.
 pub fn changes(previous: &[Item], items: &[Item]) -> Result<(Vec<u8>, u64)> {
-    let old: BTreeMap<_, &Item> = previous.iter().map(|i| (i.key(), i)).collect();
-    let new: BTreeMap<_, &Item> = items.iter().map(|i| (i.key(), i)).collect();
-    let mut lines: Vec<((&str, &str, &str), u8, ChangeLine<'_>)> = Vec::new();
-    for (k, o) in &old {
-        match new.get(k) {
-            None => lines.push((*k, 0, ChangeLine::new("remove", o))),
-            Some(n)
-                if n.file != o.file
-                    || n.sig != o.sig
-                    || n.package != o.package
-                    || n.alias != o.alias =>
-            {
-                lines.push((*k, 1, ChangeLine::new("change", n)));
-            }
-            Some(_) => {}
-        }
-    }
-    for (k, n) in &new {
-        if !old.contains_key(k) {
-            lines.push((*k, 2, ChangeLine::new("add", n)));
-        }
-    }
-    lines.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let mut out = Vec::new();
-    for (_, _, l) in &lines {
-        serde_json::to_writer(&mut out, l)
-            .map_err(|e| crate::Error::Config(format!("encoding changes: {e}")))?;
-        out.push(b'\n');
-    }
-    Ok((out, lines.len() as u64))
+    let n = changes_into(previous, items, &mut out)?;
+    Ok((out, n))
 }
 
-fn import_bytes(params: &ImportParams, bytes: &[u8], sink: &mut VecSink) -> Result<DirEntry> {
+/// [`changes`], written to `out`; returns the number of lines.
+pub fn changes_into(previous: &[Item], items: &[Item], out: &mut dyn Write) -> Result<u64> {
+    let old: BTreeMap<_, &Item> = previous.iter().map(|i| (i.key(), i)).collect();
+    let new: BTreeMap<_, &Item> = items.iter().map(|i| (i.key(), i)).collect();
+    // Both maps are in key order, and a key has at most one line: one merge walk writes
+    // the lines in order without holding them (a first snapshot has one per package).
+    let mut count = 0u64;
+    let mut emit = |l: ChangeLine<'_>| -> Result<()> {
+        serde_json::to_writer(&mut *out, &l)
+            .map_err(|e| crate::Error::Config(format!("encoding changes: {e}")))?;
+        out.write_all(b"\n")
+            .map_err(|e| crate::Error::Config(format!("writing changes: {e}")))?;
+        count += 1;
+        Ok(())
+    };
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (o.peek().copied(), n.peek().copied()) {
+            (None, None) => break,
+            (Some((_, io)), None) => {
+                emit(ChangeLine::new("remove", io))?;
+                o.next();
+            }
+            (None, Some((_, inew))) => {
+                emit(ChangeLine::new("add", inew))?;
+                n.next();
+            }
+            (Some((ko, io)), Some((kn, inew))) => match ko.cmp(kn) {
+                std::cmp::Ordering::Less => {
+                    emit(ChangeLine::new("remove", io))?;
+                    o.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    emit(ChangeLine::new("add", inew))?;
+                    n.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if inew.file != io.file
+                        || inew.sig != io.sig
+                        || inew.package != io.package
+                        || inew.alias != io.alias
+                    {
+                        emit(ChangeLine::new("change", inew))?;
+                    }
+                    o.next();
+                    n.next();
+                }
+            },
+        }
+    }
+    Ok(count)
+}
+
+fn import_bytes(params: &ImportParams, bytes: &[u8], sink: &mut dyn BlockSink) -> Result<DirEntry> {
     let f = importer::import(bytes, params, sink)?;
     Ok(DirEntry {
         cid: f.cid,
@@ -359,15 +388,32 @@ fn created_of(lastupdate: &str) -> Option<String> {
     Some(humantime::format_rfc3339_seconds(t).to_string())
 }
 
-/// Builds the listing: every directory node, `manifest.json` and `changes.jsonl`.
-pub fn build(input: &ListingInput<'_>) -> Result<Listing> {
+/// Builds the listing: every directory node, `manifest.json` and `changes.jsonl`, each
+/// block handed to `sink` (not stored yet).
+pub fn build(input: &ListingInput<'_>, sink: &mut dyn BlockSink) -> Result<Listing> {
     let params = input.profile.params();
-    let mut sink = VecSink::default();
-    let (changes_bytes, changed) = changes(
-        input.previous.map_or(&[][..], |(_, items)| items),
-        input.items,
-    )?;
-    let changes_entry = import_bytes(&params, &changes_bytes, &mut sink)?;
+    let scratch_err = |source| crate::Error::Io {
+        path: input.scratch.join("(changes.jsonl being written)"),
+        source,
+    };
+    let mut file = tempfile::tempfile_in(input.scratch).map_err(scratch_err)?;
+    let changed = {
+        let mut w = std::io::BufWriter::new(&mut file);
+        let n = changes_into(
+            input.previous.map_or(&[][..], |(_, items)| items),
+            input.items,
+            &mut w,
+        )?;
+        w.flush().map_err(scratch_err)?;
+        n
+    };
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(scratch_err)?;
+    let f = importer::import(std::io::BufReader::new(file), &params, sink)?;
+    let changes_entry = DirEntry {
+        cid: f.cid,
+        tsize: f.tsize,
+    };
     let manifest = Manifest {
         format: FORMAT,
         profile: input.profile.name(),
@@ -382,7 +428,7 @@ pub fn build(input: &ListingInput<'_>) -> Result<Listing> {
     let mut manifest_bytes = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| crate::Error::Config(format!("encoding the manifest: {e}")))?;
     manifest_bytes.push(b'\n');
-    let manifest_entry = import_bytes(&params, &manifest_bytes, &mut sink)?;
+    let manifest_entry = import_bytes(&params, &manifest_bytes, sink)?;
 
     let mut tree = Tree::new();
     tree.insert("manifest.json", manifest_entry)?;
@@ -414,10 +460,9 @@ pub fn build(input: &ListingInput<'_>) -> Result<Listing> {
             }
         }
     }
-    let root = tree.build(&params, &mut sink)?;
+    let root = tree.build(&params, sink)?;
     Ok(Listing {
         root,
-        blocks: sink.0,
         manifest: manifest_bytes,
         changed,
     })
@@ -518,14 +563,18 @@ mod tests {
             signed: false,
         }];
         let mk = |items: &[Item]| {
-            build(&ListingInput {
-                profile: Profile::UnixfsV1_2025,
-                upstream: "http://127.0.0.1:1/",
-                lastupdate: "1700000000",
-                items,
-                repos: &repos,
-                previous: None,
-            })
+            build(
+                &ListingInput {
+                    profile: Profile::UnixfsV1_2025,
+                    upstream: "http://127.0.0.1:1/",
+                    lastupdate: "1700000000",
+                    items,
+                    repos: &repos,
+                    previous: None,
+                    scratch: &std::env::temp_dir(),
+                },
+                &mut cidmirror_store::importer::VecSink::default(),
+            )
             .unwrap()
         };
         let (a, b) = (mk(&items), mk(&rev));

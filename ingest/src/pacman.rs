@@ -40,8 +40,15 @@ use crate::{Error, Result};
 pub const MAX_DB_UNPACKED: u64 = 4 << 30;
 
 /// The largest `desc` file accepted. Real ones are well under 4 KiB (a `%PGPSIG%` of a
-/// 16 KiB signature is the largest legitimate field).
-pub const MAX_DESC_SIZE: u64 = 1 << 20;
+/// 16 KiB signature is the largest legitimate field; a package with a thousand
+/// `%PROVIDES%` lines stays under 64 KiB).
+pub const MAX_DESC_SIZE: u64 = 256 << 10;
+
+/// The most all `desc` files of one database may add up to. They are held in memory for the
+/// whole sync (they are published byte for byte). Arch's `extra.db` has about 14,000
+/// entries of 1-2 KiB; 128 MiB is 200,000 ordinary entries with room to spare, and keeps
+/// a database of 3,000 entries of 1 MB each (a few MB compressed) from taking gigabytes.
+pub const MAX_DESCS_TOTAL: u64 = 128 << 20;
 
 /// Memory the xz decoder may use. `xz -9` needs about 65 MiB to decompress; the format allows
 /// dictionaries of 1.5 GiB, which a hostile upstream could otherwise make us allocate.
@@ -324,11 +331,25 @@ name_newtype!(Arch, "architecture", check_short_name);
 
 /// One entry's `desc` file: `%FIELD%` header lines, each followed by its value lines and a
 /// blank line. The raw bytes are kept verbatim because they are published byte for byte;
-/// the fields are kept in file order, unknown ones included, for everything that reads them.
+/// the fields are kept in file order, unknown ones included, for everything that reads them,
+/// as spans of the raw bytes: a database of 200,000 entries holds 200,000 of these for a
+/// whole sync, and a `String` per value cost five times the file itself.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Desc {
+    /// Valid UTF-8 (checked by [`Desc::parse`]), at most [`MAX_DESC_SIZE`] bytes.
     raw: Vec<u8>,
-    fields: Vec<(String, Vec<String>)>,
+    fields: Vec<Field>,
+}
+
+/// A field being read: its name's span, the line of its header, its values' span so far.
+type OpenField = ((u32, u32), usize, Option<(u32, u32)>);
+
+/// Where one field is in [`Desc::raw`]: its name (without `%` signs) and its value lines
+/// (from the first value's start to the last one's end, `\n`-separated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Field {
+    name: (u32, u32),
+    values: (u32, u32),
 }
 
 impl fmt::Debug for Desc {
@@ -336,7 +357,7 @@ impl fmt::Debug for Desc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Desc")
             .field("raw_len", &self.raw.len())
-            .field("fields", &self.fields)
+            .field("fields", &self.fields().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -349,6 +370,12 @@ impl Desc {
     /// `%NAME%`, a field given twice, a field with no values, and a file with no fields.
     /// The error says what is wrong and on which line; the caller adds repo and entry.
     pub fn parse(raw: Vec<u8>) -> std::result::Result<Desc, String> {
+        if raw.len() as u64 > MAX_DESC_SIZE {
+            return Err(format!(
+                "{} bytes, more than the {MAX_DESC_SIZE} allowed for a desc file",
+                raw.len()
+            ));
+        }
         let text = std::str::from_utf8(&raw).map_err(|e| format!("not UTF-8: {e}"))?;
         let line_of = |pos: usize| text[..pos].matches('\n').count() + 1;
         if let Some(pos) = text.find('\0') {
@@ -361,15 +388,20 @@ impl Desc {
             ));
         }
 
-        let mut fields: Vec<(String, Vec<String>)> = Vec::new();
-        // The open section: its field name, the line of its header, its values so far.
-        let mut open: Option<(String, usize, Vec<String>)> = None;
-        let close = |fields: &mut Vec<(String, Vec<String>)>,
-                     (name, line, values): (String, usize, Vec<String>)| {
-            if values.is_empty() {
-                return Err(format!("field %{name}% on line {line} has no values"));
-            }
-            fields.push((name, values));
+        // Offsets fit in u32: the size is bounded above.
+        let at = |s: &str| (s.as_ptr() as usize - text.as_ptr() as usize) as u32;
+        let mut fields: Vec<Field> = Vec::new();
+        // The open section: its name's span, the line of its header, its values' span.
+        let mut open: Option<OpenField> = None;
+        let name_of = |(start, len): (u32, u32)| &text[start as usize..(start + len) as usize];
+        let close = |fields: &mut Vec<Field>, (name, line, values): OpenField| {
+            let Some(values) = values else {
+                return Err(format!(
+                    "field %{}% on line {line} has no values",
+                    name_of(name)
+                ));
+            };
+            fields.push(Field { name, values });
             Ok(())
         };
 
@@ -382,7 +414,11 @@ impl Desc {
                 continue;
             }
             if let Some((_, _, values)) = &mut open {
-                values.push(line.to_owned());
+                let end = at(line) + line.len() as u32;
+                *values = Some(match *values {
+                    None => (at(line), end),
+                    Some((start, _)) => (start, end),
+                });
                 continue;
             }
             let Some(name) = header_name(line) else {
@@ -392,10 +428,10 @@ impl Desc {
                     format!("line {lineno}: expected a %FIELD% header, found {line:?}")
                 });
             };
-            if fields.iter().any(|(n, _)| n == name) {
+            if fields.iter().any(|f| name_of(f.name) == name) {
                 return Err(format!("line {lineno}: field %{name}% given twice"));
             }
-            open = Some((name.to_owned(), lineno, Vec::new()));
+            open = Some(((at(name), name.len() as u32), lineno, None));
         }
         if let Some(section) = open.take() {
             close(&mut fields, section)?;
@@ -403,7 +439,35 @@ impl Desc {
         if fields.is_empty() {
             return Err("no fields".into());
         }
+        fields.shrink_to_fit();
         Ok(Desc { raw, fields })
+    }
+
+    fn text(&self) -> &str {
+        // Checked by `parse`, the only constructor; never fails.
+        std::str::from_utf8(&self.raw).unwrap_or_default()
+    }
+
+    fn span(&self, (start, end): (u32, u32)) -> &str {
+        self.text()
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
+    fn name(&self, f: &Field) -> &str {
+        self.span((f.name.0, f.name.0 + f.name.1))
+    }
+
+    fn values(&self, f: &Field) -> Vec<&str> {
+        self.span(f.values).split('\n').collect()
+    }
+
+    /// Frees the bytes and fields, once they are stored elsewhere (the publisher keeps an
+    /// entry's desc in its spool from the moment the database is read); afterwards the
+    /// desc reads as empty.
+    pub fn release(&mut self) {
+        self.raw = Vec::new();
+        self.fields = Vec::new();
     }
 
     /// The file exactly as read.
@@ -411,22 +475,23 @@ impl Desc {
         &self.raw
     }
 
-    /// The fields in file order: name without `%` signs, and values.
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &[String])> {
-        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    /// The fields in file order: name without `%` signs, and values (at least one each).
+    pub fn fields(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
+        self.fields.iter().map(|f| (self.name(f), self.values(f)))
     }
 
     /// The values of `field`, named without `%` signs (`"DEPENDS"`).
-    pub fn get(&self, field: &str) -> Option<&[String]> {
+    pub fn get(&self, field: &str) -> Option<Vec<&str>> {
         self.fields
             .iter()
-            .find(|(n, _)| n == field)
-            .map(|(_, v)| v.as_slice())
+            .find(|f| self.name(f) == field)
+            .map(|f| self.values(f))
     }
 
     /// The first value of `field`, for the fields that have one (`"NAME"`).
     pub fn one(&self, field: &str) -> Option<&str> {
-        self.get(field).and_then(|v| v.first()).map(String::as_str)
+        let f = self.fields.iter().find(|f| self.name(f) == field)?;
+        self.span(f.values).split('\n').next()
     }
 }
 
@@ -471,9 +536,9 @@ impl Package {
             detail,
         };
         let single = |name: &str| -> Result<Option<&str>> {
-            match desc.get(name) {
+            match desc.get(name).as_deref() {
                 None => Ok(None),
-                Some([one]) => Ok(Some(one.as_str())),
+                Some(&[one]) => Ok(Some(one)),
                 Some(many) => Err(err(
                     &format!("%{name}%"),
                     format!("{} values, expected one", many.len()),
@@ -565,20 +630,44 @@ pub fn parse_db_limited(
     bytes: &[u8],
     max_unpacked: u64,
 ) -> Result<RepoDb> {
-    parse_archive(repo, file, bytes, max_unpacked, false)
+    parse_archive(repo, file, bytes, max_unpacked, false, &mut |_| Ok(()))
+}
+
+/// [`parse_db`], calling `each` on every package as soon as its entry is read, before the
+/// next one is: the publisher stores each desc there and releases it
+/// ([`Desc::release`]), so that a large database never has all its descs in memory at once.
+pub fn parse_db_each(
+    repo: &RepoName,
+    file: &str,
+    bytes: &[u8],
+    each: &mut dyn FnMut(&mut Package) -> Result<()>,
+) -> Result<RepoDb> {
+    parse_archive(repo, file, bytes, MAX_DB_UNPACKED, false, each)
 }
 
 /// Reads a `<repo>.files` database: as [`parse_db`], and every entry must also have its
 /// `files` list (which is not read). The publisher compares the result with the `.db` to
 /// check that both list the same packages.
 pub fn parse_files_db(repo: &RepoName, file: &str, bytes: &[u8]) -> Result<RepoDb> {
-    parse_archive(repo, file, bytes, MAX_DB_UNPACKED, true)
+    parse_archive(repo, file, bytes, MAX_DB_UNPACKED, true, &mut |_| Ok(()))
+}
+
+/// [`parse_files_db`], calling `each` on every package as it is read (see
+/// [`parse_db_each`]).
+pub fn parse_files_db_each(
+    repo: &RepoName,
+    file: &str,
+    bytes: &[u8],
+    each: &mut dyn FnMut(&mut Package) -> Result<()>,
+) -> Result<RepoDb> {
+    parse_archive(repo, file, bytes, MAX_DB_UNPACKED, true, each)
 }
 
 /// The members of one entry directory, in archive order.
 struct RawEntry {
     name: String,
-    desc: Option<Vec<u8>>,
+    /// Its desc, parsed as soon as it was read.
+    desc: Option<Package>,
     has_files: bool,
 }
 
@@ -608,6 +697,7 @@ fn parse_archive(
     bytes: &[u8],
     limit: u64,
     want_files: bool,
+    each: &mut dyn FnMut(&mut Package) -> Result<()>,
 ) -> Result<RepoDb> {
     let db_err = |detail: String| Error::Db {
         repo: repo.to_string(),
@@ -630,7 +720,18 @@ fn parse_archive(
     };
     let too_large = || db_err(format!("decompresses to more than {limit} bytes"));
 
-    let entries = read_members(&mut input, &db_err);
+    let mut parse = |entry: &str, raw: Vec<u8>| -> Result<Package> {
+        let desc = Desc::parse(raw).map_err(|detail| Error::Entry {
+            repo: repo.to_string(),
+            entry: entry.to_owned(),
+            field: "desc".to_owned(),
+            detail,
+        })?;
+        let mut pkg = Package::from_desc(repo, entry, desc)?;
+        each(&mut pkg)?;
+        Ok(pkg)
+    };
+    let entries = read_members(&mut input, &db_err, &mut parse);
     if input.exceeded {
         return Err(too_large());
     }
@@ -655,7 +756,7 @@ fn parse_archive(
     let mut by_name: HashMap<String, usize> = HashMap::new();
     let mut by_filename: HashMap<PkgFilename, usize> = HashMap::new();
     for raw in entries {
-        let Some(desc) = raw.desc else {
+        let Some(pkg) = raw.desc else {
             return Err(entry_err(
                 &raw.name,
                 "desc",
@@ -669,8 +770,6 @@ fn parse_archive(
                 "entry has no files list (is this a .db rather than a .files database?)".into(),
             ));
         }
-        let desc = Desc::parse(desc).map_err(|d| entry_err(&raw.name, "desc", d))?;
-        let pkg = Package::from_desc(repo, &raw.name, desc)?;
         if let Some(&other) = by_name.get(&pkg.name) {
             return Err(entry_err(
                 &pkg.entry,
@@ -705,11 +804,16 @@ fn parse_archive(
 
 /// Reads the tar stream: collects every `<entry>/desc` (bounded) and notes every
 /// `<entry>/files`; refuses member paths that are absolute or contain `..`.
-fn read_members(input: &mut dyn Read, db_err: &dyn Fn(String) -> Error) -> Result<Vec<RawEntry>> {
+fn read_members(
+    input: &mut dyn Read,
+    db_err: &dyn Fn(String) -> Error,
+    parse: &mut dyn FnMut(&str, Vec<u8>) -> Result<Package>,
+) -> Result<Vec<RawEntry>> {
     let io_err = |e: io::Error| db_err(format!("reading the archive: {e}"));
     let mut archive = tar::Archive::new(input);
     let mut entries: Vec<RawEntry> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let mut total: u64 = 0;
     for member in archive.entries().map_err(io_err)? {
         let mut member = member.map_err(io_err)?;
         let path = member.path_bytes().into_owned();
@@ -777,7 +881,16 @@ fn read_members(input: &mut dyn Read, db_err: &dyn Fn(String) -> Error) -> Resul
                 "member {shown:?} is more than the {MAX_DESC_SIZE} bytes allowed for a desc file"
             )));
         }
-        raw.desc = Some(desc);
+        total += desc.len() as u64;
+        if total > MAX_DESCS_TOTAL {
+            return Err(db_err(format!(
+                "its desc files add up to more than the {MAX_DESCS_TOTAL} bytes allowed (at \
+                 member {shown:?}, entry {}): not a repository database this publisher \
+                 will hold in memory",
+                entries.len()
+            )));
+        }
+        raw.desc = Some(parse(&raw.name, desc)?);
     }
     Ok(entries)
 }

@@ -40,8 +40,8 @@ use cidmirror_schema::publisher::{
 use cidmirror_schema::text::printable;
 use cidmirror_schema::{Db, Schema, Sha256, UnixTime};
 use cidmirror_store::dir::DirEntry;
-use cidmirror_store::importer::{self, VecSink};
-use cidmirror_store::{Block, Expected, FileSource, PinReason, PutOptions, Store, unixfs};
+use cidmirror_store::importer::{self, BlockSink};
+use cidmirror_store::{Expected, FileSource, PinReason, PutOptions, Store, unixfs};
 use futures::StreamExt;
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +50,7 @@ use crate::config::MirrorOptions;
 use crate::keys::PublisherKey;
 use crate::listing::{self, FileRef, Item, ItemKind, ListingInput, RepoSummary};
 use crate::pacman::{self, Arch, Package, RepoName};
+use crate::spool::Spool;
 use crate::upstream::Upstream;
 use crate::{Error, Result};
 
@@ -162,6 +163,8 @@ pub struct Publisher {
     /// The last snapshot this publisher made current, for whoever acts on each one
     /// (IPNS, pinning services).
     published: tokio::sync::watch::Sender<Option<Published>>,
+    /// Where the publisher's state is (spooled blocks go there too).
+    data_dir: std::path::PathBuf,
     /// `--accept-shrink`, until one sync used it: the operator confirms the shrink held
     /// now, not every shrink to come.
     accept_shrink: std::sync::atomic::AtomicBool,
@@ -171,7 +174,11 @@ pub struct Publisher {
 struct RepoFetch {
     repo: RepoName,
     arch: Arch,
+    /// The packages; their descs are released once spooled (see `descs`).
     db: pacman::RepoDb,
+    /// Each package's desc as a file of the index, in the order of `db.packages`: its
+    /// blocks are in the sync's spool.
+    descs: Vec<FileRef>,
     db_file: NamedBytes,
     db_sig: Option<Bytes>,
     files_file: Option<NamedBytes>,
@@ -291,6 +298,7 @@ impl Publisher {
             db,
             key,
             upstream,
+            data_dir: data_dir.to_path_buf(),
             accept_shrink: std::sync::atomic::AtomicBool::new(opts.gate.accept),
             opts,
             progress,
@@ -574,7 +582,7 @@ impl Publisher {
                 }
             }
             self.progress.phase("fetching repository databases");
-            let repos = match self.fetch_repos().await {
+            let (mut repos, spool) = match self.fetch_repos().await {
                 Ok(r) => r,
                 Err(problems) => {
                     return Ok((Outcome::Failed { problems }, before.unwrap_or_default()));
@@ -609,12 +617,12 @@ impl Publisher {
                 Gate::Publish(note) => Some(note),
                 Gate::Hold(held) => return Ok((held, state)),
             };
-            let prepared = self.prepare(&repos, current.as_ref()).await?;
+            let prepared = self.prepare(&repos, current.as_ref(), spool).await?;
             // Never mix two upstream states.
             let after = match &before {
                 Some(_) => self.read_lastupdate().await?,
                 None => match self.fetch_repos().await {
-                    Ok(again) => Some(derived_state(&again)),
+                    Ok((again, _)) => Some(derived_state(&again)),
                     Err(problems) => return Ok((Outcome::Failed { problems }, state)),
                 },
             };
@@ -630,6 +638,16 @@ impl Publisher {
                 Ok(p) => p,
                 Err(problems) => return Ok((Outcome::Failed { problems }, state)),
             };
+            // The parsed entries and archive bytes are in the items and the store now:
+            // free them before the listing is built (a large repository's are hundreds of
+            // MB). What the listing's summary needs (names, signatures) stays.
+            for r in &mut repos {
+                r.db.packages = Vec::new();
+                r.db_file.bytes = Bytes::new();
+                if let Some(f) = &mut r.files_file {
+                    f.bytes = Bytes::new();
+                }
+            }
             let published = self
                 .publish(
                     &repos,
@@ -658,25 +676,34 @@ impl Publisher {
 
     /// Fetches and parses the databases of every followed repository. Errors are problems
     /// for the report.
-    async fn fetch_repos(&self) -> Result<Vec<RepoFetch>, Vec<String>> {
+    async fn fetch_repos(&self) -> Result<(Vec<RepoFetch>, Spool), Vec<String>> {
         let mut out = Vec::new();
         let mut problems = Vec::new();
+        let mut spool = Spool::new(&self.data_dir).map_err(|e| vec![e.to_string()])?;
         for repo in &self.opts.repos {
             for arch in &self.opts.arches {
-                match self.fetch_repo(repo, arch).await {
+                match self.fetch_repo(repo, arch, &mut spool).await {
                     Ok(r) => out.push(r),
                     Err(e) => problems.push(format!("{}/{}: {e}", repo.as_str(), arch.as_str())),
                 }
             }
         }
         if problems.is_empty() {
-            Ok(out)
+            Ok((out, spool))
         } else {
             Err(problems)
         }
     }
 
-    async fn fetch_repo(&self, repo: &RepoName, arch: &Arch) -> Result<RepoFetch> {
+    /// Fetches and parses one repository's databases. Each entry's desc goes into `spool`
+    /// as a file of the index at once and is released from memory: a database's descs are
+    /// most of its size, and nothing else reads them.
+    async fn fetch_repo(
+        &self,
+        repo: &RepoName,
+        arch: &Arch,
+        spool: &mut Spool,
+    ) -> Result<RepoFetch> {
         let dir = format!("{}/os/{}", repo.as_str(), arch.as_str());
         let short = format!("{}.db", repo.as_str());
         let rel = format!("{dir}/{short}");
@@ -689,7 +716,15 @@ impl Publisher {
                 file: short.clone(),
                 detail: format!("not found upstream at {}{rel}", self.upstream.url()),
             })?;
-        let db = pacman::parse_db(repo, &short, &bytes)?;
+        let mut named: Vec<(String, FileRef)> = Vec::new();
+        let db = pacman::parse_db_each(repo, &short, &bytes, &mut |p| {
+            named.push((p.name.clone(), self.small_file(p.desc.raw(), spool)?));
+            p.desc.release();
+            Ok(())
+        })?;
+        // The database's order (by name; names are unique).
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let descs: Vec<FileRef> = named.into_iter().map(|(_, f)| f).collect();
         let db_file = self.name_archive(&dir, &short, db.compression).await?;
         let db_file = NamedBytes { bytes, ..db_file };
         let db_sig = self.upstream.get(&format!("{rel}.sig"), MAX_SIG).await?;
@@ -698,7 +733,11 @@ impl Publisher {
         let (files_file, files_sig) = match self.upstream.get(&files_rel, MAX_DB).await? {
             None => (None, None),
             Some(fb) => {
-                let parsed = pacman::parse_files_db(repo, &files_short, &fb)?;
+                // Only its list of packages is compared with the .db's: descs go at once.
+                let parsed = pacman::parse_files_db_each(repo, &files_short, &fb, &mut |p| {
+                    p.desc.release();
+                    Ok(())
+                })?;
                 same_packages(repo, &short, &db, &files_short, &parsed)?;
                 let named = self
                     .name_archive(&dir, &files_short, parsed.compression)
@@ -714,6 +753,7 @@ impl Publisher {
             repo: repo.clone(),
             arch: arch.clone(),
             db,
+            descs,
             db_file,
             db_sig,
             files_file,
@@ -786,7 +826,7 @@ impl Publisher {
     }
 
     /// A small file (signature, index entry) imported into blocks collected in `sink`.
-    fn small_file(&self, bytes: &[u8], sink: &mut VecSink) -> Result<FileRef> {
+    fn small_file(&self, bytes: &[u8], sink: &mut dyn BlockSink) -> Result<FileRef> {
         let f = importer::import(bytes, &self.opts.profile.params(), sink)?;
         Ok(FileRef {
             size: f.size,
@@ -804,7 +844,8 @@ impl Publisher {
         &self,
         repos: &[RepoFetch],
         current: Option<&Snapshot>,
-    ) -> Result<std::result::Result<(Vec<Item>, VecSink, FetchStats), Vec<String>>> {
+        mut sidecar: Spool,
+    ) -> Result<std::result::Result<(Vec<Item>, Spool, FetchStats), Vec<String>>> {
         let profile = self.opts.profile.name();
         let previous: Vec<Item> = match current {
             Some(c) => Item::from_entries(&self.db.read(|conn| snapshots::entries(conn, c.seq))?),
@@ -981,8 +1022,11 @@ impl Publisher {
             .zip(self.store.has_many(&candidates).await?)
             .filter_map(|(c, present)| present.then_some(c))
             .collect();
-        let mut items = Vec::new();
-        let mut sidecar = VecSink::default();
+        // Sized once: doubling a vector of 200,000 items would hold up to twice that.
+        let mut items =
+            Vec::with_capacity(repos.iter().map(|r| r.db.packages.len() + 2).sum::<usize>());
+        // The previous snapshot's index entries and signatures are not stored again.
+        sidecar.skip(held);
         for r in repos {
             let (repo, arch) = (r.repo.as_str().to_string(), r.arch.as_str().to_string());
             let dir = format!("{repo}/os/{arch}");
@@ -997,11 +1041,14 @@ impl Publisher {
                     }
                 }
             });
-            let sigs: Vec<std::result::Result<SigState, String>> = futures::stream::iter(sig_jobs)
-                .buffered(self.opts.concurrency * 4)
-                .collect()
-                .await;
-            for (p, sig) in r.db.packages.iter().zip(sigs) {
+            // Taken as they come (in order), not collected: one answer per package at once
+            // would be held otherwise.
+            let mut sigs =
+                std::pin::pin!(futures::stream::iter(sig_jobs).buffered(self.opts.concurrency * 4));
+            for (i, p) in r.db.packages.iter().enumerate() {
+                let Some(sig) = sigs.next().await else {
+                    break; // one answer per package: not reached
+                };
                 let sig = match sig {
                     Ok(SigState::Known(s)) => Some(s),
                     Ok(SigState::Fetched(Some(bytes))) => {
@@ -1013,11 +1060,7 @@ impl Publisher {
                         None
                     }
                 };
-                let mut desc_blocks = VecSink::default();
-                let desc = self.small_file(p.desc.raw(), &mut desc_blocks)?;
-                if !held.contains(&desc.cid) {
-                    sidecar.0.extend(desc_blocks.0);
-                }
+                let desc = r.descs[i];
                 let Some(file) = files.get(&p.sha256).copied() else {
                     continue; // its fetch failed: reported above
                 };
@@ -1203,7 +1246,7 @@ impl Publisher {
         lastupdate: &str,
         state: &str,
         mut items: Vec<Item>,
-        sidecar: VecSink,
+        mut sidecar: Spool,
         current: Option<Snapshot>,
         mut stats: FetchStats,
         record: &SyncRecord,
@@ -1234,26 +1277,21 @@ impl Publisher {
             None => Vec::new(),
         };
         let url = self.upstream.url();
-        let listing = listing::build(&ListingInput {
-            profile: self.opts.profile,
-            upstream: &url,
-            lastupdate,
-            items: &items,
-            repos: &summaries,
-            previous: current.as_ref().map(|c| (c.root, &previous_items[..])),
-        })?;
-        // Index entries and signatures, then the listing's own nodes: one batch.
-        let blocks: Vec<Block> = sidecar
-            .0
-            .into_iter()
-            .chain(listing.blocks)
-            .map(|(cid, data)| Block {
-                cid,
-                data: Bytes::from(data),
-            })
-            .collect();
-        let written = self.store.put_blocks(blocks).await?;
-        stats.new_block_bytes += written.new_bytes;
+        let listing = listing::build(
+            &ListingInput {
+                profile: self.opts.profile,
+                upstream: &url,
+                lastupdate,
+                items: &items,
+                repos: &summaries,
+                previous: current.as_ref().map(|c| (c.root, &previous_items[..])),
+                scratch: &self.data_dir,
+            },
+            &mut sidecar,
+        )?;
+        drop(previous_items);
+        // Index entries and signatures, then the listing's own nodes, from the spool.
+        stats.new_block_bytes += sidecar.store_into(self.store.as_ref()).await?;
         let root = listing.root.cid;
         let seq = self.db.read(snapshots::next_seq)?;
         let previous = current.as_ref().map(|c| c.root);
@@ -1431,25 +1469,12 @@ impl Publisher {
     /// Retention after snapshot `seq`: grace pins for files that left upstream with it,
     /// first; then unpin snapshots beyond the newest N and drop the session pin.
     async fn retain(&self, seq: u64) -> Result<()> {
-        let items = Item::from_entries(&self.db.read(|c| snapshots::entries(c, seq))?);
-        let previous = match seq.checked_sub(1) {
-            Some(p) if p > 0 => Item::from_entries(&self.db.read(|c| snapshots::entries(c, p))?),
-            _ => Vec::new(),
-        };
-        let still: HashSet<Cid> = items
-            .iter()
-            .flat_map(|i| std::iter::once(i.file.cid).chain(i.sig.map(|s| s.cid)))
-            .collect();
         // Packages (and their signatures) only: old databases are held by the snapshots
         // still pinned, and would otherwise pile up for the whole grace period.
-        let left: Vec<Cid> = previous
-            .iter()
-            .filter(|i| i.kind == ItemKind::Package)
-            .flat_map(|i| std::iter::once(i.file.cid).chain(i.sig.map(|s| s.cid)))
-            .filter(|c| !still.contains(c))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let left: Vec<Cid> = match seq.checked_sub(1) {
+            Some(p) if p > 0 => self.db.read(|c| snapshots::packages_left(c, p, seq))?,
+            _ => Vec::new(),
+        };
         if !left.is_empty() {
             self.store
                 .pin_all(

@@ -322,6 +322,9 @@ fn volunteers_share_a_repository_within_their_budgets_and_followers_fetch_from_t
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // Volunteers are listed before the first snapshot is in place (a loaded machine shows
+    // it: 503 "no snapshot" otherwise).
+    f.wait_for_snapshot(1);
     let served_before: u64 = [&a, &b].iter().map(|v| blocks_served(v)).sum();
     for (name, bytes) in &upstream {
         let resp = f.get(&format!("/extra/os/x86_64/{name}"));

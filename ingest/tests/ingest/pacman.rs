@@ -126,10 +126,7 @@ fn desc_parser_accepts_what_pacman_writes_and_reads() {
     for (what, text, want) in cases {
         let desc = Desc::parse(text.as_bytes().to_vec())
             .unwrap_or_else(|e| panic!("{what}: refused: {e}"));
-        let got: Vec<(&str, Vec<&str>)> = desc
-            .fields()
-            .map(|(n, v)| (n, v.iter().map(String::as_str).collect()))
-            .collect();
+        let got: Vec<(&str, Vec<&str>)> = desc.fields().collect();
         let want: Vec<(&str, Vec<&str>)> = want.iter().map(|(n, v)| (*n, v.to_vec())).collect();
         assert_eq!(got, want, "{what}");
         assert_eq!(desc.raw(), text.as_bytes(), "{what}: raw bytes changed");
@@ -142,10 +139,7 @@ fn desc_lookups_by_field_name() {
     let desc = Desc::parse(text.as_bytes().to_vec()).expect("valid desc");
     assert_eq!(desc.one("NAME"), Some("foo"));
     assert_eq!(desc.one("DEPENDS"), Some("bar"));
-    assert_eq!(
-        desc.get("DEPENDS"),
-        Some(&["bar".to_owned(), "baz".to_owned()][..])
-    );
+    assert_eq!(desc.get("DEPENDS"), Some(vec!["bar", "baz"]));
     assert_eq!(desc.get("%NAME%"), None, "names are given without % signs");
     assert_eq!(desc.get("name"), None, "names are case-sensitive");
     assert_eq!(desc.one("VERSION"), None);
@@ -556,14 +550,8 @@ fn check_lists_built_packages(fx: &Fixtures, db: &RepoDb, what: &str) {
         assert!(p.desc.raw().ends_with(b"\n\n"), "{what}");
     }
     let foo_pkg = &db.packages[1];
-    assert_eq!(
-        foo_pkg.desc.get("DEPENDS"),
-        Some(&["bar".to_owned(), "baz".to_owned()][..])
-    );
-    assert_eq!(
-        foo_pkg.desc.get("LICENSE"),
-        Some(&["MIT".to_owned(), "GPL".to_owned()][..])
-    );
+    assert_eq!(foo_pkg.desc.get("DEPENDS"), Some(vec!["bar", "baz"]));
+    assert_eq!(foo_pkg.desc.get("LICENSE"), Some(vec!["MIT", "GPL"]));
     assert_eq!(foo_pkg.desc.one("DESC"), Some("cidmirror test package"));
     let bar = &db.packages[0];
     assert_eq!(bar.desc.one("OPTDEPENDS"), Some("baz: for baz things"));
@@ -1098,7 +1086,7 @@ fn broken_archives_are_refused_as_a_whole() {
         (
             "a desc over the size limit",
             gzip(&tar_of(&[("foo-1-1/desc", &big)])),
-            "more than the 1048576 allowed for a desc file",
+            "more than the 262144 allowed for a desc file",
         ),
     ];
     for (what, bytes, detail) in cases {
@@ -1129,4 +1117,40 @@ fn a_symlinked_desc_is_refused() {
     let db = builder.into_inner().expect("finish tar");
     let err = parse_db(&repo(), "core.db", &db).expect_err("symlink accepted");
     assert_db_error(&err, "not a regular file");
+}
+
+/// Issue 12, defect 5: 3,000 entries of 1 MB each in a few MB of gzip drove the publisher
+/// to 9 GB. Each desc is bounded, and so is their sum, with an error naming the database.
+#[test]
+fn desc_files_that_add_up_to_too_much_are_refused() {
+    use cidmirror_ingest::pacman::MAX_DESCS_TOTAL;
+    let filler = "x".repeat((MAX_DESC_SIZE - 1024) as usize);
+    let per = MAX_DESC_SIZE - 512;
+    let count = MAX_DESCS_TOTAL / per + 2;
+    let names: Vec<String> = (0..count).map(|i| format!("p{i}")).collect();
+    let descs: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| desc(n, "1-1", &[("DESC", filler.as_str())]))
+        .collect();
+    assert!(descs.iter().all(|d| (d.len() as u64) < MAX_DESC_SIZE));
+    let paths: Vec<String> = names.iter().map(|n| format!("{n}-1-1/desc")).collect();
+    let members: Vec<(&str, &[u8])> = paths
+        .iter()
+        .zip(&descs)
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    let db = gzip(&tar_of(&members));
+    assert!(db.len() < 2 << 20, "a small download: {} bytes", db.len());
+    let err = parse_db(&repo(), "core.db", &db).unwrap_err().to_string();
+    assert!(
+        err.contains("core.db") && err.contains("add up to more than the 134217728 bytes"),
+        "{err}"
+    );
+    // One entry fewer than the bound is a database like any other.
+    let fits = (MAX_DESCS_TOTAL / per) as usize - 1;
+    let db = gzip(&tar_of(&members[..fits]));
+    assert_eq!(
+        parse_db(&repo(), "core.db", &db).unwrap().packages.len(),
+        fits
+    );
 }

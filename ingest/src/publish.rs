@@ -634,7 +634,7 @@ impl Publisher {
                 );
                 continue;
             }
-            let (items, sidecar, stats) = match prepared {
+            let (items, sidecar, stats, previous_items) = match prepared {
                 Ok(p) => p,
                 Err(problems) => return Ok((Outcome::Failed { problems }, state)),
             };
@@ -655,7 +655,7 @@ impl Publisher {
                     &state,
                     items,
                     sidecar,
-                    current,
+                    (current, previous_items),
                     stats,
                     record,
                     shrink_note,
@@ -845,10 +845,10 @@ impl Publisher {
         repos: &[RepoFetch],
         current: Option<&Snapshot>,
         mut sidecar: Spool,
-    ) -> Result<std::result::Result<(Vec<Item>, Spool, FetchStats), Vec<String>>> {
+    ) -> Result<std::result::Result<(Vec<Item>, Spool, FetchStats, Vec<Item>), Vec<String>>> {
         let profile = self.opts.profile.name();
         let previous: Vec<Item> = match current {
-            Some(c) => Item::from_entries(&self.db.read(|conn| snapshots::entries(conn, c.seq))?),
+            Some(c) => Item::from_entries(self.db.read(|conn| snapshots::entries(conn, c.seq))?),
             None => Vec::new(),
         };
         // A package already published (same name, same bytes) keeps its signature. One
@@ -1115,7 +1115,7 @@ impl Publisher {
             problems.sort();
             return Ok(Err(problems));
         }
-        Ok(Ok((items, sidecar, stats)))
+        Ok(Ok((items, sidecar, stats, previous)))
     }
 
     fn record_imports(&self, batch: &mut Vec<Imported>) -> Result<()> {
@@ -1247,7 +1247,8 @@ impl Publisher {
         state: &str,
         mut items: Vec<Item>,
         mut sidecar: Spool,
-        current: Option<Snapshot>,
+        // The current snapshot and its items (`prepare` read them).
+        (current, previous_items): (Option<Snapshot>, Vec<Item>),
         mut stats: FetchStats,
         record: &SyncRecord,
         shrink_note: Option<String>,
@@ -1272,10 +1273,6 @@ impl Publisher {
                 }
             })
             .collect();
-        let previous_items = match &current {
-            Some(c) => Item::from_entries(&self.db.read(|conn| snapshots::entries(conn, c.seq))?),
-            None => Vec::new(),
-        };
         let url = self.upstream.url();
         let listing = listing::build(
             &ListingInput {

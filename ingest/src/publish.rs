@@ -547,6 +547,11 @@ impl Publisher {
         let mut last_state = String::new();
         // The gate counts a sync once, however often the upstream moves under it.
         let mut counted: Option<u64> = None;
+        // `--accept-shrink` is for the first sync of the run (the shrink held now), not for
+        // every shrink to come.
+        let accepted = self
+            .accept_shrink
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
         for _ in 0..MAX_RESTARTS {
             self.progress.phase("reading upstream state");
             let before = self.read_lastupdate().await?;
@@ -612,11 +617,12 @@ impl Publisher {
                     state,
                 ));
             }
-            let shrink_note = match self.gate(&repos, current.as_ref(), &state, &mut counted)? {
-                Gate::Pass => None,
-                Gate::Publish(note) => Some(note),
-                Gate::Hold(held) => return Ok((held, state)),
-            };
+            let shrink_note =
+                match self.gate(&repos, current.as_ref(), &state, accepted, &mut counted)? {
+                    Gate::Pass => None,
+                    Gate::Publish(note) => Some(note),
+                    Gate::Hold(held) => return Ok((held, state)),
+                };
             let prepared = self.prepare(&repos, current.as_ref(), spool).await?;
             // Never mix two upstream states.
             let after = match &before {
@@ -1369,6 +1375,7 @@ impl Publisher {
         repos: &[RepoFetch],
         current: Option<&Snapshot>,
         state: &str,
+        accepted: bool,
         counted: &mut Option<u64>,
     ) -> Result<Gate> {
         let before = match current {
@@ -1424,10 +1431,7 @@ impl Publisher {
             }
         };
         let needed = u64::from(self.opts.gate.confirm_syncs);
-        if self
-            .accept_shrink
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
+        if accepted {
             return Ok(Gate::Publish(format!(
                 "published a shrink the operator accepted (--accept-shrink):\n{lines}"
             )));

@@ -1334,6 +1334,22 @@ async fn an_emptied_repository_is_held_until_the_operator_accepts_it_once() {
         accepted.detail
     );
     assert_eq!(held_row(data.path()), None);
+    // A run started with the confirmation whose first sync sees no shrink does not keep it
+    // for a later one.
+    drop(p);
+    let p = publisher_with_gate(
+        data.path(),
+        &store,
+        &up,
+        ShrinkGate {
+            accept: true,
+            ..lenient
+        },
+    );
+    assert!(matches!(
+        p.sync_once().await.unwrap(),
+        Outcome::Unchanged { .. }
+    ));
     mirror.set_repo("core", &[("alpha", "1.0")], true);
     let pkgs = mirror.repo_dir("core", "x86_64");
     std::fs::remove_file(pkgs.join("core.files.tar.gz")).unwrap();

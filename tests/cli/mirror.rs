@@ -500,16 +500,7 @@ fn a_shrinking_repository_is_held_reported_and_published_when_accepted() {
     m.set_repo("extra", &[("delta", "1.0")], false);
     m.set_lastupdate(1_700_007_200);
     mirror_once(&d, up);
-    let extra = m.repo_dir("extra", "x86_64");
-    for f in ["extra.files", "extra.files.tar.gz"] {
-        std::fs::remove_file(extra.join(f)).unwrap();
-    }
-    let empty = {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        tar::Builder::new(&mut gz).finish().unwrap();
-        gz.finish().unwrap()
-    };
-    std::fs::write(extra.join("extra.db.tar.gz"), empty).unwrap();
+    m.empty_repo("extra");
     m.set_lastupdate(1_700_010_800);
     let o = d.run(&mirror_args(up, &["--once", "--max-shrink", "100%"]));
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));

@@ -1280,15 +1280,7 @@ async fn an_emptied_repository_is_held_until_the_operator_accepts_it_once() {
     };
 
     // What a mirror caught mid-rsync can look like: extra's database with no entries.
-    let empty = {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        tar::Builder::new(&mut gz).finish().unwrap();
-        gz.finish().unwrap()
-    };
-    let extra = mirror.repo_dir("extra", "x86_64");
-    std::fs::remove_file(extra.join("extra.files.tar.gz")).unwrap();
-    std::fs::remove_file(extra.join("extra.files")).unwrap();
-    std::fs::write(extra.join("extra.db.tar.gz"), &empty).unwrap();
+    mirror.empty_repo("extra");
     mirror.set_lastupdate(1_700_003_600);
     let (reasons, syncs, _) = held(&p).await;
     assert_eq!(syncs, 1);
@@ -1309,9 +1301,7 @@ async fn an_emptied_repository_is_held_until_the_operator_accepts_it_once() {
 
     // It empties again; the operator confirms (`mirror --accept-shrink`): published at once,
     // and the confirmation covers that one sync, not the shrinks after it.
-    std::fs::remove_file(extra.join("extra.files.tar.gz")).unwrap();
-    std::fs::remove_file(extra.join("extra.files")).unwrap();
-    std::fs::write(extra.join("extra.db.tar.gz"), &empty).unwrap();
+    mirror.empty_repo("extra");
     mirror.set_lastupdate(1_700_007_200);
     drop(p);
     let p = publisher_with_gate(
@@ -1351,10 +1341,7 @@ async fn an_emptied_repository_is_held_until_the_operator_accepts_it_once() {
         Outcome::Unchanged { .. }
     ));
     mirror.set_repo("core", &[("alpha", "1.0")], true);
-    let pkgs = mirror.repo_dir("core", "x86_64");
-    std::fs::remove_file(pkgs.join("core.files.tar.gz")).unwrap();
-    std::fs::remove_file(pkgs.join("core.files")).unwrap();
-    std::fs::write(pkgs.join("core.db.tar.gz"), &empty).unwrap();
+    mirror.empty_repo("core");
     mirror.set_lastupdate(1_700_010_800);
     let (reasons, syncs, _) = held(&p).await;
     assert!(

@@ -322,6 +322,19 @@ impl Mirror {
         run(&mut cmd);
     }
 
+    /// Leaves `<repo>/os/x86_64` with a database of no entries and no `.files` database:
+    /// what a mirror caught mid-rsync can look like.
+    pub fn empty_repo(&self, repo: &str) {
+        let dir = self.repo_dir(repo, "x86_64");
+        for f in [format!("{repo}.files"), format!("{repo}.files.tar.gz")] {
+            fs::remove_file(dir.join(f)).expect("remove the files database");
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        tar::Builder::new(&mut gz).finish().expect("empty tar");
+        let empty = gz.finish().expect("gzip");
+        fs::write(dir.join(format!("{repo}.db.tar.gz")), empty).expect("write the database");
+    }
+
     /// Every file of `<repo>/os/x86_64` (following symlinks), name -> bytes.
     pub fn files(&self, repo: &str) -> BTreeMap<String, Vec<u8>> {
         let mut out = BTreeMap::new();

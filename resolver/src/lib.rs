@@ -313,6 +313,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Bytes a connection's socket may hold that the kernel has not sent yet
+/// (`TCP_NOTSENT_LOWAT`): past them the socket stops taking bytes until the client reads.
+/// Without it the kernel grows a slow reader's send buffer to megabytes (4 MiB at most,
+/// `net.ipv4.tcp_wmem`), all of it kernel memory: 2,000 slow readers of a large package
+/// held 1.6 GB of send buffers (815 KB each; 127 KB with it, bench/slow_readers.sh and
+/// `ss`). Bytes in flight (sent, not yet acknowledged) are not limited by it, so a fast
+/// client on a long link still fills its window.
+const UNSENT_MAX: u32 = 128 << 10;
+
+/// What hyper buffers per HTTP/1 connection, reading a request or queueing a response's
+/// pieces before the socket takes them (hyper's default is 400 KiB): a slow reader holds
+/// at most this much plus one piece (body.rs). A request's head must fit in it: 16 KiB is
+/// twice nginx's default buffer for one header line (`large_client_header_buffers`).
+const HTTP1_BUF_MAX: usize = 16 << 10;
+
 /// Serves `state` on `listener` until `shutdown` resolves, then lets running requests
 /// finish for at most `limits.shutdown_grace`.
 pub async fn serve(
@@ -331,6 +346,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .max_buf_size(HTTP1_BUF_MAX)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
@@ -353,6 +369,8 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Best effort: a connection is served without it.
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_MAX);
         let metrics = state.metrics().clone();
         metrics.connection(1);
         let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());

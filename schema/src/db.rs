@@ -2,13 +2,15 @@
 //!
 //! SQLite in WAL mode lets any number of readers run beside one writer, across threads and
 //! across processes. [`Db`] keeps one writer connection behind a mutex (so writers in this
-//! process queue instead of spinning on `SQLITE_BUSY`) and a free list of reader connections
-//! (opened on demand, returned after use). A small hand-written pool: r2d2 and friends pin
-//! older rusqlite versions, and this needs nothing they add.
+//! process queue instead of spinning on `SQLITE_BUSY`) and a pool of at most [`MAX_READERS`]
+//! reader connections (opened on demand, kept for reuse; a reader waits for a free one). A
+//! small hand-written pool: r2d2 and friends pin older rusqlite versions, and this needs
+//! nothing they add.
 
+use std::cell::Cell;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -19,14 +21,46 @@ use crate::migrations::{self, Schema};
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Reader connections kept open for reuse; more are opened when needed and closed after.
-const MAX_IDLE_READERS: usize = 8;
+/// Reader connections open at once; a reader beyond them waits for one to be free. Without
+/// a bound, a burst of requests opened one connection per blocking thread (up to tokio's
+/// 512), each parsing the schema and growing its own page cache: 2,000 slow readers of one
+/// package left the gateway with 74 MB of SQLite allocations (bench/slow_readers.sh under
+/// heaptrack). Reads are short; 16 keep 2 cores busy.
+const MAX_READERS: usize = 16;
+
+thread_local! {
+    /// Reader connections this thread holds: a read nested in another read (on the same
+    /// thread) never waits, as the connection it would wait for may be its own.
+    static HOLDING: Cell<usize> = const { Cell::new(0) };
+}
 
 /// A migrated SQLite database with a writer and a pool of readers.
 pub struct Db {
     path: PathBuf,
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Readers>,
+    /// Signalled when a reader connection is given back.
+    freed: Condvar,
+}
+
+/// A reader connection in use: given back to the pool when dropped, also when the read
+/// panics (a lost one would shrink the pool for good).
+struct Lent<'a> {
+    db: &'a Db,
+    conn: Option<Connection>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        HOLDING.set(HOLDING.get() - 1);
+        self.db.give_back(self.conn.take());
+    }
+}
+
+/// The reader pool: idle connections, and how many are open (idle or in use).
+struct Readers {
+    idle: Vec<Connection>,
+    open: usize,
 }
 
 /// An open write transaction (`BEGIN IMMEDIATE`); queries that change rows take this type,
@@ -50,7 +84,11 @@ impl Db {
         Ok(Db {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
-            readers: Mutex::new(Vec::new()),
+            readers: Mutex::new(Readers {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
         })
     }
 
@@ -59,25 +97,52 @@ impl Db {
         &self.path
     }
 
-    /// Runs `f` with a reader connection. Reads see the last committed state.
+    /// Runs `f` with a reader connection. Reads see the last committed state. Waits while
+    /// [`MAX_READERS`] are in use (unless this thread holds one already).
     pub fn read<T, E: From<Error>>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<T, E> {
-        let conn = {
-            let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-            idle.pop()
+        let nested = HOLDING.get() > 0;
+        let idle = {
+            let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(c) = pool.idle.pop() {
+                    break Some(c);
+                }
+                if pool.open < MAX_READERS || nested {
+                    pool.open += 1;
+                    break None;
+                }
+                pool = self.freed.wait(pool).unwrap_or_else(|p| p.into_inner());
+            }
         };
-        let conn = match conn {
-            Some(c) => c,
-            None => retry_busy(|| open_connection(&self.path))?,
+        // From here on the pool's count is this read's, whatever happens (the guard gives
+        // the connection, or the slot of one that failed to open, back).
+        let mut lent = Lent {
+            db: self,
+            conn: None,
         };
-        let out = f(&conn);
-        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE_READERS {
-            idle.push(conn);
+        HOLDING.set(HOLDING.get() + 1);
+        let conn = match idle {
+            Some(c) => lent.conn.insert(c),
+            None => lent
+                .conn
+                .insert(retry_busy(|| open_connection(&self.path))?),
+        };
+        f(conn)
+    }
+
+    /// Returns a reader connection to the pool (`None`: one that failed to open), closing
+    /// it if the pool is over its bound (a nested read's extra one).
+    fn give_back(&self, conn: Option<Connection>) {
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        match conn {
+            Some(c) if pool.open <= MAX_READERS => pool.idle.push(c),
+            _ => pool.open -= 1,
         }
-        out
+        drop(pool);
+        self.freed.notify_one();
     }
 
     /// Runs `f` inside one `BEGIN IMMEDIATE` transaction: committed if `f` returns `Ok`,
@@ -166,6 +231,55 @@ mod tests {
             .read(|c| Ok::<_, Error>(c.query_row("SELECT count(*) FROM files", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    /// Many threads reading at once never hold more than MAX_READERS connections, and a
+    /// read nested in a read on the same thread does not wait for itself.
+    #[test]
+    fn readers_are_bounded_and_nesting_does_not_deadlock() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("t.sqlite"), Schema::Store).unwrap());
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..64)
+            .map(|_| {
+                let (db, now, most) = (db.clone(), now.clone(), most.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        db.read(|c| {
+                            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(n, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_micros(200));
+                            let v: i64 = c.query_row("SELECT 1", [], |r| r.get(0))?;
+                            now.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, Error>(v)
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= MAX_READERS, "{most} readers at once");
+        assert!(most > 1, "reads never overlapped: the test proves nothing");
+        // MAX_READERS + 1 nested reads on one thread.
+        fn nest(db: &Db, depth: usize) -> Result<usize, Error> {
+            db.read(|_| {
+                if depth == 0 {
+                    Ok(0)
+                } else {
+                    Ok(nest(db, depth - 1)? + 1)
+                }
+            })
+        }
+        assert_eq!(nest(&db, MAX_READERS + 1).unwrap(), MAX_READERS + 1);
+        let pool = db.readers.lock().unwrap();
+        assert_eq!(pool.open, pool.idle.len());
+        assert!(pool.open <= MAX_READERS, "{} kept open", pool.open);
     }
 
     #[test]

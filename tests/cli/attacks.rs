@@ -743,6 +743,119 @@ fn two_thousand_idle_connections_are_closed_after_the_header_timeout() {
 }
 
 // ---------------------------------------------------------------------------------------
+// 3b. Slow readers
+
+const SLOW_READERS: usize = 500;
+
+/// Bytes each of the server's established connections on `port` to one of the client
+/// ports `peers` holds in its socket and the kernel has not had acknowledged (`tx_queue` of
+/// /proc/net/tcp).
+fn send_queues(port: u16, peers: &std::collections::HashSet<u16>) -> Vec<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("reading /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let hex_port = |i: usize| u16::from_str_radix(f.get(i)?.rsplit(':').next()?, 16).ok();
+            let (local, remote) = (hex_port(1)?, hex_port(2)?);
+            let established = *f.get(3)? == "01";
+            let tx = u64::from_str_radix(f.get(4)?.split(':').next()?, 16).ok()?;
+            (local == port && peers.contains(&remote) && established).then_some(tx)
+        })
+        .collect()
+}
+
+/// Slow readers (a 4 KiB receive buffer, nothing read after the first bytes) of the big
+/// package: each costs the server a bounded piece of memory and of kernel send buffer, not
+/// what the kernel would let it queue (megabytes per socket), and a normal client is served
+/// meanwhile. Before pieces were read with `pread` and sockets had `TCP_NOTSENT_LOWAT`,
+/// each held 0.6-0.9 MiB of mapped file pages and up to 4 MiB of send buffer.
+#[test]
+fn slow_readers_cost_the_server_a_bounded_buffer_each() {
+    let want_fds = (SLOW_READERS + 1_000) as u64;
+    let fds = rlimit::increase_nofile_limit(want_fds).expect("raising RLIMIT_NOFILE");
+    assert!(fds >= want_fds, "RLIMIT_NOFILE is {fds}: {want_fds} needed");
+    let mut p = Published::new();
+    let addr = p.srv.addr;
+    // The server's baseline with its runtime warm.
+    for _ in 0..3 {
+        let r = p.srv.get(&p.mirror_path(&p.gamma.0));
+        assert_eq!(r.status, 200);
+    }
+    let rss_before = rss_mib(&p.srv);
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        p.mirror_path(&p.gamma.0)
+    );
+    let mut slow = Vec::with_capacity(SLOW_READERS);
+    while slow.len() < SLOW_READERS {
+        // In batches below the listen backlog (see the idle connections' test).
+        for _ in 0..100.min(SLOW_READERS - slow.len()) {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+            sock.connect_timeout(&addr.into(), Duration::from_secs(5))
+                .expect("connect");
+            let mut s: TcpStream = sock.into();
+            s.write_all(request.as_bytes()).expect("request");
+            slow.push(s);
+        }
+        let until = Instant::now() + DOWNLOAD_BOUND;
+        while open_connections(&p.srv) < slow.len() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    for (i, s) in slow.iter_mut().enumerate() {
+        s.set_read_timeout(Some(DOWNLOAD_BOUND)).expect("timeout");
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).expect("first bytes");
+        assert_eq!(&head, b"HTTP/1.1 200", "slow reader {i}");
+    }
+    let meanwhile = p.downloader();
+    // Every socket has filled what it will take by now (loopback moves gigabytes a second).
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_during = rss_mib(&p.srv);
+    let ports: std::collections::HashSet<u16> = slow
+        .iter()
+        .map(|s| s.local_addr().expect("local address").port())
+        .collect();
+    let queues = send_queues(addr.port(), &ports);
+    let seen = meanwhile.finish();
+    let per_reader_kib = (rss_during - rss_before) * 1024.0 / SLOW_READERS as f64;
+    let (most, total) = (
+        queues.iter().copied().max().unwrap_or(0),
+        queues.iter().sum::<u64>(),
+    );
+    eprintln!(
+        "{SLOW_READERS} slow readers: RSS {rss_before:.1} -> {rss_during:.1} MiB \
+         ({per_reader_kib:.0} KiB each); send queues of {} sockets: at most {most} bytes, \
+         {total} in all; {} downloads meanwhile, slowest {:?}",
+        queues.len(),
+        seen.count,
+        seen.slowest
+    );
+    // A piece of at most 64 KiB, hyper's 16 KiB buffer, its read buffer and a task.
+    assert!(
+        per_reader_kib < 128.0,
+        "{per_reader_kib:.0} KiB of server memory per slow reader"
+    );
+    // 128 KiB not sent (TCP_NOTSENT_LOWAT) plus what is in flight to a 4 KiB window.
+    assert!(
+        most <= 256 << 10,
+        "a slow reader's socket holds {most} bytes of the server's"
+    );
+    assert!(
+        queues.len() == SLOW_READERS,
+        "{} established sockets seen",
+        queues.len()
+    );
+    assert!(seen.count >= 5, "only {} downloads meanwhile", seen.count);
+    drop(slow);
+    p.assert_still_serving();
+}
+
+// ---------------------------------------------------------------------------------------
 // 4. Slow-loris
 
 const LORIS: usize = 20;

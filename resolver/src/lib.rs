@@ -77,6 +77,9 @@ pub mod fuzzing {
         key: &VerifyingKey,
     ) -> Vec<Result<crate::feed::SnapshotEvent, String>> {
         let body = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+        let body = crate::follow::watch::guarded(body, |n| {
+            std::io::Error::other(format!("an event of more than {n} bytes"))
+        });
         let mut events = std::pin::pin!(body.eventsource());
         let mut out = Vec::new();
         while let Some(item) = events.next().await {

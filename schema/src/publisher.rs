@@ -203,7 +203,11 @@ pub mod snapshots {
 
     /// Records `snap` with its entries, makes it current and appends it to the feed, in the
     /// caller's transaction.
-    pub fn publish(tx: &WriteTx<'_>, snap: &Snapshot, entries: &[Entry]) -> Result<(), Error> {
+    pub fn publish<E: std::borrow::Borrow<Entry>>(
+        tx: &WriteTx<'_>,
+        snap: &Snapshot,
+        entries: impl IntoIterator<Item = E>,
+    ) -> Result<(), Error> {
         let seq = i64_of(snap.seq, "seq")?;
         tx.prepare_cached(
             "INSERT INTO snapshots (seq, root, previous, upstream, state, profile, manifest,
@@ -229,6 +233,7 @@ pub mod snapshots {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         for e in entries {
+            let e = e.borrow();
             stmt.execute(params![
                 seq,
                 e.repo,

@@ -85,67 +85,118 @@ impl Directory {
 
     /// Whether this directory would be written as a HAMT under `params`.
     pub fn is_sharded(&self, params: &ImportParams) -> bool {
-        let estimate: u64 = match params.hamt_estimate {
-            HamtEstimate::Links => self
-                .entries
-                .iter()
-                .map(|(n, e)| (n.len() + e.cid.encoded_len()) as u64)
-                .sum(),
-            HamtEstimate::Block => {
-                // `0a 02 08 01`: the Data field of a basic directory.
-                4 + self
-                    .entries
-                    .iter()
-                    .map(|(n, e)| pb::link_len(e.cid.encoded_len(), n.len(), e.tsize) as u64)
-                    .sum::<u64>()
-            }
-        };
-        estimate > params.hamt_threshold
+        is_sharded(&self.links(), params)
     }
 
     /// Writes the directory's blocks to `sink`; returns its root.
     pub fn build(&self, params: &ImportParams, sink: &mut dyn BlockSink) -> Result<DirEntry> {
-        params.validate()?;
-        if self.is_sharded(params) {
-            self.build_hamt(params, sink)
-        } else {
-            self.build_basic(params, sink)
-        }
+        build_links(&self.links(), params, sink)
     }
 
-    fn build_basic(&self, params: &ImportParams, sink: &mut dyn BlockSink) -> Result<DirEntry> {
-        let mut block = Vec::with_capacity(self.entries.len() * 60 + 4);
-        let mut tsize = 0u64;
-        for (name, e) in &self.entries {
-            pb::put_link(&mut block, &e.cid, name.as_bytes(), e.tsize);
-            tsize += e.tsize;
-        }
-        pb::put_data(
-            &mut block,
-            &Unixfs {
-                typ: Some(DataType::Directory),
-                ..Default::default()
+    fn links(&self) -> Vec<(&str, &DirEntry)> {
+        self.entries.iter().map(|(n, e)| (n.as_str(), e)).collect()
+    }
+}
+
+/// Writes one directory of `links` to `sink` and returns its root, for a caller that has
+/// its entries sorted already (bytewise by name: `str`'s order) and need not hold them in
+/// a [`Directory`] or [`Tree`] map. Every name is checked; a name given twice is
+/// [`Error::DuplicateName`], names out of order an [`Error::InvalidName`].
+pub fn build_sorted(
+    links: &[(&str, &DirEntry)],
+    params: &ImportParams,
+    sink: &mut dyn BlockSink,
+) -> Result<DirEntry> {
+    for (name, _) in links {
+        validate_name(name)?;
+    }
+    for w in links.windows(2) {
+        match w[0].0.cmp(w[1].0) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => return Err(Error::DuplicateName(w[1].0.to_string())),
+            std::cmp::Ordering::Greater => {
+                return Err(Error::InvalidName {
+                    name: w[1].0.to_string(),
+                    reason: "out of order (after a later name)",
+                });
             }
-            .encode(),
-        );
-        emit(params, sink, block, tsize)
+        }
     }
+    build_links(links, params, sink)
+}
 
-    fn build_hamt(&self, params: &ImportParams, sink: &mut dyn BlockSink) -> Result<DirEntry> {
-        let mut items: Vec<HamtItem<'_>> = self
-            .entries
+/// Whether a directory of `links` (sorted bytewise by name, names unique) would be written
+/// as a HAMT under `params`.
+fn is_sharded(links: &[(&str, &DirEntry)], params: &ImportParams) -> bool {
+    let estimate: u64 = match params.hamt_estimate {
+        HamtEstimate::Links => links
             .iter()
-            .map(|(name, entry)| HamtItem {
-                hash: murmur64(name.as_bytes()),
-                name,
-                entry,
-            })
-            .collect();
-        let shape = HamtShape::new(params.hamt_fanout);
-        // Sorting by hash groups every bucket of every level together.
-        items.sort_unstable_by(|a, b| a.hash.cmp(&b.hash).then_with(|| a.name.cmp(b.name)));
-        shard(params, &shape, &items, 0, sink)
+            .map(|(n, e)| (n.len() + e.cid.encoded_len()) as u64)
+            .sum(),
+        HamtEstimate::Block => {
+            // `0a 02 08 01`: the Data field of a basic directory.
+            4 + links
+                .iter()
+                .map(|(n, e)| pb::link_len(e.cid.encoded_len(), n.len(), e.tsize) as u64)
+                .sum::<u64>()
+        }
+    };
+    estimate > params.hamt_threshold
+}
+
+/// Writes a directory of `links` (sorted bytewise by name, names unique) to `sink`.
+fn build_links(
+    links: &[(&str, &DirEntry)],
+    params: &ImportParams,
+    sink: &mut dyn BlockSink,
+) -> Result<DirEntry> {
+    params.validate()?;
+    if is_sharded(links, params) {
+        build_hamt(links, params, sink)
+    } else {
+        build_basic(links, params, sink)
     }
+}
+
+fn build_basic(
+    links: &[(&str, &DirEntry)],
+    params: &ImportParams,
+    sink: &mut dyn BlockSink,
+) -> Result<DirEntry> {
+    let mut block = Vec::with_capacity(links.len() * 60 + 4);
+    let mut tsize = 0u64;
+    for (name, e) in links {
+        pb::put_link(&mut block, &e.cid, name.as_bytes(), e.tsize);
+        tsize += e.tsize;
+    }
+    pb::put_data(
+        &mut block,
+        &Unixfs {
+            typ: Some(DataType::Directory),
+            ..Default::default()
+        }
+        .encode(),
+    );
+    emit(params, sink, block, tsize)
+}
+
+fn build_hamt(
+    links: &[(&str, &DirEntry)],
+    params: &ImportParams,
+    sink: &mut dyn BlockSink,
+) -> Result<DirEntry> {
+    let mut items: Vec<HamtItem<'_>> = links
+        .iter()
+        .map(|&(name, entry)| HamtItem {
+            hash: murmur64(name.as_bytes()),
+            name,
+            entry,
+        })
+        .collect();
+    let shape = HamtShape::new(params.hamt_fanout);
+    // Sorting by hash groups every bucket of every level together.
+    items.sort_unstable_by(|a, b| a.hash.cmp(&b.hash).then_with(|| a.name.cmp(b.name)));
+    shard(params, &shape, &items, 0, sink)
 }
 
 struct HamtItem<'a> {
@@ -344,21 +395,73 @@ impl Tree {
     }
 }
 
+/// Builds `dir` bottom-up, consuming it: its map's nodes are freed as its entries move into
+/// a vector (in the map's order, so sorted), instead of being copied into a [`Directory`]
+/// beside it (a listing's directory of 200,000 packages was two 48 MB maps at once).
 fn build_dir(dir: TreeDir, params: &ImportParams, sink: &mut dyn BlockSink) -> Result<DirEntry> {
-    let mut d = Directory::new();
+    let mut entries: Vec<(String, DirEntry)> = Vec::with_capacity(dir.children.len());
     for (name, node) in dir.children {
         let entry = match node {
             TreeNode::Entry(e) => e,
             TreeNode::Dir(sub) => build_dir(sub, params, sink)?,
         };
-        d.entries.insert(name, entry);
+        entries.push((name, entry));
     }
-    d.build(params, sink)
+    let links: Vec<(&str, &DirEntry)> = entries.iter().map(|(n, e)| (n.as_str(), e)).collect();
+    build_links(&links, params, sink)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory built from sorted links is the one a `Directory` of the same entries
+    /// builds, basic and sharded; unsorted or repeated names are refused.
+    #[test]
+    fn build_sorted_matches_directory_and_checks_its_input() {
+        use crate::importer::VecSink;
+        let params = crate::params::Profile::UnixfsV1_2025.params();
+        let e = |i: u32| DirEntry {
+            cid: crate::hash::raw_cid(crate::hash::HashAlg::Sha2_256, &i.to_be_bytes()),
+            tsize: u64::from(i),
+        };
+        for n in [3u32, 5_000] {
+            let mut d = Directory::new();
+            let names: Vec<String> = (0..n).map(|i| format!("pkg-{i}.pkg.tar.zst")).collect();
+            for (i, name) in names.iter().enumerate() {
+                d.insert(name, e(i as u32)).unwrap();
+            }
+            let mut links: Vec<(&str, DirEntry)> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.as_str(), e(i as u32)))
+                .collect();
+            links.sort_by(|a, b| a.0.cmp(b.0));
+            let refs: Vec<(&str, &DirEntry)> = links.iter().map(|(n, e)| (*n, e)).collect();
+            let (mut a, mut b) = (VecSink(Vec::new()), VecSink(Vec::new()));
+            let want = d.build(&params, &mut a).unwrap();
+            assert_eq!(
+                build_sorted(&refs, &params, &mut b).unwrap(),
+                want,
+                "{n} entries"
+            );
+            assert_eq!(d.is_sharded(&params), n > 3, "{n} entries: sharded");
+        }
+        let (x, y) = (e(1), e(2));
+        let mut sink = VecSink(Vec::new());
+        assert!(matches!(
+            build_sorted(&[("a", &x), ("a", &y)], &params, &mut sink),
+            Err(Error::DuplicateName(n)) if n == "a"
+        ));
+        assert!(matches!(
+            build_sorted(&[("b", &x), ("a", &y)], &params, &mut sink),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(matches!(
+            build_sorted(&[("a/b", &x)], &params, &mut sink),
+            Err(Error::InvalidName { .. })
+        ));
+    }
     use crate::importer::{NullSink, VecSink};
     use crate::params::Profile;
 

@@ -625,8 +625,8 @@ impl Publisher {
             // Never mix two upstream states.
             let after = match &before {
                 Some(_) => self.read_lastupdate().await?,
-                None => match self.fetch_repos().await {
-                    Ok((again, _)) => Some(derived_state(&again)),
+                None => match self.fetch_derived_state().await {
+                    Ok(again) => Some(again),
                     Err(problems) => return Ok((Outcome::Failed { problems }, state)),
                 },
             };
@@ -696,6 +696,51 @@ impl Publisher {
         }
         if problems.is_empty() {
             Ok((out, spool))
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The upstream's state now for one without `lastupdate` ([`derived_state`]): its
+    /// databases fetched and hashed, not parsed (the check after such a sync used to fetch
+    /// the whole state again, parsing every desc and spooling its block, to throw it away).
+    async fn fetch_derived_state(&self) -> std::result::Result<String, Vec<String>> {
+        let mut h = sha2::Sha256::new();
+        let mut problems = Vec::new();
+        for repo in &self.opts.repos {
+            for arch in &self.opts.arches {
+                let dir = format!("{}/os/{}", repo.as_str(), arch.as_str());
+                let db = format!("{}.db", repo.as_str());
+                let files = format!("{}.files", repo.as_str());
+                let got = async {
+                    let bytes = self
+                        .upstream
+                        .get(&format!("{dir}/{db}"), MAX_DB)
+                        .await?
+                        .ok_or_else(|| Error::Db {
+                            repo: repo.as_str().to_string(),
+                            file: db.clone(),
+                            detail: format!(
+                                "not found upstream at {}{dir}/{db}",
+                                self.upstream.url()
+                            ),
+                        })?;
+                    let files = self.upstream.get(&format!("{dir}/{files}"), MAX_DB).await?;
+                    Ok::<_, Error>((bytes, files))
+                };
+                match got.await {
+                    Ok((bytes, files)) => {
+                        h.update(sha256_of(&bytes).as_bytes());
+                        if let Some(f) = files {
+                            h.update(sha256_of(&f).as_bytes());
+                        }
+                    }
+                    Err(e) => problems.push(format!("{}/{}: {e}", repo.as_str(), arch.as_str())),
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(format!("{DERIVED}{}", hex::encode(h.finalize())))
         } else {
             Err(problems)
         }
@@ -1651,6 +1696,9 @@ fn parse_lastupdate(bytes: &[u8]) -> std::result::Result<u64, String> {
 }
 
 /// The state of an upstream without `lastupdate`: the hash of its databases.
+/// The state of an upstream without `lastupdate`: a hash of its databases' hashes, in the
+/// order they are fetched ([`Publisher::fetch_derived_state`] computes the same from the
+/// bytes alone).
 fn derived_state(repos: &[RepoFetch]) -> String {
     let mut h = sha2::Sha256::new();
     for r in repos {

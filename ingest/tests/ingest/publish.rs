@@ -829,6 +829,34 @@ async fn a_lastupdate_that_disappears_is_a_failure_not_a_new_state() {
     ));
 }
 
+/// An upstream that never had `lastupdate`: its state is the hash of its databases, the
+/// same on every sync while they do not change (nothing new), another once one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_without_lastupdate_is_followed_by_its_databases() {
+    let mirror = standard_mirror();
+    std::fs::remove_file(mirror.root().join("lastupdate")).unwrap();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    let first = published(&e).await;
+    let state = current(&e).unwrap().state;
+    assert!(state.starts_with("sha256:"), "{state}");
+    assert!(matches!(
+        e.publisher.sync_once().await.unwrap(),
+        Outcome::Unchanged { seq: Some(1), .. }
+    ));
+    change_standard_mirror(&mirror);
+    std::fs::remove_file(mirror.root().join("lastupdate")).unwrap();
+    let second = published(&e).await;
+    assert_ne!(second.root, first.root);
+    let now = current(&e).unwrap();
+    assert_eq!(now.seq, 2);
+    assert!(
+        now.state.starts_with("sha256:") && now.state != state,
+        "{}",
+        now.state
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_skipped_by_a_crash_is_caught_up_by_the_next_sync() {
     let mirror = standard_mirror();

@@ -114,7 +114,10 @@ pub fn status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
-        print!("{}", st.render_text());
+        // Reasons and CIDs are read back from a file: escaped on their way to the terminal.
+        for line in st.render_text().lines() {
+            println!("{}", cidmirror_schema::text::printable(line));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

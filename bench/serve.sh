@@ -34,8 +34,9 @@
 #    rounds are counted from the upstream's access log (0 = the cache was warm).
 #
 # BENCH_COMPARE_BIN=PATH adds a fourth server, `serve2`: another cidmirror binary (say, a
-# build from before a change) serving the same data directory, measured in every round like
-# the others, with the ratio serve/serve2.
+# build from before a change) serving the same upstream from a data directory it mirrored
+# itself (an older build may not open a newer one's database), measured in every round
+# like the others, with the ratio serve/serve2.
 #
 # The load generator runs on BENCH_LOAD_THREADS (default 1) threads and shares the machine
 # with the server under test (2 cores on the reference machine). Everything is CPU-bound:
@@ -47,7 +48,8 @@
 # "Error resolving address for binding" otherwise), and its SocketPath is set into the temp
 # dir, or it replaces the system's /run/apt-cacher-ng/socket.
 #
-# Needs about 3.5x the package bytes (~1.5 GiB) of free disk in TMPDIR.
+# Needs about 3.5x the package bytes (~1.5 GiB) of free disk in TMPDIR (one more copy with
+# BENCH_COMPARE_BIN).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -184,7 +186,14 @@ SERVE_PID=$!
 PIDS+=("$SERVE_PID")
 SERVERS=(serve nginx acng)
 if [ -n "${BENCH_COMPARE_BIN:-}" ]; then
-  "$BENCH_COMPARE_BIN" --data-dir "$DATA" serve --listen "127.0.0.1:$P_SERVE2" >"$WORK/serve2.log" 2>&1 &
+  DATA2=$WORK/data2
+  "$BENCH_COMPARE_BIN" --data-dir "$DATA2" mirror --upstream "$UP" --repo "$REPO" --once \
+    --no-progress >"$WORK/mirror2.out" 2>"$WORK/mirror2.err" || {
+    echo "$BENCH_COMPARE_BIN mirror --once failed:" >&2
+    cat "$WORK/mirror2.out" "$WORK/mirror2.err" >&2
+    exit 1
+  }
+  "$BENCH_COMPARE_BIN" --data-dir "$DATA2" serve --listen "127.0.0.1:$P_SERVE2" >"$WORK/serve2.log" 2>&1 &
   SERVE2_PID=$!
   PIDS+=("$SERVE2_PID")
   SERVERS+=(serve2)

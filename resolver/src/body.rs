@@ -44,10 +44,13 @@ const AHEAD: u64 = 2 << 20;
 /// The pieces a kept file's span is read and handed to hyper in (and counted in the
 /// metrics): a download starts with pieces of `PIECE_MIN` bytes and goes up to `PIECE_MAX`
 /// while its client keeps up. bench/slow_readers.sh, 2,000 slow readers of a 64 MiB
-/// package: 235 MB RSS with 64 KiB pieces throughout, 103 MB with 16 KiB; bench/serve.sh:
-/// 16 KiB pieces throughout served 0.85x the throughput of 64 KiB ones (same run).
+/// package: 235 MB RSS with 64 KiB pieces throughout, 103 MB with 16 KiB; bench/serve.sh
+/// (64 clients, medians of 5 rounds in one run, against 2f1b062, from before kept files
+/// were checked on read): 0.90x its throughput with pieces up to 64 KiB, 0.99x with pieces
+/// up to 256 KiB. A client that kept up and then stalls holds one piece of up to
+/// `PIECE_MAX` until it reads again.
 const PIECE_MIN: usize = 16 << 10;
-const PIECE_MAX: usize = 64 << 10;
+const PIECE_MAX: usize = 256 << 10;
 
 /// Bytes of a download sent before its pieces may grow: more than a slow reader's socket
 /// takes before it stops taking (`UNSENT_MAX` in lib.rs plus a small receive window), so

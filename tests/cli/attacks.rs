@@ -835,7 +835,8 @@ fn slow_readers_cost_the_server_a_bounded_buffer_each() {
         seen.count,
         seen.slowest
     );
-    // A piece of at most 64 KiB, hyper's 16 KiB buffer, its read buffer and a task.
+    // A 16 KiB piece (a slow reader's never grow), hyper's 16 KiB buffer, its read buffer
+    // and a task.
     assert!(
         per_reader_kib < 128.0,
         "{per_reader_kib:.0} KiB of server memory per slow reader"

@@ -705,45 +705,44 @@ impl Publisher {
     /// databases fetched and hashed, not parsed (the check after such a sync used to fetch
     /// the whole state again, parsing every desc and spooling its block, to throw it away).
     async fn fetch_derived_state(&self) -> std::result::Result<String, Vec<String>> {
-        let mut h = sha2::Sha256::new();
+        let mut hashes = Vec::new();
         let mut problems = Vec::new();
         for repo in &self.opts.repos {
             for arch in &self.opts.arches {
                 let dir = format!("{}/os/{}", repo.as_str(), arch.as_str());
-                let db = format!("{}.db", repo.as_str());
-                let files = format!("{}.files", repo.as_str());
                 let got = async {
-                    let bytes = self
-                        .upstream
-                        .get(&format!("{dir}/{db}"), MAX_DB)
-                        .await?
-                        .ok_or_else(|| Error::Db {
-                            repo: repo.as_str().to_string(),
-                            file: db.clone(),
-                            detail: format!(
-                                "not found upstream at {}{dir}/{db}",
-                                self.upstream.url()
-                            ),
-                        })?;
-                    let files = self.upstream.get(&format!("{dir}/{files}"), MAX_DB).await?;
-                    Ok::<_, Error>((bytes, files))
+                    let db = self.get_db(repo, &dir).await?;
+                    let files = format!("{dir}/{}.files", repo.as_str());
+                    Ok::<_, Error>((db, self.upstream.get(&files, MAX_DB).await?))
                 };
                 match got.await {
-                    Ok((bytes, files)) => {
-                        h.update(sha256_of(&bytes).as_bytes());
-                        if let Some(f) = files {
-                            h.update(sha256_of(&f).as_bytes());
-                        }
+                    Ok((db, files)) => {
+                        hashes.push(sha256_of(&db));
+                        hashes.extend(files.map(|f| sha256_of(&f)));
                     }
                     Err(e) => problems.push(format!("{}/{}: {e}", repo.as_str(), arch.as_str())),
                 }
             }
         }
         if problems.is_empty() {
-            Ok(format!("{DERIVED}{}", hex::encode(h.finalize())))
+            Ok(derived_of(&hashes))
         } else {
             Err(problems)
         }
+    }
+
+    /// `<dir>/<repo>.db` from the upstream; a missing one is an error naming it.
+    async fn get_db(&self, repo: &RepoName, dir: &str) -> Result<Bytes> {
+        let short = format!("{}.db", repo.as_str());
+        let rel = format!("{dir}/{short}");
+        self.upstream
+            .get(&rel, MAX_DB)
+            .await?
+            .ok_or_else(|| Error::Db {
+                repo: repo.as_str().to_string(),
+                file: short,
+                detail: format!("not found upstream at {}{rel}", self.upstream.url()),
+            })
     }
 
     /// Fetches and parses one repository's databases. Each entry's desc goes into `spool`
@@ -758,15 +757,7 @@ impl Publisher {
         let dir = format!("{}/os/{}", repo.as_str(), arch.as_str());
         let short = format!("{}.db", repo.as_str());
         let rel = format!("{dir}/{short}");
-        let bytes = self
-            .upstream
-            .get(&rel, MAX_DB)
-            .await?
-            .ok_or_else(|| Error::Db {
-                repo: repo.as_str().to_string(),
-                file: short.clone(),
-                detail: format!("not found upstream at {}{rel}", self.upstream.url()),
-            })?;
+        let bytes = self.get_db(repo, &dir).await?;
         let mut named: Vec<(String, DirEntry)> = Vec::new();
         let db = pacman::parse_db_each(repo, &short, &bytes, &mut |p| {
             let f = self.small_file(p.desc.raw(), spool)?;
@@ -1700,12 +1691,19 @@ fn parse_lastupdate(bytes: &[u8]) -> std::result::Result<u64, String> {
 /// order they are fetched ([`Publisher::fetch_derived_state`] computes the same from the
 /// bytes alone).
 fn derived_state(repos: &[RepoFetch]) -> String {
-    let mut h = sha2::Sha256::new();
+    let mut hashes = Vec::new();
     for r in repos {
-        h.update(sha256_of(&r.db_file.bytes).as_bytes());
-        if let Some(f) = &r.files_file {
-            h.update(sha256_of(&f.bytes).as_bytes());
-        }
+        hashes.push(sha256_of(&r.db_file.bytes));
+        hashes.extend(r.files_file.as_ref().map(|f| sha256_of(&f.bytes)));
+    }
+    derived_of(&hashes)
+}
+
+/// The derived state of databases with these SHA-256s, in order.
+fn derived_of(hashes: &[Sha256]) -> String {
+    let mut h = sha2::Sha256::new();
+    for d in hashes {
+        h.update(d.as_bytes());
     }
     format!("{DERIVED}{}", hex::encode(h.finalize()))
 }

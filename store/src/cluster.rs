@@ -227,7 +227,7 @@ fn now_secs() -> i64 {
 }
 
 /// An error and its sources, one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

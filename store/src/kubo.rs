@@ -1,21 +1,22 @@
 //! [`KuboStore`]: blocks in a Kubo node (or anything speaking Kubo's HTTP RPC API, such as
-//! js-ipfs or IPFS Cluster's proxy), reached with `ipfs-api-backend-hyper`.
+//! IPFS Cluster's Kubo proxy), reached over its HTTP RPC API with `reqwest`.
 //!
 //! - Writes never let the node chunk anything: cidmirror imports a file itself (so its CIDs
 //!   never depend on the node's import settings), writes the blocks into a CAR and sends it
 //!   with `dag/import`. A file that fails its expected size or hash is never sent.
 //! - Reads use `block/get` and `block/stat` (`offline`, with a short timeout, because a node
-//!   asked for a block it lacks goes looking for it on the network, and js-ipfs waits for it
-//!   forever); files are put back together from blocks by [`crate::unixfs`].
+//!   asked for a block it lacks goes looking for it on the network, and some nodes ignore
+//!   `offline` and wait for it); files are put back together from blocks by [`crate::unixfs`].
 //! - Pins keep cidmirror's reasons and expiries in a local [`Ledger`]; the node holds one
 //!   pin per root, as deep as the deepest reason ([`crate::ledger::Depth`]).
 //! - IPNS: [`KuboStore::publish_name`] points a key at a snapshot root.
 //! - Never MFS: earlier IPFS mirrors built their trees with `files/*` and did not survive
 //!   their size.
 //!
-//! The client crate has no `dag/import`, `refs/local` or `repo/gc` with the options needed
-//! here, so every call goes through its generic request API ([`Rpc`]), which is the
-//! extension point it offers.
+//! Written by hand on `reqwest`: the RPC API is one `POST /api/v0/<command>?arg=...` per call,
+//! and the only Rust client of it, `ipfs-api-backend-hyper` 0.6 (unreleased since 2022), lacks
+//! `dag/import`'s options and pulls `multihash 0.17 -> core2 0.4`, whose every version is
+//! yanked, so a fresh `cargo generate-lockfile` failed with it. [`Rpc`] is one call.
 
 use std::collections::HashSet;
 use std::io::{BufWriter, Seek, Write};
@@ -28,8 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cid::Cid;
 use futures::{StreamExt, TryStreamExt};
-use ipfs_api_backend_hyper::{Form, IpfsClient, TryFromUri};
-use ipfs_api_prelude::{ApiRequest, Backend};
+use reqwest::multipart::{Form, Part};
 use tokio::io::AsyncRead;
 use tokio_util::io::SyncIoBridge;
 
@@ -47,8 +47,9 @@ use crate::{Error, Result, unixfs};
 /// How long a call that moves no bulk data may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a block the node may not have. Kubo answers at once with
-/// `offline=true`; js-ipfs ignores `offline` and waits until this timeout, after which the
-/// node's list of local blocks settles it (so a slow answer is never taken for a miss).
+/// `offline=true`; a node that ignores `offline` (js-ipfs did) waits until this timeout,
+/// after which the node's list of local blocks settles it (so a slow answer is never taken
+/// for a miss).
 const MISS_TIMEOUT: Duration = Duration::from_millis(300);
 /// Roots per `pin/add` or `pin/rm` call.
 const PIN_BATCH: usize = 200;
@@ -57,6 +58,44 @@ const PIN_BATCH: usize = 200;
 const PIN_IN_IMPORT_MAX: u64 = 16 << 20;
 /// At least this many CIDs in one `has_many`: list the node's blocks once instead.
 const LIST_LOCAL_FROM: usize = 16;
+/// The longest answer read from the node (`refs/local` of a few million blocks).
+const ANSWER_MAX: usize = 512 << 20;
+
+/// Why an answer could not be read.
+enum ReadError {
+    Http(reqwest::Error),
+    TooLong,
+}
+
+impl From<reqwest::Error> for ReadError {
+    fn from(e: reqwest::Error) -> Self {
+        ReadError::Http(e)
+    }
+}
+
+/// The body of `response`, refused past `max` bytes (before reading it when the node says
+/// its length).
+async fn read_bounded(
+    mut response: reqwest::Response,
+    max: usize,
+) -> std::result::Result<Bytes, ReadError> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(ReadError::TooLong);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Err(ReadError::TooLong);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// An HTTP error with its causes (reqwest's own message is only the outermost one).
+fn error_chain(e: &reqwest::Error) -> String {
+    crate::cluster::chain(e)
+}
 
 /// Blocks in a Kubo node, pins by reason in a local ledger.
 #[derive(Clone)]
@@ -65,7 +104,8 @@ pub struct KuboStore {
 }
 
 struct Inner {
-    client: IpfsClient,
+    http: reqwest::Client,
+    /// `http://HOST:PORT` without a trailing slash.
     api: String,
     dir: PathBuf,
     ledger: Ledger,
@@ -73,38 +113,10 @@ struct Inner {
     pinning: tokio::sync::Mutex<()>,
 }
 
-/// One call of the RPC API: a path below `/api/v0` and its query.
-///
-/// The client crate builds a request from [`ApiRequest::absolute_url`]; overriding it
-/// lets one type carry any endpoint and repeated `arg`s (which the crate's serializer
-/// cannot express).
+/// One call of the RPC API: a path below `/api/v0` and its query (repeated `arg`s allowed).
 struct Rpc {
     path: &'static str,
     query: Vec<(&'static str, String)>,
-}
-
-impl serde::Serialize for Rpc {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_unit()
-    }
-}
-
-impl ApiRequest for Rpc {
-    const PATH: &'static str = "";
-
-    fn absolute_url(
-        &self,
-        base: &http02::Uri,
-    ) -> std::result::Result<http02::Uri, ipfs_api_prelude::Error> {
-        let mut u = format!("{base}{}", self.path);
-        for (i, (k, v)) in self.query.iter().enumerate() {
-            u.push(if i == 0 { '?' } else { '&' });
-            u.push_str(k);
-            u.push('=');
-            u.extend(url::form_urlencoded::byte_serialize(v.as_bytes()));
-        }
-        u.parse().map_err(ipfs_api_prelude::Error::from)
-    }
 }
 
 impl Rpc {
@@ -182,16 +194,21 @@ impl KuboStore {
                 message: "expected http://HOST:PORT".into(),
             });
         }
-        let client = IpfsClient::from_str(api).map_err(|e| Error::Kubo {
-            api: api.to_string(),
-            call: "connect",
-            message: e.to_string(),
-        })?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("cidmirror/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Kubo {
+                api: api.to_string(),
+                call: "connect",
+                message: format!("HTTP client: {e}"),
+            })?;
         std::fs::create_dir_all(dir.join("tmp")).map_err(|e| Error::io(dir.join("tmp"), e))?;
         let ledger = Ledger::open(&dir.join("pins.sqlite"))?;
         let s = KuboStore {
             inner: Arc::new(Inner {
-                client,
+                http,
                 api: api.trim_end_matches('/').to_string(),
                 dir: dir.to_path_buf(),
                 ledger,
@@ -215,11 +232,29 @@ impl KuboStore {
         }
     }
 
-    /// One call; the answer's body, or the node's error message.
-    async fn call(&self, rpc: Rpc, form: Option<Form<'static>>, limit: Duration) -> Result<Bytes> {
+    /// One call; the answer's body, or the node's error message. The whole call (sending
+    /// the form, reading the answer) is bounded by `limit`; an answer is read up to
+    /// [`ANSWER_MAX`].
+    async fn call(&self, rpc: Rpc, form: Option<Form>, limit: Duration) -> Result<Bytes> {
         let path = rpc.path;
         let started = std::time::Instant::now();
-        let sent = self.inner.client.request_raw(rpc, form);
+        let mut url = format!("{}/api/v0{}", self.inner.api, path);
+        for (i, (k, v)) in rpc.query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(k);
+            url.push('=');
+            url.extend(url::form_urlencoded::byte_serialize(v.as_bytes()));
+        }
+        let mut request = self.inner.http.post(&url);
+        if let Some(form) = form {
+            request = request.multipart(form);
+        }
+        let sent = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let body = read_bounded(response, ANSWER_MAX).await?;
+            Ok::<_, ReadError>((status, body))
+        };
         let answer = tokio::time::timeout(limit, sent).await;
         tracing::debug!(
             call = path,
@@ -228,7 +263,10 @@ impl KuboStore {
         );
         let (status, body) = match answer {
             Err(_) => return Err(self.err(path, format!("no answer within {limit:?}"))),
-            Ok(Err(e)) => return Err(self.err(path, e.to_string())),
+            Ok(Err(ReadError::Http(e))) => return Err(self.err(path, error_chain(&e))),
+            Ok(Err(ReadError::TooLong)) => {
+                return Err(self.err(path, format!("answer longer than {ANSWER_MAX} bytes")));
+            }
             Ok(Ok(r)) => r,
         };
         if !status.is_success() {
@@ -269,24 +307,29 @@ impl KuboStore {
         pin_root: Option<Cid>,
         path: &Path,
     ) -> Result<()> {
-        let mut form = Form::default();
-        let pin = match pin_root {
+        let length = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let (part, pin) = match pin_root {
             None => {
-                form.add_reader_file("file", file, "blocks.car");
-                false
+                let file = tokio::fs::File::from_std(file);
+                let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+                (Part::stream_with_length(body, length), false)
             }
             Some(root) => {
                 // The CAR in memory with its real header (the caller keeps this to small
-                // files: js-ipfs fails on a part read from two chained readers).
+                // files).
                 let skip = crate::car::encode_header(&[placeholder_root()?]).len() as u64;
                 file.seek(std::io::SeekFrom::Start(skip))
                     .map_err(|e| Error::io(path, e))?;
                 let mut car = crate::car::encode_header(&[root]);
                 std::io::Read::read_to_end(&mut file, &mut car).map_err(|e| Error::io(path, e))?;
-                form.add_reader_file("file", std::io::Cursor::new(car), "blocks.car");
-                true
+                (Part::bytes(car), true)
             }
         };
+        let part = part
+            .file_name("blocks.car")
+            .mime_str("application/octet-stream")
+            .map_err(|e| self.err("/dag/import", e.to_string()))?;
+        let form = Form::new().part("file", part);
         // Bulk data: allow a slow node 1 s per 8 MiB on top of the usual limit.
         let limit = CALL_TIMEOUT + Duration::from_secs(size / (8 << 20));
         self.call(

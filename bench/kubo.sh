@@ -5,8 +5,9 @@
 #
 #   bench/kubo.sh            # KUBO_PACKAGES=1000 packages of 1-400 KiB, BENCH_RUNS=3
 #
-# Each run starts a fresh js-ipfs 0.66.1 node (scripts/install-js-ipfs.sh; the real IPFS
-# software the tests use) and fresh data directories, so nothing is deduplicated against an
+# Each run starts a fresh Kubo node (built by scripts/install-go-peers.sh at the version in
+# scripts/go-peers/versions, the one the tests use; `--offline`, loopback only) and fresh
+# data directories, so nothing is deduplicated against an
 # earlier run. Prints every run and the medians, and checks that both stores publish the
 # same root CID. Numbers only, no pass/fail.
 set -euo pipefail
@@ -20,7 +21,8 @@ RUNS=${BENCH_RUNS:-3}
 command -v python3 >/dev/null && command -v curl >/dev/null || {
   apt-get install -y --no-install-recommends python3 curl >/dev/null
 }
-JS=$(./scripts/install-js-ipfs.sh)
+IPFS=$(./scripts/install-go-peers.sh)/ipfs
+echo "$("$IPFS" version)"
 cargo build --release --locked --quiet
 BIN=$ROOT/target/release/cidmirror
 
@@ -41,22 +43,14 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # start_node DIR -> sets API, NODE_PID
 start_node() {
-  local repo=$1 api gw swarm rpc
-  IPFS_PATH=$repo node "$JS/node_modules/ipfs/src/cli.js" init --empty-repo >/dev/null
-  api=$(free_port); gw=$(free_port); swarm=$(free_port); rpc=$(free_port)
-  python3 - "$repo/config" "$api" "$gw" "$swarm" "$rpc" <<'EOF'
-import json, sys
-p, api, gw, swarm, rpc = sys.argv[1:]
-c = json.load(open(p))
-c["Bootstrap"] = []
-c["Addresses"].update({"Swarm": [f"/ip4/127.0.0.1/tcp/{swarm}"], "API": f"/ip4/127.0.0.1/tcp/{api}",
-    "Gateway": f"/ip4/127.0.0.1/tcp/{gw}", "RPC": f"/ip4/127.0.0.1/tcp/{rpc}", "Delegates": []})
-c.setdefault("Discovery", {}).setdefault("MDNS", {})["Enabled"] = False
-c["Discovery"].setdefault("webRTCStar", {})["Enabled"] = False
-c["Routing"] = {"Type": "none"}
-json.dump(c, open(p, "w"))
-EOF
-  IPFS_PATH=$repo node "$JS/node_modules/ipfs/src/cli.js" daemon --enable-preload=false >"$repo.log" 2>&1 &
+  local repo=$1 api gw swarm
+  IPFS_PATH=$repo "$IPFS" init --empty-repo --profile test,unixfs-v1-2025 >/dev/null
+  api=$(free_port); gw=$(free_port); swarm=$(free_port)
+  IPFS_PATH=$repo "$IPFS" config Addresses.API "/ip4/127.0.0.1/tcp/$api"
+  IPFS_PATH=$repo "$IPFS" config Addresses.Gateway "/ip4/127.0.0.1/tcp/$gw"
+  IPFS_PATH=$repo "$IPFS" config --json Addresses.Swarm "[\"/ip4/127.0.0.1/tcp/$swarm\"]"
+  IPFS_PATH=$repo "$IPFS" config Routing.Type none
+  IPFS_PATH=$repo "$IPFS" daemon --offline >"$repo.log" 2>&1 &
   NODE_PID=$!
   for _ in $(seq 300); do
     grep -q "Daemon is ready" "$repo.log" && break
@@ -87,8 +81,8 @@ for run in $(seq "$RUNS"); do
     echo "roots differ: embedded $(root_of "$WORK/e.out"), kubo $(root_of "$WORK/k.out")" >&2; exit 1; }
   stop_node
 
-  # The node's own add of the same directory (every file, recursively, pinned), CIDv1
-  # with raw leaves like the publisher's profile, into a fresh node.
+  # The node's own add of the same directory (every file, recursively, pinned), with the
+  # unixfs-v1-2025 profile like the publisher's, into a fresh node.
   start_node "$WORK/addnode$run"
   args=()
   while IFS= read -r f; do
@@ -97,7 +91,7 @@ for run in $(seq "$RUNS"); do
   done < <(find "$WORK/up/extra" -type f | sort)
   t0=$(now)
   curl -s -f -X POST "${args[@]}" \
-    "$API/api/v0/add?recursive=true&wrap-with-directory=true&cid-version=1&raw-leaves=true&pin=true&quiet=true" >/dev/null
+    "$API/api/v0/add?recursive=true&wrap-with-directory=true&pin=true&quiet=true" >/dev/null
   t1=$(now)
   echo "$t1 - $t0" | bc >>"$WORK/add"
   stop_node
@@ -109,5 +103,5 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 E=$(median <"$WORK/emb"); K=$(median <"$WORK/kubo"); A=$(median <"$WORK/add")
 printf '\nmedians of %d runs, %d packages, same root CID in every run\n' "$RUNS" "$N"
 printf '  mirror --once, embedded store          %.2f s\n' "$E"
-printf '  mirror --once, --store kubo (js-ipfs)  %.2f s   (%.2fx embedded)\n' "$K" "$(echo "$K / $E" | bc -l)"
+printf '  mirror --once, --store kubo            %.2f s   (%.2fx embedded)\n' "$K" "$(echo "$K / $E" | bc -l)"
 printf '  the node'"'"'s own add of the same files    %.2f s   (kubo store = %.2fx of it)\n' "$A" "$(echo "$K / $A" | bc -l)"

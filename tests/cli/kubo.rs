@@ -1,5 +1,5 @@
-//! `mirror --store kubo=...` against a real IPFS node (js-ipfs 0.66.1 with Kubo's RPC API,
-//! installed and started by the harness): the snapshot is readable byte for byte through
+//! `mirror --store kubo=...` against real Kubo (built and started by the harness,
+//! `store/tests/store/support/kubo.rs`): the snapshot is readable byte for byte through
 //! the node's own gateway, its IPNS name follows each snapshot, and the root CID is the
 //! one the embedded store gives for the same upstream.
 
@@ -8,8 +8,8 @@ use std::process::Command;
 use crate::mirror::fixture::{Mirror, standard_mirror};
 use crate::support::*;
 
-#[path = "../../store/tests/store/support/jsipfs.rs"]
-pub mod jsipfs;
+#[path = "../../store/tests/store/support/kubo.rs"]
+pub mod peers;
 
 /// `mirror` of core and extra from `m`, then `extra`.
 fn mirror_args<'a>(m: &'a Mirror, extra: &[&'a str]) -> Vec<&'a str> {
@@ -79,7 +79,7 @@ fn resolve_name(api: &str, name: &str) -> String {
 
 #[test]
 fn a_snapshot_mirrored_into_a_real_ipfs_node_reads_back_through_its_gateway_and_ipns() {
-    let node = jsipfs::JsIpfs::start();
+    let node = peers::Kubo::start();
     let t = TestDir::new();
     let m = standard_mirror();
     let kubo = format!("kubo={}", node.api);

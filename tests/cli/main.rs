@@ -14,6 +14,7 @@ mod follow;
 mod integrity;
 mod kubo;
 mod mirror;
+mod oracle;
 mod pacman_client;
 mod serve;
 mod serve_support;

@@ -451,7 +451,7 @@ fn blocks_served(v: &Volunteer) -> u64 {
 
 #[test]
 fn a_volunteer_with_its_own_ipfs_node_pins_its_share_there() {
-    let node = crate::kubo::jsipfs::JsIpfs::start();
+    let node = crate::kubo::peers::Kubo::start();
     let t = TestDir::new();
     let r = Repo::init(&t, 6, (200, 1500), "kubo-volunteer");
     let pd = t.data("publisher");

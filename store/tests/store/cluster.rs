@@ -1,6 +1,6 @@
 //! The cluster store against a stand-in for IPFS Cluster's REST API (an axum server on a
 //! loopback port that records every request), and, for blocks, against a real IPFS node
-//! (js-ipfs) in place of the cluster's proxy. No live cluster is involved.
+//! (Kubo) in place of the cluster's proxy. No live cluster is involved.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use cidmirror_store::{
     PutOptions, Store,
 };
 
-use crate::support::jsipfs::JsIpfs;
+use crate::support::kubo::Kubo;
 use crate::support::{drain, pseudo_random};
 
 /// One request as the stand-in saw it.
@@ -674,7 +674,7 @@ async fn a_cluster_that_is_not_there_is_a_clear_error() {
 }
 
 /// Whether the node has a pin on `cid` (asked directly, not through the store).
-async fn node_pins(node: &JsIpfs, cid: &Cid) -> bool {
+async fn node_pins(node: &Kubo, cid: &Cid) -> bool {
     let url = format!("{}/api/v0/pin/ls?arg={cid}", node.api);
     let r = reqwest::Client::new().post(&url).send().await.unwrap();
     let ok = r.status().is_success();
@@ -684,7 +684,7 @@ async fn node_pins(node: &JsIpfs, cid: &Cid) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_go_through_the_proxy_and_pins_through_the_rest_api_on_a_real_node() {
-    let node = JsIpfs::start();
+    let node = Kubo::start();
     let fc = FakeCluster::start().await;
     let dir = tempfile::tempdir().unwrap();
     let opts = ClusterOptions {

@@ -1,13 +1,13 @@
-//! The kubo store against a real IPFS node (js-ipfs 0.66.1 speaking Kubo's RPC API).
+//! The kubo store against real Kubo (the version in `scripts/go-peers/versions`).
 
 use std::time::Duration;
 
 use cidmirror_store::{Error, FileSource, KuboStore, PinReason, Profile, PutOptions, Store};
 
-use crate::support::jsipfs::JsIpfs;
+use crate::support::kubo::Kubo;
 use crate::support::{drain, pseudo_random};
 
-async fn rpc(node: &JsIpfs, path: &str) -> (u16, String) {
+async fn rpc(node: &Kubo, path: &str) -> (u16, String) {
     // A plain HTTP client, independent of the store's own, to look at the node.
     let url = format!("{}/api/v0/{path}", node.api);
     let out = tokio::process::Command::new("curl")
@@ -22,7 +22,7 @@ async fn rpc(node: &JsIpfs, path: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubo_store_passes_the_conformance_suite_on_a_real_node() {
-    let node = JsIpfs::start();
+    let node = Kubo::start();
     let dir = tempfile::tempdir().unwrap();
     let store = KuboStore::connect(&node.api, dir.path()).await.unwrap();
     crate::conformance::run(&store).await;

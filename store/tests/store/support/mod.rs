@@ -1,7 +1,7 @@
 //! Test support: deterministic input streams from the vectors' recipes, and small helpers.
 
 pub mod gorand;
-pub mod jsipfs;
+pub mod kubo;
 
 use std::io::Read;
 

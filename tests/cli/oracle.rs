@@ -46,21 +46,12 @@ impl Oracle {
 
     /// `ipfs add --only-hash -r` of `path`: CID by path relative to `path`'s parent.
     fn add(&self, path: &Path) -> BTreeMap<String, String> {
-        let o = Command::new(peers::program("ipfs"))
-            .args(["add", "--only-hash", "--offline", "-r"])
-            .arg(path)
-            .env("IPFS_PATH", &self.repo)
-            .output()
-            .expect("ipfs add");
-        assert!(
-            o.status.success(),
-            "ipfs add {}: {}",
-            path.display(),
-            stderr(&o)
+        let out = peers::ipfs_in(
+            &self.repo,
+            &["add", "--only-hash", "--offline", "-r", s(path)],
         );
         // "added <cid> <path>"; the path is relative to the argument's parent.
-        stdout(&o)
-            .lines()
+        out.lines()
             .filter_map(|l| l.strip_prefix("added "))
             .map(|l| {
                 let (cid, p) = l.split_once(' ').expect("added CID PATH");
@@ -74,15 +65,7 @@ impl Oracle {
     /// Whether the directory at `path` is a HAMT shard when Kubo adds it (for real, into
     /// this repo): the UnixFS type of its root node (`Data` begins `08 05`, base64 `CAU`).
     fn is_sharded(&self, path: &Path) -> bool {
-        let ipfs = |args: &[&str]| {
-            let o = Command::new(peers::program("ipfs"))
-                .args(args)
-                .env("IPFS_PATH", &self.repo)
-                .output()
-                .expect("ipfs runs");
-            assert!(o.status.success(), "ipfs {args:?}: {}", stderr(&o));
-            stdout(&o).trim().to_string()
-        };
+        let ipfs = |args: &[&str]| peers::ipfs_in(&self.repo, args).trim().to_string();
         let cid = ipfs(&["add", "--offline", "-r", "-Q", s(path)]);
         let node: serde_json::Value =
             serde_json::from_str(&ipfs(&["dag", "get", "--offline", &cid])).expect("dag-json");

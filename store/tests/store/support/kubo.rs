@@ -63,6 +63,21 @@ pub fn kubo_version() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Runs `ipfs ARGS` with `IPFS_PATH=repo`; panics unless it succeeds; returns stdout.
+pub fn ipfs_in(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new(program("ipfs"))
+        .args(args)
+        .env("IPFS_PATH", repo)
+        .output()
+        .expect("ipfs runs");
+    assert!(
+        out.status.success(),
+        "ipfs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// How a node runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -181,17 +196,7 @@ impl Kubo {
     /// Runs `ipfs ARGS` against this node's repo (the CLI talks to the running daemon);
     /// panics unless it succeeds; returns stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(program("ipfs"))
-            .args(args)
-            .env("IPFS_PATH", &self.repo)
-            .output()
-            .expect("ipfs runs");
-        assert!(
-            out.status.success(),
-            "ipfs {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        ipfs_in(&self.repo, args)
     }
 
     /// The node's peer id.

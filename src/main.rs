@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod add;
 mod cat;
+mod cluster;
 mod export;
 mod gc;
 mod import;
@@ -77,6 +78,10 @@ enum Command {
     PacmanConf(pacman_conf::Args),
     /// Find a file by SHA-256 or by mirror path (what /api/v1/resolve answers).
     Resolve(resolve::Args),
+    /// IPFS Cluster helpers: `cluster follower-config` writes the file volunteers running
+    /// `ipfs-cluster-follow` start from.
+    #[command(subcommand)]
+    Cluster(cluster::Command),
 }
 
 fn main() -> ExitCode {
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => serve::run(&ctx, a).await,
             Command::PacmanConf(a) => pacman_conf::run(&ctx, a).await,
             Command::Resolve(a) => resolve::run(&ctx, a).await,
+            Command::Cluster(c) => cluster::run(&ctx, c).await,
         }
     });
     match result {

@@ -49,6 +49,12 @@ pub struct ServeArgs {
     /// Every stored file is re-hashed at least this often (default 7d).
     #[arg(long, value_name = "DURATION")]
     pub scrub_every: Option<String>,
+
+    /// Host an IPFS Cluster follower configuration (repeatable): NAME=FILE is served at
+    /// /cluster/NAME/service.json for `ipfs-cluster-follow NAME run --init URL`.
+    /// `cidmirror cluster follower-config` writes the file.
+    #[arg(long = "cluster-config", value_name = "NAME=FILE")]
+    pub cluster_configs: Vec<String>,
 }
 
 impl ServeArgs {
@@ -62,6 +68,7 @@ impl ServeArgs {
             trusted_proxies: self.trusted_proxies.clone(),
             scrub_rate: self.scrub_rate.clone(),
             scrub_every: self.scrub_every.clone(),
+            cluster_configs: self.cluster_configs.clone(),
             ..ServeConfig::default()
         }
     }
@@ -285,6 +292,16 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         }
         None => state(ctx, &cfg, &cancel).await?,
     };
+    let clusters = cidmirror_resolver::cluster::FollowerConfigs::load(&cfg.cluster_configs)
+        .map_err(anyhow::Error::msg)?;
+    for name in clusters.names() {
+        tracing::info!(
+            "hosting the follower configuration of cluster {name} at /cluster/{name}/service.json"
+        );
+    }
+    state
+        .host_cluster_configs(clusters)
+        .map_err(anyhow::Error::msg)?;
     let stop = cancel.clone();
     tokio::spawn(async move {
         crate::output::shutdown_signal().await;

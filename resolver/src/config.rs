@@ -83,6 +83,10 @@ pub struct ServeConfig {
     pub scrub_rate: Option<String>,
     /// Every kept file is re-hashed at least this often (`7d`).
     pub scrub_every: Option<String>,
+    /// IPFS Cluster follower configurations to host, `NAME=FILE` each, served at
+    /// `/cluster/NAME/service.json` (see [`crate::cluster`]).
+    #[serde(default)]
+    pub cluster_configs: Vec<String>,
 }
 
 /// An address (`10.1.2.3`, `::1`: that host) or a network (`10.0.0.0/8`).
@@ -146,6 +150,11 @@ impl ServeConfig {
             public_url: over.public_url.or(self.public_url),
             scrub_rate: over.scrub_rate.or(self.scrub_rate),
             scrub_every: over.scrub_every.or(self.scrub_every),
+            cluster_configs: if over.cluster_configs.is_empty() {
+                self.cluster_configs
+            } else {
+                over.cluster_configs
+            },
         }
     }
 

@@ -37,6 +37,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub mod body;
+pub mod cluster;
 pub mod config;
 mod delta;
 pub mod error;
@@ -131,6 +132,8 @@ struct StateInner {
     follower: Option<Arc<follow::Follower>>,
     /// The volunteer tracker: a publisher's only.
     tracker: Option<tracker::Tracker>,
+    /// IPFS Cluster follower configurations this server hosts.
+    cluster_configs: std::sync::OnceLock<cluster::FollowerConfigs>,
 }
 
 impl AppState {
@@ -168,6 +171,7 @@ impl AppState {
                 cache: mirror::PathCache::default(),
                 follower: None,
                 tracker,
+                cluster_configs: Default::default(),
             }),
         }
     }
@@ -182,6 +186,7 @@ impl AppState {
                 cache: mirror::PathCache::default(),
                 follower: Some(follower),
                 tracker: None,
+                cluster_configs: Default::default(),
             }),
         }
     }
@@ -194,6 +199,24 @@ impl AppState {
     /// The volunteer tracker, on a publisher.
     pub fn tracker(&self) -> Option<&tracker::Tracker> {
         self.inner.tracker.as_ref()
+    }
+
+    /// Hosts these follower configurations at `/cluster/<name>/service.json` (once: a
+    /// second call is an error).
+    pub fn host_cluster_configs(&self, c: cluster::FollowerConfigs) -> Result<(), String> {
+        self.inner
+            .cluster_configs
+            .set(c)
+            .map_err(|_| "the cluster configurations are set already".to_string())
+    }
+
+    /// The follower configurations hosted (none unless set).
+    pub fn cluster_configs(&self) -> &cluster::FollowerConfigs {
+        static NONE: std::sync::OnceLock<cluster::FollowerConfigs> = std::sync::OnceLock::new();
+        self.inner
+            .cluster_configs
+            .get()
+            .unwrap_or_else(|| NONE.get_or_init(Default::default))
     }
 
     /// The store.
@@ -260,6 +283,8 @@ fn route_of(path: &str) -> &'static str {
         "feed"
     } else if path == "/metrics" {
         "metrics"
+    } else if path.starts_with("/cluster/") {
+        "cluster"
     } else if path.contains("/os/") {
         "mirror"
     } else {
@@ -305,6 +330,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/resolve", get(lookup::resolve_api))
         .route("/by-hash/sha256/{hex}", get(lookup::by_hash))
+        .route("/cluster/{name}/service.json", get(cluster::service_json))
         .merge(gateway::routes())
         .route("/{repo}/os/{arch}/{file}", get(mirror::file))
         .fallback(not_found)

@@ -42,9 +42,19 @@
 //! re-pin are refused), `api/common/api.go` (`SendResponse`: errors are
 //! `{"code":..,"message":..}`, "not found" is a 404) and `api/ipfsproxy/ipfsproxy.go`
 //! (which calls are hijacked: pin/*, add, repo/stat, repo/gc, block/put and dag/put with
-//! `pin=true`; `dag/import` is not). **It has not been run against a live cluster here**:
-//! the tests check the request shapes against a stand-in REST server written in Rust, and
-//! the block path against a real IPFS node in place of the proxy.
+//! `pin=true`; `dag/import` is not). The tests run it against a real two-peer IPFS Cluster
+//! 1.1.6 (CRDT consensus, each peer with its own Kubo 0.43; the version file is
+//! `scripts/go-peers/versions`): the store conformance suite, names, replication and
+//! `expire-at` as `ipfs-cluster-ctl` shows them, the cluster expiring a grace pin itself;
+//! and, for the failures a real cluster cannot be made to produce on cue, against a
+//! stand-in REST server written in Rust that records every request.
+//!
+//! Found on the real cluster: its state is eventually consistent (CRDT), so a pin just made
+//! through one peer shows on another a moment later; a pin with a replication factor above
+//! the peers whose free-space metric has arrived is refused ("not enough peers to
+//! allocate"), which is what happens right after peers start; and followers
+//! (`ipfs-cluster-follow`) only pin what is allocated to everyone: a collaborative cluster
+//! wants `replication-min=-1,replication-max=-1`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;

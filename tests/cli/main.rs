@@ -7,6 +7,7 @@ mod add_cat;
 mod attacks;
 mod bad_input;
 mod car;
+mod cluster;
 mod concurrency;
 mod crash;
 mod expiry;

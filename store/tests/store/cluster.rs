@@ -1,6 +1,7 @@
-//! The cluster store against a stand-in for IPFS Cluster's REST API (an axum server on a
-//! loopback port that records every request), and, for blocks, against a real IPFS node
-//! (Kubo) in place of the cluster's proxy. No live cluster is involved.
+//! The cluster store against a real two-peer IPFS Cluster (`support/cluster.rs`), and, for
+//! request shapes and failures on cue, against a stand-in for IPFS Cluster's REST API (an
+//! axum server on a loopback port that records every request) with a real Kubo in place of
+//! the cluster's proxy.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use cidmirror_store::{
 };
 
 use crate::support::kubo::Kubo;
+use crate::support::kubo::cluster::Cluster;
 use crate::support::{drain, pseudo_random};
 
 /// One request as the stand-in saw it.
@@ -729,4 +731,143 @@ async fn blocks_go_through_the_proxy_and_pins_through_the_rest_api_on_a_real_nod
         pins.iter().any(|c| c.method == "POST") && pins.iter().any(|c| c.method == "DELETE"),
         "{pins:?}"
     );
+}
+
+/// The cluster's own view of one pin (`ipfs-cluster-ctl pin ls CID`), if it has it.
+fn cluster_pin(c: &Cluster, peer: usize, cid: &Cid) -> Option<serde_json::Value> {
+    c.ctl_json(peer, &["pin", "ls"])
+        .into_iter()
+        .find(|p| p["cid"].as_str() == Some(&cid.to_string()))
+}
+
+/// Waits (bounded) until `ipfs-cluster-ctl status CID` on `peer` says PINNED on every peer.
+fn wait_pinned_everywhere(c: &Cluster, peer: usize, cid: &Cid) {
+    let start = std::time::Instant::now();
+    loop {
+        let st = c.ctl_json(peer, &["status", &cid.to_string()]);
+        let peers = st
+            .first()
+            .and_then(|s| s["peer_map"].as_object().cloned())
+            .unwrap_or_default();
+        let pinned = peers
+            .values()
+            .filter(|p| p["status"].as_str() == Some("pinned"))
+            .count();
+        if pinned == c.peers.len() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{cid} not pinned on every peer: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The real thing: two `ipfs-cluster-service` peers (CRDT), each with its own Kubo. The
+/// store conformance suite holds through the proxy and the REST API; `ipfs-cluster-ctl`
+/// shows each pin with the name, replication and expiry the store set; the blocks reach
+/// the other peer's Kubo; an expiring pin is dropped by the cluster itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_two_peer_cluster_pins_carry_name_replication_and_expiry() {
+    let c = tokio::task::spawn_blocking(|| Cluster::start(2))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ClusterOptions {
+        rest: c.peers[0].rest.clone(),
+        proxy: c.peers[0].proxy.clone(),
+        replication_min: 2,
+        replication_max: 2,
+        basic_auth: None,
+    };
+    let store = ClusterStore::connect(opts, dir.path()).await.unwrap();
+    crate::conformance::run(&store).await;
+
+    let data = pseudo_random("real-cluster", 1_500_000);
+    let f = store
+        .put_file(
+            FileSource::Reader(Box::new(std::io::Cursor::new(data.clone()))),
+            PutOptions {
+                params: Profile::UnixfsV1_2025.params(),
+                pin: Some(reason("snapshot:7")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let c = Arc::new(c);
+    let cc = c.clone();
+    let cid = f.cid;
+    tokio::task::spawn_blocking(move || wait_pinned_everywhere(&cc, 1, &cid))
+        .await
+        .unwrap();
+    let p = cluster_pin(&c, 1, &f.cid).expect("the pin, seen from the other peer");
+    assert_eq!(p["name"], "snapshot:7", "{p}");
+    assert_eq!(p["replication_factor_min"], 2, "{p}");
+    assert_eq!(p["replication_factor_max"], 2, "{p}");
+    assert_eq!(p["mode"], "recursive", "{p}");
+    assert!(
+        p["expire_at"].is_null() || p["expire_at"].as_str() == Some("0001-01-01T00:00:00Z"),
+        "no expiry on a snapshot pin: {p}"
+    );
+    // The second peer's Kubo has the file (it pinned it: the blocks came over bitswap).
+    let other = &c.peers[1].kubo;
+    let url = format!("{}/ipfs/{}", other.gateway, f.cid);
+    let r = reqwest::get(&url).await.unwrap();
+    assert!(r.status().is_success(), "{url}: {}", r.status());
+    let got = r.bytes().await.unwrap();
+    assert!(
+        got == data,
+        "bytes through peer 1's Kubo gateway ({} bytes)",
+        got.len()
+    );
+
+    // A grace pin: the cluster itself unpins it when it expires.
+    let expiry = SystemTime::now() + Duration::from_secs(6);
+    store
+        .pin(&f.cid, &reason("left-upstream"), Some(expiry))
+        .await
+        .unwrap();
+    assert!(store.unpin(&f.cid, &reason("snapshot:7")).await.unwrap());
+    // CRDT state reaches the other peer a moment later.
+    let start = std::time::Instant::now();
+    let p = loop {
+        let p = cluster_pin(&c, 1, &f.cid).expect("the grace pin");
+        if p["name"] == "left-upstream" {
+            break p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{p}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let at = p["expire_at"].as_str().expect("an expire_at");
+    let at = humantime::parse_rfc3339(at).unwrap_or_else(|e| panic!("{at}: {e}"));
+    assert_eq!(unix(at), unix(expiry), "{p}");
+    let text = c.ctl(0, &["pin", "ls"]);
+    assert!(
+        text.contains("left-upstream")
+            && text.contains("Repl. Factor: 2--2")
+            && text.contains("Exp: "),
+        "{text}"
+    );
+    let start = std::time::Instant::now();
+    while cluster_pin(&c, 0, &f.cid).is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the expired pin is still in the cluster: {:?}",
+            cluster_pin(&c, 0, &f.cid)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The ledger still holds the expired row until gc drops it, which now finds the cluster
+    // pin gone already.
+    let report = store
+        .gc(GcOptions {
+            grace: Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    let left = store.pins().await.unwrap();
+    assert!(report.pins_expired >= 1, "{report:?} {left:?}");
+    assert!(left.iter().all(|p| p.cid != f.cid), "{left:?}");
 }

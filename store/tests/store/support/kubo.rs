@@ -240,3 +240,7 @@ pub fn stop(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// IPFS Cluster peers and followers, each on a Kubo from here.
+#[path = "cluster.rs"]
+pub mod cluster;

@@ -12,6 +12,7 @@ mod concurrency;
 mod crash;
 mod expiry;
 mod follow;
+mod https;
 mod integrity;
 mod kubo;
 mod mirror;

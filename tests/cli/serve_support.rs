@@ -37,8 +37,12 @@ impl Server {
 
     /// Any command that ends up printing `serving on http://ADDR/` on stderr.
     pub fn spawn(d: &DataDir, args: &[&str]) -> Server {
-        let mut child = d
-            .cmd(args)
+        Server::spawn_command(d.cmd(args), &format!("{args:?}"))
+    }
+
+    /// Like [`Server::spawn`], for a command the caller set up (its environment, say).
+    pub fn spawn_command(mut c: std::process::Command, args: &str) -> Server {
+        let mut child = c
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -69,7 +73,7 @@ impl Server {
         };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(a) => s.addr = a,
-            Err(_) => panic!("cidmirror {args:?} did not start serving:\n{}", s.log()),
+            Err(_) => panic!("cidmirror {args} did not start serving:\n{}", s.log()),
         }
         s
     }

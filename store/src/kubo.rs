@@ -47,7 +47,7 @@ use crate::{Error, Result, unixfs};
 /// How long a call that moves no bulk data may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a block the node may not have. Kubo answers at once with
-/// `offline=true`; a node that ignores `offline` (js-ipfs did) waits until this timeout,
+/// `offline=true`; a node that ignores `offline` (js-ipfs did; tolerated for other RPC servers) waits until this timeout,
 /// after which the node's list of local blocks settles it (so a slow answer is never taken
 /// for a miss).
 const MISS_TIMEOUT: Duration = Duration::from_millis(300);
@@ -146,8 +146,8 @@ fn error_message(body: &[u8]) -> String {
     }
 }
 
-/// Whether an error says the block is not there (Kubo offline: "not found"; js-ipfs:
-/// its timeout).
+/// Whether an error says the block is not there (Kubo offline: "not found"; other RPC
+/// servers, such as the retired js-ipfs: their timeout).
 fn means_missing(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("not found") || m.contains("timed out") || m.contains("timeout")
@@ -363,7 +363,7 @@ impl KuboStore {
             match (c.before, c.after) {
                 (a, b) if a == b => {}
                 (Depth::None, Depth::Recursive) | (Depth::Direct, Depth::Recursive) => {
-                    // Kubo turns a direct pin into a recursive one; js-ipfs too.
+                    // Kubo turns a direct pin into a recursive one; so did js-ipfs.
                     add_rec.push(c.cid)
                 }
                 (Depth::None, Depth::Direct) => add_direct.push(c.cid),
@@ -852,7 +852,7 @@ impl KuboStore {
             .await?;
         let v: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| self.err("/repo/stat", format!("unexpected answer: {e}")))?;
-        // Kubo answers numbers, js-ipfs strings.
+        // Kubo answers numbers, other RPC servers (js-ipfs) strings: both are read.
         let num = |k: &str| match &v[k] {
             serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
             serde_json::Value::String(s) => s.parse().unwrap_or(0),

@@ -106,20 +106,20 @@ impl FollowerConfigs {
     pub fn load(specs: &[String]) -> Result<Self, String> {
         let mut out = BTreeMap::new();
         for spec in specs {
-            let (name, file) = spec
-                .split_once('=')
-                .ok_or_else(|| format!("cluster_configs {spec:?}: expected NAME=FILE"))?;
+            let (name, file) = spec.split_once('=').ok_or_else(|| {
+                format!("--cluster-config (cluster_configs) {spec:?}: expected NAME=FILE")
+            })?;
             if !valid_name(name) {
                 return Err(format!(
-                    "cluster_configs {spec:?}: the name must be 1-64 of A-Z a-z 0-9 . _ - \
+                    "--cluster-config (cluster_configs) {spec:?}: the name must be 1-64 of A-Z a-z 0-9 . _ - \
                      (it becomes /cluster/NAME/service.json)"
                 ));
             }
             let bytes = read_bounded(std::path::Path::new(file))
-                .map_err(|e| format!("cluster_configs {name}: {file}: {e}"))?;
-            check(&bytes).map_err(|e| format!("cluster_configs {name}: {file}: {e}"))?;
+                .map_err(|e| format!("--cluster-config {name}: {file}: {e}"))?;
+            check(&bytes).map_err(|e| format!("--cluster-config {name}: {file}: {e}"))?;
             if out.insert(name.to_string(), Bytes::from(bytes)).is_some() {
-                return Err(format!("cluster_configs: {name} is given twice"));
+                return Err(format!("--cluster-config: {name} is given twice"));
             }
         }
         Ok(FollowerConfigs(out))

@@ -249,3 +249,52 @@ fn a_snapshot_published_into_a_real_cluster_reaches_a_volunteer_that_serves_pacm
     let got = std::fs::read(&cached).unwrap_or_else(|e| panic!("{}: {e}", cached.display()));
     assert_same_bytes(&got, &bytes, &zeta);
 }
+
+#[test]
+fn serve_refuses_a_follower_configuration_that_would_open_the_cluster() {
+    let t = TestDir::new();
+    let d = t.data("publisher");
+    let secret = "ab".repeat(32);
+    let cfg = |trusted: &str, extra: &str| {
+        format!(
+            r#"{{"cluster":{{"secret":"{secret}","follower_mode":true}},
+                "consensus":{{"crdt":{{"trusted_peers":[{trusted}]}}}}{extra}}}"#
+        )
+    };
+    let cases = [
+        ("open", cfg(r#""*""#, ""), "\"*\""),
+        (
+            "api",
+            cfg(r#""12D3KooWabc""#, r#","api":{"restapi":{}}"#),
+            "\"api\"",
+        ),
+        ("garbage", "{".to_string(), "not JSON"),
+    ];
+    for (name, body, want) in cases {
+        let f = t.path(&format!("{name}.json"));
+        std::fs::write(&f, body).unwrap();
+        let spec = format!("pkg={}", s(&f));
+        assert_one_error(
+            &d.run(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--cluster-config",
+                &spec,
+            ]),
+            name,
+            &["--cluster-config pkg", want],
+        );
+    }
+    assert_one_error(
+        &d.run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-config",
+            "a/b=x",
+        ]),
+        "a bad name",
+        &["--cluster-config", "1-64 of"],
+    );
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::kubo::get;
 use crate::kubo::peers::cluster::{Cluster, Follower};
 use crate::mirror::fixture::{change_standard_mirror, standard_mirror};
 use crate::pacman_client::Pacman;
@@ -20,35 +21,7 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// `mirror --once` of core and extra from `m` with `extra`; the root it published.
 fn publish(d: &DataDir, m: &crate::mirror::fixture::Mirror, extra: &[&str]) -> String {
-    let mut args = vec![
-        "mirror",
-        "--upstream",
-        s(m.root()),
-        "--repo",
-        "core",
-        "--repo",
-        "extra",
-        "--no-progress",
-        "--once",
-    ];
-    args.extend_from_slice(extra);
-    let o = d.run(&args);
-    assert_eq!(o.status.code(), Some(0), "mirror --once: {}", stderr(&o));
-    let out = stdout(&o);
-    out.lines()
-        .find_map(|l| l.strip_prefix("published snapshot "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map(|r| r.trim_end_matches(':').to_string())
-        .unwrap_or_else(|| panic!("no publish line in {out:?}"))
-}
-
-/// GET through curl, bounded; the body on 200.
-fn get(url: &str) -> Option<Vec<u8>> {
-    let o = std::process::Command::new("curl")
-        .args(["-s", "-f", "-m", "30", url])
-        .output()
-        .expect("curl runs");
-    o.status.success().then_some(o.stdout)
+    crate::kubo::publish(d, m, extra).0
 }
 
 /// The cluster's pins as `ipfs-cluster-ctl --enc json pin ls` on peer `i` prints them.
@@ -270,30 +243,15 @@ fn serve_refuses_a_follower_configuration_that_would_open_the_cluster() {
         ),
         ("garbage", "{".to_string(), "not JSON"),
     ];
+    let serve = |spec: &str| d.run(&["serve", "--listen", "127.0.0.1:0", "--cluster-config", spec]);
     for (name, body, want) in cases {
         let f = t.path(&format!("{name}.json"));
         std::fs::write(&f, body).unwrap();
         let spec = format!("pkg={}", s(&f));
-        assert_one_error(
-            &d.run(&[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--cluster-config",
-                &spec,
-            ]),
-            name,
-            &["--cluster-config pkg", want],
-        );
+        assert_one_error(&serve(&spec), name, &["--cluster-config pkg", want]);
     }
     assert_one_error(
-        &d.run(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--cluster-config",
-            "a/b=x",
-        ]),
+        &serve("a/b=x"),
         "a bad name",
         &["--cluster-config", "1-64 of"],
     );

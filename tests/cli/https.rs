@@ -74,17 +74,7 @@ fn addr_of(url: &str) -> SocketAddr {
 }
 
 fn mirror_once(upstream: &str) -> Vec<&str> {
-    vec![
-        "mirror",
-        "--upstream",
-        upstream,
-        "--repo",
-        "core",
-        "--repo",
-        "extra",
-        "--once",
-        "--no-progress",
-    ]
+    crate::mirror::mirror_args(upstream, &["--once"])
 }
 
 #[test]

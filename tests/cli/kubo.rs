@@ -36,7 +36,7 @@ fn ipns_name(out: &str) -> Option<String> {
 }
 
 /// `mirror --once` of core and extra; returns (root, IPNS name if printed).
-fn publish(d: &DataDir, m: &Mirror, extra: &[&str]) -> (String, Option<String>) {
+pub fn publish(d: &DataDir, m: &Mirror, extra: &[&str]) -> (String, Option<String>) {
     let mut once = vec!["--once"];
     once.extend_from_slice(extra);
     let o = d.run(&mirror_args(m, &once));
@@ -52,7 +52,7 @@ fn publish(d: &DataDir, m: &Mirror, extra: &[&str]) -> (String, Option<String>) 
 }
 
 /// GET through curl (a client independent of ours), bounded; the body on 200.
-fn get(url: &str) -> Option<Vec<u8>> {
+pub fn get(url: &str) -> Option<Vec<u8>> {
     let o = Command::new("curl")
         .args(["-s", "-f", "-m", "30", url])
         .output()

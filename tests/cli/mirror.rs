@@ -25,7 +25,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn mirror_args<'a>(upstream: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+/// `mirror` of core and extra from `upstream`, without progress bars, then `extra`.
+pub fn mirror_args<'a>(upstream: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
         "mirror",
         "--upstream",

@@ -155,6 +155,7 @@ pub async fn state(
     cfg: &ServeConfig,
     cancel: &CancellationToken,
 ) -> anyhow::Result<AppState> {
+    warn_other_stores(ctx);
     let store = ctx.open_store()?;
     let db = cidmirror_ingest::publish::open_state(&ctx.data_dir)?;
     let snapshots = Snapshots::from_db(Arc::new(db));
@@ -163,6 +164,33 @@ pub async fn state(
     let tracker = cfg.tracker().map_err(anyhow::Error::msg)?;
     spawn_scrub(ctx, &store, cfg, true, cancel)?;
     Ok(AppState::publisher(store, snapshots, tracker))
+}
+
+/// `serve` reads the data directory's embedded store only. A publisher that mirrors into
+/// a Kubo node or a cluster (`--store`, whose pin ledger lives in `<data>/kubo` or
+/// `<data>/cluster`) gets its feed and lookups served from here, but the blocks are on the
+/// nodes: say so, with what followers then need.
+fn warn_other_stores(ctx: &Context) {
+    let others: Vec<&str> = ["kubo", "cluster"]
+        .into_iter()
+        .filter(|d| ctx.data_dir.join(d).is_dir())
+        .collect();
+    let named = ctx
+        .store
+        .as_ref()
+        .filter(|s| !matches!(s, crate::stores::StoreSpec::Embedded))
+        .map(|s| s.to_string());
+    if others.is_empty() && named.is_none() {
+        return;
+    }
+    let what = named.unwrap_or_else(|| others.join(" and "));
+    let msg = format!(
+        "serve reads this data directory's embedded store only, not the {what} store: the \
+         signed feed and lookups are served, but blocks published into {what} are not; \
+         follower gateways need that store's IPFS gateways as --source"
+    );
+    tracing::warn!("{msg}");
+    eprintln!("warning: {msg}");
 }
 
 /// Starts the store's scrub: on a publisher's data directory it repairs from the upstream

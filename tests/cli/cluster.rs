@@ -154,6 +154,13 @@ fn a_snapshot_published_into_a_real_cluster_reaches_a_volunteer_that_serves_pacm
     let cfg_arg = format!("pkg={}", s(&cfg));
     let publisher = Server::serve(&d, &["--cluster-config", &cfg_arg]);
     publisher.wait_for_snapshot(2);
+    assert!(
+        publisher
+            .log()
+            .contains("embedded store only, not the cluster store"),
+        "serve says what it does not serve: {}",
+        publisher.log()
+    );
     let served = publisher.get("/cluster/pkg/service.json");
     assert_eq!(served.status, 200);
     assert_eq!(served.body, std::fs::read(&cfg).unwrap());

@@ -49,7 +49,7 @@ pub struct FollowerArgs {
 }
 
 /// A service.json is a few KiB; a REST answer about the peers of a big cluster, a few MiB.
-const SERVICE_MAX: u64 = 1 << 20;
+const SERVICE_MAX: usize = 1 << 20;
 const PEERS_MAX: usize = 8 << 20;
 
 pub async fn run(ctx: &Context, cmd: Command) -> anyhow::Result<ExitCode> {
@@ -64,7 +64,7 @@ async fn follower_config(ctx: &Context, a: FollowerArgs) -> anyhow::Result<ExitC
         (None, Some(StoreSpec::Cluster(o))) => (o.rest.clone(), o.basic_auth.clone()),
         _ => bail!("which cluster? give --store cluster=http://HOST:9094 or --rest URL"),
     };
-    let service = read_bounded(&a.service)?;
+    let service = read_service(&a.service)?;
     let peers = fetch_peers(&rest, auth.as_ref()).await?;
     let cfg =
         build(&service, &peers, &a.listen).with_context(|| format!("{}", a.service.display()))?;
@@ -95,13 +95,10 @@ async fn follower_config(ctx: &Context, a: FollowerArgs) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_bounded(p: &std::path::Path) -> anyhow::Result<serde_json::Value> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    std::fs::File::open(p)
-        .and_then(|f| f.take(SERVICE_MAX + 1).read_to_end(&mut buf))
+fn read_service(p: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let buf = cidmirror_resolver::cluster::read_bounded(p, SERVICE_MAX)
         .with_context(|| format!("reading {}", p.display()))?;
-    if buf.len() as u64 > SERVICE_MAX {
+    if buf.len() > SERVICE_MAX {
         bail!("{}: larger than {SERVICE_MAX} bytes", p.display());
     }
     serde_json::from_slice(&buf).with_context(|| format!("{}: not JSON", p.display()))

@@ -309,6 +309,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let follow = cfg
         .follow(ctx.data_dir.join("follow"))
         .map_err(anyhow::Error::msg)?;
+    // Checked before anything starts: a refused file stops serve with nothing running.
+    let clusters = cidmirror_resolver::cluster::FollowerConfigs::load(&cfg.cluster_configs)
+        .map_err(anyhow::Error::msg)?;
     let state = match follow {
         Some(f) => {
             let store = ctx.open_store()?;
@@ -320,8 +323,6 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         }
         None => state(ctx, &cfg, &cancel).await?,
     };
-    let clusters = cidmirror_resolver::cluster::FollowerConfigs::load(&cfg.cluster_configs)
-        .map_err(anyhow::Error::msg)?;
     for name in clusters.names() {
         tracing::info!(
             "hosting the follower configuration of cluster {name} at /cluster/{name}/service.json"

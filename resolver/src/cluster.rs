@@ -115,7 +115,7 @@ impl FollowerConfigs {
                      (it becomes /cluster/NAME/service.json)"
                 ));
             }
-            let bytes = read_bounded(std::path::Path::new(file))
+            let bytes = read_bounded(std::path::Path::new(file), MAX_BYTES)
                 .map_err(|e| format!("--cluster-config {name}: {file}: {e}"))?;
             check(&bytes).map_err(|e| format!("--cluster-config {name}: {file}: {e}"))?;
             if out.insert(name.to_string(), Bytes::from(bytes)).is_some() {
@@ -135,11 +135,13 @@ impl FollowerConfigs {
     }
 }
 
-fn read_bounded(p: &std::path::Path) -> std::io::Result<Vec<u8>> {
+/// The first `max + 1` bytes of the file at `p` (more than `max` means too long), so that
+/// a huge file or `/dev/zero` costs no more than that.
+pub fn read_bounded(p: &std::path::Path, max: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = Vec::new();
     std::fs::File::open(p)?
-        .take(MAX_BYTES as u64 + 1)
+        .take(max as u64 + 1)
         .read_to_end(&mut buf)?;
     Ok(buf)
 }
@@ -149,7 +151,7 @@ pub(crate) async fn service_json(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Response {
-    match state.cluster_configs().get(&name) {
+    match state.cluster_configs().and_then(|c| c.get(&name)) {
         Some(b) => (
             StatusCode::OK,
             [

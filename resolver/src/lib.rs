@@ -210,13 +210,9 @@ impl AppState {
             .map_err(|_| "the cluster configurations are set already".to_string())
     }
 
-    /// The follower configurations hosted (none unless set).
-    pub fn cluster_configs(&self) -> &cluster::FollowerConfigs {
-        static NONE: std::sync::OnceLock<cluster::FollowerConfigs> = std::sync::OnceLock::new();
-        self.inner
-            .cluster_configs
-            .get()
-            .unwrap_or_else(|| NONE.get_or_init(Default::default))
+    /// The follower configurations hosted, if any were set.
+    pub fn cluster_configs(&self) -> Option<&cluster::FollowerConfigs> {
+        self.inner.cluster_configs.get()
     }
 
     /// The store.

@@ -145,7 +145,7 @@ impl Cluster {
             swarm: u16,
         }
         let mut prepared = Vec::new();
-        for i in 0..n {
+        for _ in 0..n {
             let kubo = Kubo::start_with(Mode::Online, &[]);
             let tmp = tempfile::tempdir().expect("temp dir");
             let dir = tmp.path().join("cluster");
@@ -164,7 +164,6 @@ impl Cluster {
                 .as_str()
                 .expect("an id in identity.json")
                 .to_string();
-            let _ = i;
             prepared.push(Prepared {
                 tmp,
                 dir,
@@ -287,11 +286,6 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    /// Stops every peer and its node.
-    pub fn stop(self) {
-        drop(self);
     }
 }
 

@@ -1011,12 +1011,17 @@ impl Publisher {
         // Fetch and verify, recording imports in batches as they arrive (a crash loses at
         // most the last second of records, and the files behind them are still found in
         // the store: see `fetch_package`).
+        // At most `concurrency` downloads at once; a store that commits files together
+        // gets more of them in flight, each holding a download slot only while its bytes
+        // arrive.
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.opts.concurrency));
+        let slots = &slots;
         let mut results = futures::stream::iter(
             fetch
                 .iter()
-                .map(|(r, p)| async move { (p.sha256, self.fetch_package(r, p).await) }),
+                .map(|(r, p)| async move { (p.sha256, self.fetch_package(r, p, slots).await) }),
         )
-        .buffer_unordered(self.opts.concurrency);
+        .buffer_unordered(self.opts.concurrency * self.store.put_fanout().max(1));
         let mut stats = FetchStats::default();
         let mut batch: Vec<Imported> = Vec::new();
         let mut oldest = Instant::now();
@@ -1187,6 +1192,7 @@ impl Publisher {
         &self,
         r: &RepoFetch,
         p: &Package,
+        slots: &Arc<tokio::sync::Semaphore>,
     ) -> std::result::Result<(FileRef, Arrived), String> {
         let (repo, arch) = (r.repo.as_str(), r.arch.as_str());
         let rel = format!("{repo}/os/{arch}/{}", p.filename);
@@ -1228,6 +1234,18 @@ impl Publisher {
             }
         }
         let res: Result<FileRef> = async {
+            // Held until the last byte (or an error) arrives, not while the store commits.
+            let mut slot =
+                Some(
+                    slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| Error::Transfer {
+                            url: format!("{}{rel}", self.upstream.url()),
+                            detail: "download slots closed".into(),
+                        })?,
+                );
             let dl = self
                 .upstream
                 .download(&rel, Some(p.csize))
@@ -1237,10 +1255,15 @@ impl Publisher {
                     detail: "not found upstream".into(),
                 })?;
             let progress = self.progress.clone();
-            let stream = dl.stream.inspect(move |c| {
-                if let Ok(b) = c {
-                    progress.transferred(b.len() as u64);
+            let mut inner = dl.stream;
+            let stream = futures::stream::poll_fn(move |cx| {
+                let next = inner.as_mut().poll_next(cx);
+                match &next {
+                    std::task::Poll::Ready(Some(Ok(b))) => progress.transferred(b.len() as u64),
+                    std::task::Poll::Ready(_) => drop(slot.take()),
+                    std::task::Poll::Pending => {}
                 }
+                next
             });
             let f = self
                 .store

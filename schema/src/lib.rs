@@ -26,7 +26,9 @@ mod types;
 
 pub use db::{Db, WriteTx};
 pub use migrations::Schema;
-pub use queries::{blocks, corruptions, files, pins, roots};
+pub use queries::{blocks, corruptions, covers, files, pins, roots};
+/// A connection, as the read queries take it.
+pub use rusqlite::Connection;
 pub use types::{FileId, Sha256, UnixTime};
 
 /// Errors of the schema layer.

@@ -101,6 +101,16 @@ pub const STORE: &[&str] = &[
     );
     CREATE INDEX corruptions_by_key ON corruptions(key);
     "#,
+    // 3: the pin ledger of the kubo and cluster stores. Small files sent to the node
+    // together are held there by one recursive pin on a node linking them all (a cover)
+    // instead of one pin each: a member's row says its recursive pin is that cover's.
+    r#"
+    CREATE TABLE covers (
+        member     BLOB    PRIMARY KEY,
+        cover      BLOB    NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX covers_by_cover ON covers(cover);
+    "#,
 ];
 
 /// The publisher's migrations. Never edit one that has shipped: add a new one.

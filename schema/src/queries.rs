@@ -620,6 +620,79 @@ pub mod pins {
     }
 }
 
+/// Roots held on a node by a cover's pin instead of their own (the pin ledger of the kubo
+/// and cluster stores).
+pub mod covers {
+    use super::*;
+
+    /// Records that `members` are held by `cover` (replacing what held them before).
+    pub fn add(tx: &WriteTx<'_>, cover: &Cid, members: &[Cid]) -> Result<(), Error> {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO covers (member, cover) VALUES (?1, ?2)
+             ON CONFLICT (member) DO UPDATE SET cover = excluded.cover",
+        )?;
+        let c = cover.to_bytes();
+        for m in members {
+            stmt.execute(params![m.to_bytes(), c])?;
+        }
+        Ok(())
+    }
+
+    /// The cover holding `member`, if any.
+    pub fn cover_of(conn: &Connection, member: &Cid) -> Result<Option<Cid>, Error> {
+        let cover: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT cover FROM covers WHERE member = ?1")?
+            .query_row([member.to_bytes()], |r| r.get(0))
+            .optional()?;
+        cover.map(cid_from_blob).transpose()
+    }
+
+    /// Every (member, cover).
+    pub fn all(conn: &Connection) -> Result<Vec<(Cid, Cid)>, Error> {
+        let mut stmt = conn.prepare("SELECT member, cover FROM covers")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (m, c) = r?;
+            out.push((cid_from_blob(m)?, cid_from_blob(c)?));
+        }
+        Ok(out)
+    }
+
+    /// The members of `cover`.
+    pub fn members(conn: &Connection, cover: &Cid) -> Result<Vec<Cid>, Error> {
+        let mut stmt = conn.prepare_cached("SELECT member FROM covers WHERE cover = ?1")?;
+        let rows = stmt.query_map([cover.to_bytes()], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(cid_from_blob(r?)?);
+        }
+        Ok(out)
+    }
+
+    /// Forgets every member of `cover`.
+    pub fn drop_cover(tx: &WriteTx<'_>, cover: &Cid) -> Result<usize, Error> {
+        Ok(tx
+            .prepare_cached("DELETE FROM covers WHERE cover = ?1")?
+            .execute([cover.to_bytes()])?)
+    }
+
+    /// The members that no pin row names (left by a crash between sending a cover and
+    /// recording its members' pins).
+    pub fn unnamed(conn: &Connection) -> Result<Vec<Cid>, Error> {
+        let mut stmt =
+            conn.prepare("SELECT member FROM covers WHERE member NOT IN (SELECT cid FROM pins)")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(cid_from_blob(r?)?);
+        }
+        Ok(out)
+    }
+}
+
 /// Corrupt files and blocks the embedded store found (and moved aside or dropped).
 pub mod corruptions {
     use super::*;

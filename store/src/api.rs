@@ -319,6 +319,14 @@ pub trait Store: Send + Sync + 'static {
     /// only its own block).
     async fn gc(&self, opts: GcOptions) -> Result<GcReport>;
 
+    /// How many `put_file` calls the store would like in flight for each one the caller
+    /// would otherwise run: a store that commits files waiting beside each other together
+    /// (the kubo and cluster stores) does better with more of them. Callers bound their
+    /// downloads separately. 1 by default.
+    fn put_fanout(&self) -> usize {
+        1
+    }
+
     /// A local file that should hold the bytes with this SHA-256, if the store keeps whole
     /// files on this machine: an importer that expects those bytes (a publisher rerun after
     /// a crash) reads them from there instead of fetching them again. Nothing is promised

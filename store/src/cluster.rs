@@ -18,6 +18,13 @@
 //!   upstream when their grace period ends; `name` the reasons (the first one and a count
 //!   when they do not fit), `meta-reasons` all of them as a JSON array. The cluster refuses
 //!   to turn a recursive pin into a direct one, so that change is a DELETE then a POST.
+//! - **Covers.** Small files put side by side are pinned together: their blocks go in
+//!   batches through the kubo store, and the roots of one batch that the cluster holds no
+//!   pin for yet are linked from one dag-pb node (a cover, see [`crate::kubo`]) which gets
+//!   the one cluster pin (name `REASONS (cover of N)`, the latest expiry among them): one
+//!   CRDT operation, which every follower replays, per batch instead of per file. A cover
+//!   lasts until the first of its members changes its pins; then its other members still
+//!   pinned get cluster pins of their own and the cover is unpinned.
 //! - A refused call takes back the ledger rows it changed, and the cluster pins already
 //!   changed in the same call are put back as they were (best effort): what the ledger
 //!   says is what was asked of the cluster. [`ClusterStore::resync_pins`] re-sends every
@@ -72,9 +79,11 @@ use crate::api::{
     Block, BlocksWritten, ByteStream, CarImport, FileSource, GcOptions, GcReport, Pin, PinReason,
     PutOptions, Store,
 };
+use crate::batch::GroupCommit;
+use crate::hash::identity_data;
 use crate::importer::ImportedFile;
-use crate::kubo::KuboStore;
-use crate::ledger::{Ledger, to_unix};
+use crate::kubo::{KuboStore, cover_node};
+use crate::ledger::{Ledger, Uncovered, to_unix};
 use crate::{Error, Result};
 
 /// How long one REST call may take (a pin is accepted, not waited for, so this is generous).
@@ -140,7 +149,20 @@ struct Inner {
     ledger: Ledger,
     /// Pins change one at a time, so the ledger and the cluster agree.
     pinning: tokio::sync::Mutex<()>,
+    /// Files waiting to be pinned together under a cover.
+    batches: GroupCommit<ToPin>,
 }
+
+/// A file just put, waiting for its pin.
+struct ToPin {
+    cid: Cid,
+    tsize: u64,
+    reason: PinReason,
+    expires: Option<SystemTime>,
+}
+
+/// Roots per cover, at most.
+const COVER_MAX: usize = 512;
 
 /// The cluster pin a root needs, from its reasons.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +173,8 @@ struct Wanted {
     expire_at: Option<i64>,
     /// The reasons, sorted.
     reasons: Vec<String>,
+    /// For a cover: how many roots it holds.
+    cover_of: Option<usize>,
 }
 
 impl Wanted {
@@ -179,15 +203,20 @@ impl Wanted {
             direct: rows.iter().all(|p| p.reason.is_direct()),
             expire_at,
             reasons,
+            cover_of: None,
         })
     }
 
     fn name(&self) -> String {
         let joined = self.reasons.join(", ");
-        if joined.len() <= NAME_MAX || self.reasons.len() == 1 {
+        let name = if joined.len() <= NAME_MAX || self.reasons.len() == 1 {
             joined
         } else {
             format!("{} (+{} more)", self.reasons[0], self.reasons.len() - 1)
+        };
+        match self.cover_of {
+            Some(n) => format!("{name} (cover of {n})"),
+            None => name,
         }
     }
 }
@@ -310,6 +339,7 @@ impl ClusterStore {
                 opts,
                 ledger,
                 pinning: tokio::sync::Mutex::new(()),
+                batches: GroupCommit::new(COVER_MAX, usize::MAX),
             }),
         })
     }
@@ -393,6 +423,9 @@ impl ClusterStore {
         }
         let reasons = serde_json::to_string(&w.reasons).unwrap_or_default();
         q.push(("meta-reasons", reasons));
+        if let Some(n) = w.cover_of {
+            q.push(("meta-cover-of", n.to_string()));
+        }
         q
     }
 
@@ -420,20 +453,54 @@ impl ClusterStore {
         let mut roots: Vec<Cid> = b.keys().chain(a.keys()).copied().collect();
         roots.sort();
         roots.dedup();
+        // Roots held by a cover have no cluster pin of their own: one whose pins changed
+        // dissolves its cover (after this root's siblings got pins of their own).
+        let covered: HashSet<Cid> = self
+            .inner
+            .ledger
+            .covered()?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        let leaving: Vec<Cid> = roots
+            .iter()
+            .filter(|c| covered.contains(c) && b.contains_key(c))
+            .filter(|c| keys(b.get(c)) != keys(a.get(c)))
+            .copied()
+            .collect();
+        let plan = self.inner.ledger.dissolution(&leaving)?;
         let mut touched: Vec<(Cid, Option<Wanted>, Option<Wanted>)> = Vec::new();
+        for cid in &plan.own {
+            let to = a.get(cid).and_then(|r| Wanted::of(r, Some(now)));
+            if let Some(w) = &to
+                && let Err(e) = self.run(&Step::Pin(*cid, w.clone())).await
+            {
+                self.undo(&touched).await;
+                return Err(e);
+            }
+            touched.push((*cid, to, None));
+        }
         for cid in roots {
             let (rb, ra) = (b.get(&cid), a.get(&cid));
             if keys(rb) == keys(ra) {
                 continue;
             }
+            let own_pin = !covered.contains(&cid) || plan.covered.contains(&cid);
+            if !own_pin {
+                continue; // just put under a cover
+            }
             // What was asked of the cluster: every earlier pin (the cluster drops expired
-            // ones itself); what to ask now: the pins still in force.
-            let from = rb.and_then(|r| Wanted::of(r, None));
+            // ones itself); what to ask now: the pins still in force. A root leaving its
+            // cover had none of its own.
+            let leaves = plan.covered.contains(&cid);
+            let from = rb.filter(|_| !leaves).and_then(|r| Wanted::of(r, None));
             let to = ra.and_then(|r| Wanted::of(r, Some(now)));
             if from == to {
                 continue;
             }
-            let was = rb.and_then(|r| Wanted::of(r, Some(now)));
+            let was = rb
+                .filter(|_| !leaves)
+                .and_then(|r| Wanted::of(r, Some(now)));
             for (i, s) in steps(cid, from.as_ref(), to.as_ref()).iter().enumerate() {
                 if let Err(e) = self.run(s).await {
                     if i > 0 {
@@ -446,7 +513,96 @@ impl ClusterStore {
             }
             touched.push((cid, to, was));
         }
+        if let Err(e) = self.unpin_covers(&plan).await {
+            self.undo(&touched).await;
+            return Err(e);
+        }
         Ok(())
+    }
+
+    /// Unpins the covers of a dissolution whose members already have their own pins, and
+    /// forgets them.
+    async fn unpin_covers(&self, plan: &Uncovered) -> Result<()> {
+        for c in &plan.covers {
+            self.run(&Step::Unpin(*c)).await?;
+            self.inner.ledger.drop_cover(c)?;
+        }
+        Ok(())
+    }
+
+    /// Pins a batch of files just put: those the cluster holds no pin for yet under one
+    /// cover (when there are two or more), then records every file's pin.
+    async fn pin_batch(&self, batch: Vec<ToPin>) -> Result<()> {
+        let _g = self.inner.pinning.lock().await;
+        let before = self.inner.ledger.all()?;
+        let held: HashSet<Cid> = before.iter().map(|p| p.cid).collect();
+        let mut seen = HashSet::new();
+        let members: Vec<&ToPin> = batch
+            .iter()
+            .filter(|t| !held.contains(&t.cid) && seen.insert(t.cid))
+            .collect();
+        if members.len() >= 2 {
+            let links: Vec<(Cid, u64)> = members.iter().map(|t| (t.cid, t.tsize)).collect();
+            let (cover, block) = cover_node(&links);
+            self.inner
+                .blocks
+                .put_blocks(vec![Block {
+                    cid: cover,
+                    data: Bytes::from(block),
+                }])
+                .await?;
+            let now = SystemTime::now();
+            let rows: Vec<Pin> = members
+                .iter()
+                .map(|t| Pin {
+                    cid: t.cid,
+                    reason: t.reason.clone(),
+                    created_at: now,
+                    expires_at: t.expires,
+                })
+                .collect();
+            let refs: Vec<&Pin> = rows.iter().collect();
+            if let Some(mut w) = Wanted::of(&refs, None) {
+                w.cover_of = Some(members.len());
+                self.run(&Step::Pin(cover, w)).await?;
+                // Recorded once the cluster has it: a cover the ledger names is pinned.
+                let list: Vec<Cid> = members.iter().map(|t| t.cid).collect();
+                self.inner.ledger.cover(&cover, &list)?;
+            }
+        }
+        let rows: Vec<(Cid, &PinReason, Option<SystemTime>)> = batch
+            .iter()
+            .map(|t| (t.cid, &t.reason, t.expires))
+            .collect();
+        self.inner.ledger.add_each(&rows)?;
+        let after = self.inner.ledger.all()?;
+        if let Err(e) = self.sync(&before, &after).await {
+            if let Err(r) = self.restore(&before) {
+                tracing::error!(error = %r, "could not take back the pin ledger's rows");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Dissolves the covers holding members that no pin names (left by a crash between
+    /// pinning a cover and recording its members' pins).
+    async fn sweep_covers(&self) -> Result<()> {
+        let _g = self.inner.pinning.lock().await;
+        let lost = self.inner.ledger.unnamed_members()?;
+        let plan = self.inner.ledger.dissolution(&lost)?;
+        if plan.covers.is_empty() {
+            return Ok(());
+        }
+        let now = now_secs();
+        let all = self.inner.ledger.all()?;
+        let rows = by_cid(&all);
+        for cid in &plan.own {
+            if let Some(w) = rows.get(cid).and_then(|r| Wanted::of(r, Some(now))) {
+                self.run(&Step::Pin(*cid, w)).await?;
+            }
+        }
+        self.unpin_covers(&plan).await
     }
 
     /// Puts back the cluster pins of `touched` (root, as just asked, as it was).
@@ -508,11 +664,30 @@ impl ClusterStore {
         let _g = self.inner.pinning.lock().await;
         let now = now_secs();
         let all = self.inner.ledger.all()?;
+        let rows = by_cid(&all);
+        let mut covers: BTreeMap<Cid, Vec<&Pin>> = BTreeMap::new();
+        let mut covered = HashSet::new();
+        for (member, cover) in self.inner.ledger.covered()? {
+            covered.insert(member);
+            let of = covers.entry(cover).or_default();
+            of.extend(rows.get(&member).into_iter().flatten().copied());
+        }
         let mut n = 0;
-        for (cid, rows) in by_cid(&all) {
-            if let Some(w) = Wanted::of(&rows, Some(now)) {
-                self.run(&Step::Pin(cid, w)).await?;
+        for (cid, rows) in &rows {
+            if covered.contains(cid) {
+                continue;
+            }
+            if let Some(w) = Wanted::of(rows, Some(now)) {
+                self.run(&Step::Pin(*cid, w)).await?;
                 n += 1;
+            }
+        }
+        for (cover, rows) in covers {
+            let members: HashSet<Cid> = rows.iter().map(|p| p.cid).collect();
+            if let Some(mut w) = Wanted::of(&rows, Some(now)) {
+                w.cover_of = Some(members.len());
+                self.run(&Step::Pin(cover, w)).await?;
+                n += members.len();
             }
         }
         Ok(n)
@@ -527,8 +702,34 @@ impl Store for ClusterStore {
         let pin = opts.pin.take();
         let expires = opts.pin_expires_at.take();
         let f = self.inner.blocks.put_file(source, opts).await?;
-        if let Some(reason) = pin {
-            self.pin(&f.cid, &reason, expires).await?;
+        match pin {
+            Some(reason) if !reason.is_direct() && identity_data(&f.cid).is_none() => {
+                let item = ToPin {
+                    cid: f.cid,
+                    tsize: f.tsize,
+                    reason,
+                    expires,
+                };
+                let answer = self
+                    .inner
+                    .batches
+                    .submit(item, 1, |batch: Vec<ToPin>| async move {
+                        self.pin_batch(batch).await.map_err(|e| e.to_string())
+                    })
+                    .await;
+                let failed = |message: String| Error::Cluster {
+                    api: self.inner.rest.clone(),
+                    call: "POST /pins (a batch)".into(),
+                    message,
+                };
+                match answer {
+                    Some(Ok(())) => {}
+                    Some(Err(m)) => return Err(failed(m)),
+                    None => return Err(failed("the batch was dropped unsent".into())),
+                }
+            }
+            Some(reason) => self.pin(&f.cid, &reason, expires).await?,
+            None => {}
         }
         Ok(f)
     }
@@ -548,6 +749,10 @@ impl Store for ClusterStore {
             self.pin_all(&imported.roots, &reason, None).await?;
         }
         Ok(imported)
+    }
+
+    fn put_fanout(&self) -> usize {
+        self.inner.blocks.put_fanout()
     }
 
     async fn get_block(&self, cid: &Cid) -> Result<Option<Bytes>> {
@@ -593,6 +798,7 @@ impl Store for ClusterStore {
     /// store within `opts.grace` (see [`KuboStore`]'s `gc`).
     async fn gc(&self, opts: GcOptions) -> Result<GcReport> {
         let pins_expired = self.change(|l| Ok(l.expire()?.1)).await?;
+        self.sweep_covers().await?;
         let mut report = self.inner.blocks.gc(opts).await?;
         report.pins_expired = pins_expired;
         Ok(report)

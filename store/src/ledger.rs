@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cid::Cid;
-use cidmirror_schema::{Db, Schema, UnixTime, pins};
+use cidmirror_schema::{Db, Schema, UnixTime, covers, pins};
 
 use crate::api::{Pin, PinReason};
 use crate::{Error, Result};
@@ -137,6 +137,70 @@ impl Ledger {
             .0)
     }
 
+    /// Adds (or renews) each pin in one transaction: (root, reason, expiry).
+    pub fn add_each(&self, rows: &[(Cid, &PinReason, Option<SystemTime>)]) -> Result<Vec<Change>> {
+        let now = UnixTime::now();
+        Ok(self.db.write(|tx| -> Result<_, cidmirror_schema::Error> {
+            let mut out: Vec<Change> = Vec::new();
+            let mut before_of: BTreeMap<Cid, Depth> = BTreeMap::new();
+            for (c, reason, exp) in rows {
+                if !before_of.contains_key(c) {
+                    before_of.insert(*c, depth_of(&pins::reasons_of(tx, c)?));
+                }
+                pins::add(tx, c, reason.as_str(), now, exp.map(to_unix))?;
+            }
+            for (c, before) in before_of {
+                let after = depth_of(&pins::reasons_of(tx, &c)?);
+                if before != after {
+                    out.push(Change {
+                        cid: c,
+                        before,
+                        after,
+                    });
+                }
+            }
+            Ok(out)
+        })?)
+    }
+
+    /// How deep the node must hold `cid` now.
+    pub fn depth(&self, cid: &Cid) -> Result<Depth> {
+        Ok(depth_of(&self.db.read(|c| pins::reasons_of(c, cid))?))
+    }
+
+    /// Records that `members` are held on the node by `cover`'s recursive pin.
+    pub fn cover(&self, cover: &Cid, members: &[Cid]) -> Result<()> {
+        Ok(self.db.write(|tx| covers::add(tx, cover, members))?)
+    }
+
+    /// Forgets every member of `cover` (unpinned, or never sent).
+    pub fn drop_cover(&self, cover: &Cid) -> Result<()> {
+        self.db.write(|tx| covers::drop_cover(tx, cover))?;
+        Ok(())
+    }
+
+    /// What dissolving the covers of `members` takes, changing nothing: a cover pins
+    /// everything it links, so it cannot outlive the first member to leave (its pins
+    /// change). The caller pins the other members still pinned recursively on their own,
+    /// unpins the covers, then [`Ledger::drop_cover`]s them.
+    pub fn dissolution(&self, members: &[Cid]) -> Result<Uncovered> {
+        if members.is_empty() {
+            return Ok(Uncovered::default());
+        }
+        Ok(self.db.read(|c| plan_in(c, members))?)
+    }
+
+    /// The members no pin names (left by a crash between a cover's pin and its members'
+    /// rows).
+    pub fn unnamed_members(&self) -> Result<Vec<Cid>> {
+        Ok(self.db.read(covers::unnamed)?)
+    }
+
+    /// Every (member, cover).
+    pub fn covered(&self) -> Result<Vec<(Cid, Cid)>> {
+        Ok(self.db.read(covers::all)?)
+    }
+
     /// Removes one pin; the bool says whether it existed.
     pub fn remove(&self, cid: &Cid, reason: &PinReason) -> Result<(Vec<Change>, bool)> {
         let (changes, hits) = self.change(&[*cid], |tx, c| pins::remove(tx, c, reason.as_str()))?;
@@ -185,6 +249,44 @@ impl Ledger {
     }
 }
 
+/// What dissolving covers takes ([`Ledger::dissolution`]).
+#[derive(Debug, Default)]
+pub(crate) struct Uncovered {
+    /// The roots asked about that were held by a cover (they have no pin of their own).
+    pub covered: std::collections::HashSet<Cid>,
+    /// Covers to unpin, then forget.
+    pub covers: Vec<Cid>,
+    /// Other members of those covers, to pin recursively on their own first.
+    pub own: Vec<Cid>,
+}
+
+/// What dissolving the covers of `members` takes (nothing changed yet): the covers, and
+/// their other members still pinned recursively.
+fn plan_in(
+    conn: &cidmirror_schema::Connection,
+    members: &[Cid],
+) -> Result<Uncovered, cidmirror_schema::Error> {
+    let mut out = Uncovered::default();
+    let mut touched = std::collections::BTreeSet::new();
+    for m in members {
+        if let Some(c) = covers::cover_of(conn, m)? {
+            out.covered.insert(*m);
+            touched.insert(c);
+        }
+    }
+    for c in touched {
+        for m in covers::members(conn, &c)? {
+            if !out.covered.contains(&m)
+                && depth_of(&pins::reasons_of(conn, &m)?) == Depth::Recursive
+            {
+                out.own.push(m);
+            }
+        }
+        out.covers.push(c);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +321,44 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!((c[0].before, c[0].after), (Depth::Direct, Depth::None));
         assert!(!l.remove(&a, &deep).unwrap().1);
+    }
+
+    #[test]
+    fn a_cover_is_dissolved_by_its_first_member_to_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("pins.sqlite")).unwrap();
+        let session: PinReason = "sync-in-progress".parse().unwrap();
+        let (a, b, c, cover) = (cid(1), cid(2), cid(3), cid(9));
+        l.add(&[a, b, c], &session, None).unwrap();
+        l.cover(&cover, &[a, b, c]).unwrap();
+        assert!(
+            l.dissolution(&[cid(4)]).unwrap().covered.is_empty(),
+            "not a member"
+        );
+        // a leaves: the cover goes, b and c (still pinned) need pins of their own.
+        l.remove(&a, &session).unwrap();
+        let u = l.dissolution(&[a]).unwrap();
+        assert_eq!(u.covered.into_iter().collect::<Vec<_>>(), vec![a]);
+        assert_eq!(u.covers, vec![cover]);
+        let mut own = u.own;
+        own.sort();
+        let mut want = vec![b, c];
+        want.sort();
+        assert_eq!(own, want);
+        assert_eq!(l.covered().unwrap().len(), 3, "nothing changed yet");
+        l.drop_cover(&cover).unwrap();
+        assert!(l.covered().unwrap().is_empty());
+        assert!(
+            l.dissolution(&[b, c]).unwrap().covers.is_empty(),
+            "nothing left"
+        );
+
+        // Members no pin names (a crash before their rows) are found for the sweep.
+        l.cover(&cover, &[b, cid(5)]).unwrap();
+        assert_eq!(l.unnamed_members().unwrap(), vec![cid(5)]);
+        let u = l.dissolution(&[cid(5)]).unwrap();
+        assert_eq!(u.covers, vec![cover]);
+        assert_eq!(u.own, vec![b]);
     }
 
     #[test]

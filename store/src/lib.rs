@@ -22,6 +22,7 @@
 
 pub mod add;
 mod api;
+mod batch;
 pub mod car;
 mod cluster;
 pub mod dir;

@@ -870,4 +870,104 @@ async fn on_a_real_two_peer_cluster_pins_carry_name_replication_and_expiry() {
     let left = store.pins().await.unwrap();
     assert!(report.pins_expired >= 1, "{report:?} {left:?}");
     assert!(left.iter().all(|p| p.cid != f.cid), "{left:?}");
+
+    // Small files put side by side share one cluster pin (a cover) per batch, with the
+    // reason, expiry and replication of theirs; every file is pinned on both peers; the
+    // first file to change its pins dissolves its cover and the others get their own.
+    let session = reason("sync-in-progress");
+    let expiry = SystemTime::now() + Duration::from_secs(3600);
+    let files: Vec<Vec<u8>> = (0..24)
+        .map(|i| pseudo_random(&format!("cover-{i}"), 2_000 + i * 3_000))
+        .collect();
+    let puts = files.iter().map(|data| {
+        let (store, session, data) = (store.clone(), session.clone(), data.clone());
+        async move {
+            store
+                .put_file(
+                    FileSource::Reader(Box::new(std::io::Cursor::new(data))),
+                    PutOptions {
+                        params: Profile::UnixfsV1_2025.params(),
+                        pin: Some(session),
+                        pin_expires_at: Some(expiry),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    });
+    let put = futures::future::join_all(puts).await;
+    let pins = c.ctl_json(0, &["pin", "ls"]);
+    let covers: Vec<&serde_json::Value> = pins
+        .iter()
+        .filter(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("sync-in-progress (cover of "))
+        })
+        .collect();
+    assert!(!covers.is_empty(), "covers: {pins:?}");
+    assert!(pins.len() < files.len(), "fewer pins than files: {pins:?}");
+    for p in &covers {
+        assert_eq!(p["replication_factor_min"], 2, "{p}");
+        let at = p["expire_at"].as_str().expect("a cover's expiry");
+        let at = humantime::parse_rfc3339(at).unwrap_or_else(|e| panic!("{at}: {e}"));
+        assert_eq!(unix(at), unix(expiry), "{p}");
+    }
+    let cc = c.clone();
+    let cover_cids: Vec<Cid> = covers
+        .iter()
+        .map(|p| p["cid"].as_str().unwrap().parse().unwrap())
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        for cid in &cover_cids {
+            wait_pinned_everywhere(&cc, 0, cid);
+        }
+    })
+    .await
+    .unwrap();
+    for (f, data) in put.iter().zip(&files) {
+        let url = format!("{}/ipfs/{}", other.gateway, f.cid);
+        let got = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+        assert!(got == *data, "{} through peer 1", f.cid);
+    }
+    // A file under a cover (it has no cluster pin of its own) leaves it.
+    let cids_of = |ps: &[serde_json::Value]| -> std::collections::HashSet<String> {
+        ps.iter()
+            .filter_map(|p| p["cid"].as_str().map(str::to_string))
+            .collect()
+    };
+    let own = cids_of(&pins);
+    let leaver = put
+        .iter()
+        .find(|f| !own.contains(&f.cid.to_string()))
+        .expect("a file held by a cover");
+    assert!(store.unpin(&leaver.cid, &session).await.unwrap());
+    let after = c.ctl_json(0, &["pin", "ls"]);
+    let now_own = cids_of(&after);
+    assert!(!now_own.contains(&leaver.cid.to_string()), "{after:?}");
+    let still_covers = after
+        .iter()
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.contains("(cover of ")))
+        .count();
+    assert_eq!(still_covers, covers.len() - 1, "its cover went: {after:?}");
+    let survivors: Vec<Cid> = now_own
+        .difference(&own)
+        .map(|c| c.parse().unwrap())
+        .collect();
+    assert!(!survivors.is_empty(), "its siblings got pins of their own");
+    let cc = c.clone();
+    tokio::task::spawn_blocking(move || {
+        for cid in &survivors {
+            wait_pinned_everywhere(&cc, 0, cid);
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        store.unpin_all(&session).await.unwrap(),
+        files.len() as u64 - 1
+    );
+    let last = c.ctl_json(0, &["pin", "ls"]);
+    assert!(last.is_empty(), "nothing left pinned: {last:?}");
 }

@@ -95,3 +95,124 @@ async fn a_node_that_is_not_there_is_a_clear_error() {
         .unwrap();
     assert!(bad.to_string().contains("http://HOST:PORT"), "{bad}");
 }
+
+/// The recursive pins on the node (`pin/ls --type=recursive`), as CID strings, but for
+/// the empty directory that a new Kubo repository pins for itself.
+async fn recursive_pins(node: &Kubo) -> Vec<String> {
+    let (code, body) = rpc(node, "pin/ls?type=recursive").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("pin/ls JSON");
+    let empty_dir = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn";
+    v["Keys"]
+        .as_object()
+        .map(|k| k.keys().filter(|c| *c != empty_dir).cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_put_side_by_side_share_one_import_and_one_pin_per_batch() {
+    let node = Kubo::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = KuboStore::connect(&node.api, dir.path()).await.unwrap();
+    let session: PinReason = "sync-in-progress".parse().unwrap();
+    let files: Vec<Vec<u8>> = (0..40)
+        .map(|i| pseudo_random(&format!("batch-{i}"), 3_000 + i * 5_000))
+        .collect();
+    let puts = files.iter().map(|data| {
+        let store = store.clone();
+        let session = session.clone();
+        let data = data.clone();
+        async move {
+            store
+                .put_file(
+                    FileSource::Reader(Box::new(std::io::Cursor::new(data))),
+                    PutOptions {
+                        params: Profile::UnixfsV1_2025.params(),
+                        pin: Some(session),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    });
+    let put = futures::future::join_all(puts).await;
+
+    // Every file is pinned when its put returns: the node holds each DAG under a pin.
+    let pins = recursive_pins(&node).await;
+    assert!(
+        !pins.is_empty() && pins.len() < files.len(),
+        "40 files side by side take fewer pins than files: {}",
+        pins.len()
+    );
+    for (f, data) in put.iter().zip(&files) {
+        let (code, body) = rpc(&node, &format!("pin/ls?arg={}", f.cid)).await;
+        assert_eq!(code, 200, "{} is pinned: {body}", f.cid);
+        assert!(
+            body.contains("recursive") || body.contains("indirect"),
+            "{} is held by a recursive pin: {body}",
+            f.cid
+        );
+        let (_, s) = store.read(&f.cid, None).await.unwrap();
+        assert_eq!(drain(s).await, *data);
+    }
+    // The ledger still has one pin per file, for its reason.
+    let ledger = store.pins().await.unwrap();
+    assert_eq!(ledger.len(), files.len());
+    assert!(ledger.iter().all(|p| p.reason == session));
+
+    // A file leaving its cover keeps the others held; the cover goes with its last file.
+    let snapshot: PinReason = "snapshot:1".parse().unwrap();
+    store.pin(&put[0].cid, &snapshot, None).await.unwrap();
+    assert_eq!(store.unpin_all(&session).await.unwrap(), files.len() as u64);
+    let left = recursive_pins(&node).await;
+    assert_eq!(left.len(), 1, "one pin holds the snapshot's file: {left:?}");
+    // Unpinned files go at the node's gc (after the store's grace for young writes).
+    store
+        .gc(cidmirror_store::GcOptions {
+            grace: Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    // Nothing the ledger does not pin is kept: a cover goes with the first file to leave it.
+    for f in &put[1..] {
+        assert!(!store.has(&f.cid).await.unwrap(), "{} collected", f.cid);
+    }
+    let (_, s) = store.read(&put[0].cid, None).await.unwrap();
+    assert_eq!(drain(s).await, files[0], "the snapshot's file is whole");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cover_whose_pins_were_never_recorded_is_unpinned_by_gc() {
+    let node = Kubo::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = KuboStore::connect(&node.api, dir.path()).await.unwrap();
+    let session: PinReason = "sync-in-progress".parse().unwrap();
+    let f = store
+        .put_file(
+            FileSource::Reader(Box::new(std::io::Cursor::new(pseudo_random("lost", 9_000)))),
+            PutOptions {
+                params: Profile::UnixfsV1_2025.params(),
+                pin: Some(session.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(recursive_pins(&node).await.len(), 1, "the cover");
+    // A crash between the node pinning the cover and the ledger recording the file's pin:
+    // the ledger has the cover, no pin row.
+    drop(store);
+    let db = rusqlite::Connection::open(dir.path().join("pins.sqlite")).unwrap();
+    assert_eq!(db.execute("DELETE FROM pins", []).unwrap(), 1);
+    drop(db);
+    let store = KuboStore::connect(&node.api, dir.path()).await.unwrap();
+    store
+        .gc(cidmirror_store::GcOptions {
+            grace: Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    assert!(recursive_pins(&node).await.is_empty(), "the cover is gone");
+    assert!(!store.has(&f.cid).await.unwrap(), "and so are its blocks");
+}

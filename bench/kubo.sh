@@ -65,7 +65,7 @@ start_node() {
   IPFS_PATH=$repo "$IPFS" daemon "${flags[@]}" >"$repo.log" 2>&1 &
   NODE_PID=$!
   for _ in $(seq 300); do
-    grep -q "Daemon is ready" "$repo.log" && break
+    grep -qs "Daemon is ready" "$repo.log" && break
     sleep 0.2
   done
   grep -q "Daemon is ready" "$repo.log" || { echo "node did not start:" >&2; cat "$repo.log" >&2; exit 1; }
@@ -96,7 +96,7 @@ PY
   "$GO_BIN/ipfs-cluster-service" --config "$dir" daemon >"$dir.log" 2>&1 &
   CLUSTER_PID=$!
   for _ in $(seq 600); do
-    grep -q "IPFS Cluster is READY" "$dir.log" && break
+    grep -qs "IPFS Cluster is READY" "$dir.log" && break
     sleep 0.2
   done
   grep -q "IPFS Cluster is READY" "$dir.log" || { echo "cluster did not start:" >&2; cat "$dir.log" >&2; exit 1; }

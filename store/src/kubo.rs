@@ -9,7 +9,7 @@
 //!   `offline` and wait for it); files are put back together from blocks by [`crate::unixfs`].
 //! - Pins keep cidmirror's reasons and expiries in a local [`Ledger`]; the node holds one
 //!   pin per root, as deep as the deepest reason ([`crate::ledger::Depth`]).
-//! - Small files (a CAR up to 2 MiB) put side by side go to the node together: one
+//! - Small files (a CAR up to 1 MiB) put side by side go to the node together: one
 //!   `dag/import` per batch ([`GroupCommit`]), and the roots of the batch to be pinned
 //!   recursively that the node holds no pin for are linked from one dag-pb node without
 //!   data, a *cover*, which that import pins. Kubo flushes its pin set after every pin
@@ -70,10 +70,11 @@ const PIN_BATCH: usize = 200;
 const PIN_IN_IMPORT_MAX: u64 = 16 << 20;
 /// Files up to this size (as a CAR) are sent with the others waiting beside them in one
 /// `dag/import` (a group commit) and held by one pin on a node linking them (a cover).
-const BATCH_FILE_MAX: usize = 2 << 20;
+const BATCH_FILE_MAX: usize = 1 << 20;
 /// `put_file` calls wanted in flight per caller slot ([`Store::put_fanout`]): at the
-/// publisher's default of 4 downloads, up to 32 small files wait for a batch together.
-pub(crate) const PUT_FANOUT: usize = 8;
+/// publisher's default of 4 downloads, up to 64 small files wait for a batch together
+/// (at most 64 MiB of CARs held in memory: the cost of batching well).
+pub(crate) const PUT_FANOUT: usize = 16;
 /// At most this many files in one batch.
 const BATCH_FILES: usize = 512;
 /// At most this many bytes of CAR in one batch.

@@ -418,6 +418,12 @@ impl KuboStore {
                 (Part::bytes(car), true)
             }
         };
+        self.import_part(part, size, pin).await
+    }
+
+    /// One `dag/import` of the CAR in `part` (`size` bytes); `pin` pins the roots its
+    /// header names.
+    async fn import_part(&self, part: Part, size: u64, pin: bool) -> Result<()> {
         let part = part
             .file_name("blocks.car")
             .mime_str("application/octet-stream")
@@ -773,21 +779,7 @@ impl KuboStore {
     /// Sends a CAR held in memory with `dag/import`; `pin` pins the roots its header names.
     async fn send_bytes(&self, car: Vec<u8>, pin: bool) -> Result<()> {
         let size = car.len() as u64;
-        let part = Part::bytes(car)
-            .file_name("blocks.car")
-            .mime_str("application/octet-stream")
-            .map_err(|e| self.err("/dag/import", e.to_string()))?;
-        let form = Form::new().part("file", part);
-        let limit = CALL_TIMEOUT + Duration::from_secs(size / (8 << 20));
-        self.call(
-            Rpc::new("/dag/import")
-                .arg("pin-roots", pin)
-                .arg("silent", "true"),
-            Some(form),
-            limit,
-        )
-        .await?;
-        Ok(())
+        self.import_part(Part::bytes(car), size, pin).await
     }
 }
 

@@ -879,24 +879,7 @@ async fn on_a_real_two_peer_cluster_pins_carry_name_replication_and_expiry() {
     let files: Vec<Vec<u8>> = (0..24)
         .map(|i| pseudo_random(&format!("cover-{i}"), 2_000 + i * 3_000))
         .collect();
-    let puts = files.iter().map(|data| {
-        let (store, session, data) = (store.clone(), session.clone(), data.clone());
-        async move {
-            store
-                .put_file(
-                    FileSource::Reader(Box::new(std::io::Cursor::new(data))),
-                    PutOptions {
-                        params: Profile::UnixfsV1_2025.params(),
-                        pin: Some(session),
-                        pin_expires_at: Some(expiry),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap()
-        }
-    });
-    let put = futures::future::join_all(puts).await;
+    let put = crate::support::put_side_by_side(&store, &files, &session, Some(expiry)).await;
     let pins = c.ctl_json(0, &["pin", "ls"]);
     let covers: Vec<&serde_json::Value> = pins
         .iter()

@@ -118,25 +118,7 @@ async fn small_files_put_side_by_side_share_one_import_and_one_pin_per_batch() {
     let files: Vec<Vec<u8>> = (0..40)
         .map(|i| pseudo_random(&format!("batch-{i}"), 3_000 + i * 5_000))
         .collect();
-    let puts = files.iter().map(|data| {
-        let store = store.clone();
-        let session = session.clone();
-        let data = data.clone();
-        async move {
-            store
-                .put_file(
-                    FileSource::Reader(Box::new(std::io::Cursor::new(data))),
-                    PutOptions {
-                        params: Profile::UnixfsV1_2025.params(),
-                        pin: Some(session),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap()
-        }
-    });
-    let put = futures::future::join_all(puts).await;
+    let put = crate::support::put_side_by_side(&store, &files, &session, None).await;
 
     // Every file is pinned when its put returns: the node holds each DAG under a pin.
     let pins = recursive_pins(&node).await;

@@ -148,3 +148,31 @@ pub async fn drain(mut s: cidmirror_store::ByteStream) -> Vec<u8> {
     }
     v
 }
+
+/// Puts every file at once (side by side, as a publisher does), each pinned for `reason`
+/// until `expires`; returns what each put returned, in order.
+pub async fn put_side_by_side<S: cidmirror_store::Store + Clone + 'static>(
+    store: &S,
+    files: &[Vec<u8>],
+    reason: &cidmirror_store::PinReason,
+    expires: Option<std::time::SystemTime>,
+) -> Vec<cidmirror_store::ImportedFile> {
+    let puts = files.iter().map(|data| {
+        let (store, reason, data) = (store.clone(), reason.clone(), data.clone());
+        async move {
+            store
+                .put_file(
+                    cidmirror_store::FileSource::Reader(Box::new(std::io::Cursor::new(data))),
+                    cidmirror_store::PutOptions {
+                        params: cidmirror_store::Profile::UnixfsV1_2025.params(),
+                        pin: Some(reason),
+                        pin_expires_at: expires,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    });
+    futures::future::join_all(puts).await
+}

@@ -1,6 +1,7 @@
 //! cidmirror's publisher: follow a pacman repository upstream, verify every file, publish
 //! each upstream state as one signed, immutable snapshot.
 //!
+//! - [`aur`] reads what an AUR package base's `.SRCINFO` says to fetch, and checks it;
 //! - [`upstream`] reads an upstream mirror (HTTP(S) or a local directory) with stall
 //!   timeouts, retries and resumed downloads;
 //! - [`pacman`] parses and validates repository databases;
@@ -26,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aur;
 pub mod config;
 mod error;
 pub mod keys;

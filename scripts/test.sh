@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pacman-package-manager makepkg libarchive-tools fakeroot gnupg openssl zstd curl)
+packages=(pacman-package-manager makepkg libarchive-tools fakeroot gnupg openssl zstd curl git coreutils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

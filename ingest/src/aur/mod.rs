@@ -15,6 +15,8 @@
 //! match, as makepkg requires. `ck` (POSIX `cksum`, a CRC) is no hash: a source checked
 //! only by it is not cached (see [`Uncached`]).
 
+pub mod git;
+
 use std::fmt;
 use std::net::IpAddr;
 

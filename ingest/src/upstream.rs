@@ -277,14 +277,151 @@ pub struct DownloadStats {
 }
 
 // ---------------------------------------------------------------------------------------
+// Sources at any URL (AUR)
+
+/// Fetches files from any `http`/`https` URL (AUR sources) with the upstream's patience:
+/// stall timeouts, retries, resumed transfers. Every address it connects to passes `allow`:
+/// a host name only resolves to allowed addresses (so DNS cannot point it at, say, a cloud
+/// metadata service), a redirect may not lead to a denied literal address or leave HTTP,
+/// and no proxy from the environment is used (it would resolve names itself).
+#[derive(Clone)]
+pub struct SourceFetcher {
+    http: Http,
+}
+
+impl fmt::Debug for SourceFetcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SourceFetcher")
+    }
+}
+
+/// Whether an address may be connected to.
+pub type AddressPolicy = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
+
+/// Resolves names to the addresses the policy allows only.
+struct PolicyResolver {
+    allow: AddressPolicy,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = Arc::clone(&self.allow);
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<std::net::SocketAddr> =
+                found.iter().copied().filter(|a| allow(a.ip())).collect();
+            if allowed.is_empty() {
+                let denied: Vec<String> = found.iter().map(|a| a.ip().to_string()).collect();
+                return Err(format!(
+                    "{host} resolves only to addresses sources are not fetched from ({})",
+                    denied.join(", ")
+                )
+                .into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The address of a URL whose host is a literal address.
+fn literal_ip(url: &Url) -> Option<std::net::IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(a) => Some(a.into()),
+        url::Host::Ipv6(a) => Some(a.into()),
+        url::Host::Domain(_) => None,
+    }
+}
+
+impl SourceFetcher {
+    /// A fetcher whose connections all pass `allow`.
+    pub fn new(opts: FetchOptions, allow: AddressPolicy) -> Result<SourceFetcher> {
+        if opts.stall_timeout.is_zero() {
+            return Err(Error::Config(
+                "the stall timeout must be longer than zero".into(),
+            ));
+        }
+        let on_redirect = Arc::clone(&allow);
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            let url = attempt.url();
+            if attempt.previous().len() >= 10 {
+                attempt.error("more than 10 redirects")
+            } else if !matches!(url.scheme(), "http" | "https") {
+                let msg = format!("redirected to a {} URL", url.scheme());
+                attempt.error(msg)
+            } else if literal_ip(url).is_some_and(|ip| !on_redirect(ip)) {
+                let msg = format!("redirected to {}, which sources are not fetched from", url);
+                attempt.error(msg)
+            } else {
+                attempt.follow()
+            }
+        });
+        let client = reqwest::Client::builder()
+            .user_agent(opts.user_agent.as_str())
+            .no_proxy()
+            .redirect(redirects)
+            .dns_resolver(Arc::new(PolicyResolver {
+                allow: Arc::clone(&allow),
+            }))
+            .build()
+            .map_err(|e| Error::Transfer {
+                url: "(sources)".into(),
+                detail: format!("cannot set up the HTTP client: {}", chain(&e)),
+            })?;
+        let base =
+            Url::parse("http://sources.invalid/").map_err(|e| Error::Config(e.to_string()))?;
+        Ok(SourceFetcher {
+            http: Http {
+                base,
+                client,
+                opts,
+                literal: Some(allow),
+            },
+        })
+    }
+
+    /// Starts downloading `url` (`None`: the server says it is not there). A literal
+    /// address the policy denies is refused before anything is sent.
+    pub async fn download(&self, url: &Url) -> Result<Option<Download>> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::Transfer {
+                url: url.to_string(),
+                detail: format!("{} URLs are not fetched", url.scheme()),
+            });
+        }
+        if let (Some(ip), Some(allow)) = (literal_ip(url), &self.http.literal)
+            && !allow(ip)
+        {
+            return Err(Error::Transfer {
+                url: url.to_string(),
+                detail: format!("{ip} is an address sources are not fetched from"),
+            });
+        }
+        self.http.download_url(url.clone(), None).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // HTTP
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Http {
     /// Always ends in `/`.
     base: Url,
     client: reqwest::Client,
     opts: FetchOptions,
+    /// For sources at any URL: the addresses that may be connected to.
+    literal: Option<AddressPolicy>,
+}
+
+impl fmt::Debug for Http {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Http")
+            .field("base", &self.base)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why one attempt did not get its answer.
@@ -319,7 +456,12 @@ impl Http {
                 url: base.to_string(),
                 detail: format!("cannot set up the HTTP client: {}", chain(&e)),
             })?;
-        Ok(Http { base, client, opts })
+        Ok(Http {
+            base,
+            client,
+            opts,
+            literal: None,
+        })
     }
 
     /// The URL of a checked relative path. Segments are percent-encoded one by one, so a
@@ -376,7 +518,10 @@ impl Http {
     }
 
     async fn download(&self, rel: &str, expected_len: Option<u64>) -> Result<Option<Download>> {
-        let url = self.file_url(rel);
+        self.download_url(self.file_url(rel), expected_len).await
+    }
+
+    async fn download_url(&self, url: Url, expected_len: Option<u64>) -> Result<Option<Download>> {
         let Some(response) = self.retrying(&url, || self.open(Method::GET, &url)).await? else {
             return Ok(None);
         };

@@ -7,14 +7,16 @@
 //! the file name makepkg saves it under, what it is (a URL to fetch, a version-control
 //! checkout, a file of the package's own repository) and every checksum given for it
 //! (`SKIP` kept as such). Everything in it is hostile until checked: file names are single
-//! path components, only `http`, `https` and `ftp` are fetched (makepkg's default
-//! `DLAGENTS`), hosts pass a [`HostPolicy`], and at most [`SOURCES_MAX`] sources are read.
+//! path components, only `http` and `https` are fetched (of makepkg's default `DLAGENTS`,
+//! `ftp` is not yet), hosts pass a [`HostPolicy`], and at most [`SOURCES_MAX`] sources are
+//! read.
 //!
 //! [`Hashes`] computes every algorithm a source needs in one pass over its bytes, and
 //! [`SourceSpec::verify`] compares them with every checksum that is not `SKIP`: all must
 //! match, as makepkg requires. `ck` (POSIX `cksum`, a CRC) is no hash: a source checked
 //! only by it is not cached (see [`Uncached`]).
 
+pub mod fetch;
 pub mod git;
 
 use std::fmt;
@@ -124,7 +126,8 @@ pub enum Uncached {
     /// A file of the package's own repository (published with the `.SRCINFO`'s repository,
     /// not fetched).
     Local,
-    /// A URL scheme that is not fetched (only `http`, `https` and `ftp` are).
+    /// A URL scheme that is not fetched (only `http` and `https` are; makepkg's default
+    /// `DLAGENTS` also fetch `ftp`, which the HTTP client here cannot).
     Scheme(String),
     /// A host the publisher does not fetch from.
     Host(String),
@@ -200,7 +203,7 @@ impl SourceSpec {
             SourceKind::Vcs(_) => return Some(Uncached::Vcs),
             SourceKind::Local => return Some(Uncached::Local),
             SourceKind::Remote(u) => {
-                if !matches!(u.scheme(), "http" | "https" | "ftp") {
+                if !matches!(u.scheme(), "http" | "https") {
                     return Some(Uncached::Scheme(u.scheme().to_string()));
                 }
                 if let Err(h) = policy.check_url(u) {
@@ -906,7 +909,7 @@ mod tests {
         assert_eq!(why[2], Some(Uncached::Host("127.0.0.1".into())));
         assert_eq!(why[3], Some(Uncached::Host("::1".into())));
         assert_eq!(why[4], Some(Uncached::Host("localhost".into())));
-        assert_eq!(why[5], None, "ftp is fetched");
+        assert_eq!(why[5], Some(Uncached::Scheme("ftp".into())), "not yet");
         assert_eq!(why[6], Some(Uncached::Host("10.1.2.3".into())));
         assert!(matches!(why[7], Some(Uncached::Host(_))), "{:?}", why[7]);
         let allow = HostPolicy {

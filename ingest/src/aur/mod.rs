@@ -17,6 +17,7 @@
 //! only by it is not cached (see [`Uncached`]).
 
 pub mod fetch;
+pub mod follow;
 pub mod git;
 
 use std::fmt;

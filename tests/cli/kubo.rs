@@ -122,6 +122,22 @@ fn a_snapshot_mirrored_into_a_real_ipfs_node_reads_back_through_its_gateway_and_
             .any(|l| l.starts_with(&root2) && l.contains("snapshot:2")),
         "{pins}"
     );
+    // The files went in batches held by cover pins during each sync; none outlives it:
+    // every recursive pin on the node is a root the ledger pins (or the empty directory a
+    // new Kubo repository pins for itself).
+    let ledger: std::collections::HashSet<&str> = pins
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let on_node = node_pinned(&node.api);
+    let keys: serde_json::Value = serde_json::from_str(&on_node).expect("pin/ls JSON");
+    for cid in keys["Keys"].as_object().expect("Keys").keys() {
+        assert!(
+            ledger.contains(cid.as_str())
+                || cid == "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354",
+            "{cid} is pinned on the node but not in the ledger:\n{pins}"
+        );
+    }
     let zeta = m
         .files("core")
         .into_keys()

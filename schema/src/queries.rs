@@ -679,17 +679,11 @@ pub mod covers {
             .execute([cover.to_bytes()])?)
     }
 
-    /// The members that no pin row names (left by a crash between sending a cover and
-    /// recording its members' pins).
-    pub fn unnamed(conn: &Connection) -> Result<Vec<Cid>, Error> {
-        let mut stmt =
-            conn.prepare("SELECT member FROM covers WHERE member NOT IN (SELECT cid FROM pins)")?;
-        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(cid_from_blob(r?)?);
-        }
-        Ok(out)
+    /// Forgets that `member` is covered (it has a pin of its own now).
+    pub fn remove_member(tx: &WriteTx<'_>, member: &Cid) -> Result<(), Error> {
+        tx.prepare_cached("DELETE FROM covers WHERE member = ?1")?
+            .execute([member.to_bytes()])?;
+        Ok(())
     }
 }
 

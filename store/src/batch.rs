@@ -3,9 +3,10 @@
 //! limit) in one call to the node or cluster, while the others wait for that answer. Each
 //! caller still returns only once its own part is committed: the batch only shares the
 //! cost of a call (and of a pin: see [`crate::kubo`]) between the files waiting beside each
-//! other.
+//! other. A batch runs as a task of its own: a caller cancelled while its batch is on the
+//! way (a sync stopped by a signal) cannot leave the others' parts half sent.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -15,7 +16,7 @@ pub(crate) type Answer = std::result::Result<(), String>;
 /// Queued parts of type `T` and who sends them next.
 pub(crate) struct GroupCommit<T> {
     queue: Mutex<Vec<Queued<T>>>,
-    sending: tokio::sync::Mutex<()>,
+    sending: Arc<tokio::sync::Mutex<()>>,
     max_items: usize,
     max_bytes: usize,
 }
@@ -26,12 +27,12 @@ struct Queued<T> {
     done: oneshot::Sender<Answer>,
 }
 
-impl<T> GroupCommit<T> {
+impl<T: Send + 'static> GroupCommit<T> {
     /// Batches of at most `max_items` parts and `max_bytes` (one larger part goes alone).
     pub fn new(max_items: usize, max_bytes: usize) -> Self {
         GroupCommit {
             queue: Mutex::new(Vec::new()),
-            sending: tokio::sync::Mutex::new(()),
+            sending: Arc::new(tokio::sync::Mutex::new(())),
             max_items: max_items.max(1),
             max_bytes,
         }
@@ -43,7 +44,7 @@ impl<T> GroupCommit<T> {
     pub async fn submit<F, Fut>(&self, item: T, bytes: usize, send: F) -> Option<Answer>
     where
         F: Fn(Vec<T>) -> Fut,
-        Fut: std::future::Future<Output = Answer>,
+        Fut: std::future::Future<Output = Answer> + Send + 'static,
     {
         let (done, mut answer) = oneshot::channel();
         self.queue
@@ -54,7 +55,7 @@ impl<T> GroupCommit<T> {
             let turn = tokio::select! {
                 biased;
                 r = &mut answer => return r.ok(),
-                g = self.sending.lock() => g,
+                g = Arc::clone(&self.sending).lock_owned() => g,
             };
             // Sent by the batch before ours?
             match answer.try_recv() {
@@ -64,11 +65,18 @@ impl<T> GroupCommit<T> {
             }
             let (items, waiting): (Vec<T>, Vec<oneshot::Sender<Answer>>) =
                 self.take().into_iter().map(|q| (q.item, q.done)).unzip();
-            let result = send(items).await;
-            for w in waiting {
-                let _ = w.send(result.clone());
+            // The batch, its answers and the turn go to a task of their own.
+            let batch = send(items);
+            let task = tokio::spawn(async move {
+                let result = batch.await;
+                for w in waiting {
+                    let _ = w.send(result.clone());
+                }
+                drop(turn);
+            });
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a batch's task failed");
             }
-            drop(turn);
         }
     }
 
@@ -144,6 +152,34 @@ mod tests {
             (1..=8).contains(&refused),
             "the refused batch's parts all fail: {refused}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_caller_does_not_cut_its_batch_short() {
+        let g = Arc::new(GroupCommit::<u32>::new(8, 1000));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let send = |sent: Arc<Mutex<Vec<u32>>>| {
+            move |items: Vec<u32>| {
+                let sent = sent.clone();
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    sent.lock().unwrap().extend(items);
+                    Ok(())
+                }
+            }
+        };
+        let (g1, s1) = (g.clone(), sent.clone());
+        let first = tokio::spawn(async move { g1.submit(1, 1, send(s1)).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Queued behind the first batch, which is on its way.
+        let (g2, s2) = (g.clone(), sent.clone());
+        let second = tokio::spawn(async move { g2.submit(2, 1, send(s2)).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        first.abort();
+        assert_eq!(second.await.unwrap(), Some(Ok(())));
+        let mut got = sent.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, vec![1, 2], "the cancelled caller's batch went whole");
     }
 
     #[test]

@@ -83,7 +83,7 @@ use crate::batch::GroupCommit;
 use crate::hash::identity_data;
 use crate::importer::ImportedFile;
 use crate::kubo::{KuboStore, cover_node};
-use crate::ledger::{Ledger, Uncovered, to_unix};
+use crate::ledger::{Ledger, to_unix};
 use crate::{Error, Result};
 
 /// How long one REST call may take (a pin is accepted, not waited for, so this is generous).
@@ -447,6 +447,17 @@ impl ClusterStore {
     /// Brings the cluster's pins of the roots whose ledger rows went from `before` to
     /// `after` in line. On failure, puts back (best effort) the pins already changed.
     async fn sync(&self, before: &[Pin], after: &[Pin]) -> Result<()> {
+        self.sync_covered(before, after, &HashSet::new()).await
+    }
+
+    /// [`Self::sync`], where the roots of `just_covered` were just put under a cover (which
+    /// the cluster already pins) and need no pin of their own.
+    async fn sync_covered(
+        &self,
+        before: &[Pin],
+        after: &[Pin],
+        just_covered: &HashSet<Cid>,
+    ) -> Result<()> {
         let now = now_secs();
         let b = by_cid(before);
         let a = by_cid(after);
@@ -454,7 +465,7 @@ impl ClusterStore {
         roots.sort();
         roots.dedup();
         // Roots held by a cover have no cluster pin of their own: one whose pins changed
-        // dissolves its cover (after this root's siblings got pins of their own).
+        // dissolves its cover (after its siblings got pins of their own).
         let covered: HashSet<Cid> = self
             .inner
             .ledger
@@ -464,7 +475,7 @@ impl ClusterStore {
             .collect();
         let leaving: Vec<Cid> = roots
             .iter()
-            .filter(|c| covered.contains(c) && b.contains_key(c))
+            .filter(|c| covered.contains(c) && !just_covered.contains(c))
             .filter(|c| keys(b.get(c)) != keys(a.get(c)))
             .copied()
             .collect();
@@ -480,14 +491,11 @@ impl ClusterStore {
             }
             touched.push((*cid, to, None));
         }
+        let mut own = plan.own.clone();
         for cid in roots {
             let (rb, ra) = (b.get(&cid), a.get(&cid));
-            if keys(rb) == keys(ra) {
+            if keys(rb) == keys(ra) || just_covered.contains(&cid) {
                 continue;
-            }
-            let own_pin = !covered.contains(&cid) || plan.covered.contains(&cid);
-            if !own_pin {
-                continue; // just put under a cover
             }
             // What was asked of the cluster: every earlier pin (the cluster drops expired
             // ones itself); what to ask now: the pins still in force. A root leaving its
@@ -495,6 +503,9 @@ impl ClusterStore {
             let leaves = plan.covered.contains(&cid);
             let from = rb.filter(|_| !leaves).and_then(|r| Wanted::of(r, None));
             let to = ra.and_then(|r| Wanted::of(r, Some(now)));
+            if leaves && to.is_some() {
+                own.push(cid);
+            }
             if from == to {
                 continue;
             }
@@ -513,21 +524,26 @@ impl ClusterStore {
             }
             touched.push((cid, to, was));
         }
-        if let Err(e) = self.unpin_covers(&plan).await {
-            self.undo(&touched).await;
-            return Err(e);
-        }
+        // Everything asked is done: the members with pins of their own leave their covers,
+        // and the covers go (a refused unpin is left to the next gc, not undone).
+        self.inner.ledger.uncover_members(&own)?;
+        self.unpin_covers(&plan.covers).await;
         Ok(())
     }
 
-    /// Unpins the covers of a dissolution whose members already have their own pins, and
-    /// forgets them.
-    async fn unpin_covers(&self, plan: &Uncovered) -> Result<()> {
-        for c in &plan.covers {
-            self.run(&Step::Unpin(*c)).await?;
-            self.inner.ledger.drop_cover(c)?;
+    /// Unpins covers whose members left or have pins of their own, and forgets them. One
+    /// the cluster refuses to unpin keeps the rows of its members that left, so the next
+    /// gc tries again.
+    async fn unpin_covers(&self, covers: &[Cid]) {
+        for c in covers {
+            let done = match self.run(&Step::Unpin(*c)).await {
+                Ok(()) => self.inner.ledger.drop_cover(c),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = done {
+                tracing::warn!(cover = %c, error = %e, "a cover stays pinned until the next gc");
+            }
         }
-        Ok(())
     }
 
     /// Pins a batch of files just put: those the cluster holds no pin for yet under one
@@ -541,42 +557,28 @@ impl ClusterStore {
             .iter()
             .filter(|t| !held.contains(&t.cid) && seen.insert(t.cid))
             .collect();
-        if members.len() >= 2 {
-            let links: Vec<(Cid, u64)> = members.iter().map(|t| (t.cid, t.tsize)).collect();
-            let (cover, block) = cover_node(&links);
-            self.inner
-                .blocks
-                .put_blocks(vec![Block {
-                    cid: cover,
-                    data: Bytes::from(block),
-                }])
-                .await?;
-            let now = SystemTime::now();
-            let rows: Vec<Pin> = members
-                .iter()
-                .map(|t| Pin {
-                    cid: t.cid,
-                    reason: t.reason.clone(),
-                    created_at: now,
-                    expires_at: t.expires,
-                })
-                .collect();
-            let refs: Vec<&Pin> = rows.iter().collect();
-            if let Some(mut w) = Wanted::of(&refs, None) {
-                w.cover_of = Some(members.len());
-                self.run(&Step::Pin(cover, w)).await?;
-                // Recorded once the cluster has it: a cover the ledger names is pinned.
-                let list: Vec<Cid> = members.iter().map(|t| t.cid).collect();
-                self.inner.ledger.cover(&cover, &list)?;
-            }
-        }
+        let member_cids: Vec<Cid> = members.iter().map(|t| t.cid).collect();
+        // A root no pin holds may still be in a cover a crash or a refusal left behind:
+        // that cover goes first (its other members get pins of their own).
+        self.dissolve(&member_cids, &before).await?;
         let rows: Vec<(Cid, &PinReason, Option<SystemTime>)> = batch
             .iter()
             .map(|t| (t.cid, &t.reason, t.expires))
             .collect();
         self.inner.ledger.add_each(&rows)?;
         let after = self.inner.ledger.all()?;
-        if let Err(e) = self.sync(&before, &after).await {
+        let mut just_covered = HashSet::new();
+        if members.len() >= 2 {
+            let done = self.pin_cover(&members, &after).await;
+            if let Err(e) = done {
+                if let Err(r) = self.restore(&before) {
+                    tracing::error!(error = %r, "could not take back the pin ledger's rows");
+                }
+                return Err(e);
+            }
+            just_covered.extend(member_cids.iter().copied());
+        }
+        if let Err(e) = self.sync_covered(&before, &after, &just_covered).await {
             if let Err(r) = self.restore(&before) {
                 tracing::error!(error = %r, "could not take back the pin ledger's rows");
             }
@@ -585,24 +587,57 @@ impl ClusterStore {
         Ok(())
     }
 
-    /// Dissolves the covers holding members that no pin names (left by a crash between
-    /// pinning a cover and recording its members' pins).
-    async fn sweep_covers(&self) -> Result<()> {
-        let _g = self.inner.pinning.lock().await;
-        let lost = self.inner.ledger.unnamed_members()?;
-        let plan = self.inner.ledger.dissolution(&lost)?;
+    /// Puts a cover of `members` on the proxy's node and pins it in the cluster with what
+    /// the ledger's rows (`all`) ask for them together.
+    async fn pin_cover(&self, members: &[&ToPin], all: &[Pin]) -> Result<()> {
+        let links: Vec<(Cid, u64)> = members.iter().map(|t| (t.cid, t.tsize)).collect();
+        let (cover, block) = cover_node(&links);
+        self.inner
+            .blocks
+            .put_blocks(vec![Block {
+                cid: cover,
+                data: Bytes::from(block),
+            }])
+            .await?;
+        let list: Vec<Cid> = members.iter().map(|t| t.cid).collect();
+        let mine: HashSet<Cid> = list.iter().copied().collect();
+        let rows: Vec<&Pin> = all.iter().filter(|p| mine.contains(&p.cid)).collect();
+        let Some(mut w) = Wanted::of(&rows, None) else {
+            return Ok(());
+        };
+        w.cover_of = Some(members.len());
+        // Recorded first, and kept if the pin fails (a timeout may hide a success): a
+        // cover whose members are not pinned is unpinned by the next gc.
+        self.inner.ledger.cover(&cover, &list)?;
+        self.run(&Step::Pin(cover, w)).await
+    }
+
+    /// Dissolves the covers of `members`: their other members still pinned recursively
+    /// get cluster pins of their own (from the ledger's rows, `all`), then the covers go.
+    async fn dissolve(&self, members: &[Cid], all: &[Pin]) -> Result<()> {
+        let plan = self.inner.ledger.dissolution(members)?;
         if plan.covers.is_empty() {
             return Ok(());
         }
         let now = now_secs();
-        let all = self.inner.ledger.all()?;
-        let rows = by_cid(&all);
+        let rows = by_cid(all);
         for cid in &plan.own {
             if let Some(w) = rows.get(cid).and_then(|r| Wanted::of(r, Some(now))) {
                 self.run(&Step::Pin(*cid, w)).await?;
             }
         }
-        self.unpin_covers(&plan).await
+        self.inner.ledger.uncover_members(&plan.own)?;
+        self.unpin_covers(&plan.covers).await;
+        Ok(())
+    }
+
+    /// Dissolves the covers holding members no longer pinned recursively (a crash
+    /// between pinning a cover and recording its members' pins, an unpin refused earlier).
+    async fn sweep_covers(&self) -> Result<()> {
+        let _g = self.inner.pinning.lock().await;
+        let stale = self.inner.ledger.stale_members()?;
+        let all = self.inner.ledger.all()?;
+        self.dissolve(&stale, &all).await
     }
 
     /// Puts back the cluster pins of `touched` (root, as just asked, as it was).
@@ -713,8 +748,9 @@ impl Store for ClusterStore {
                 let answer = self
                     .inner
                     .batches
-                    .submit(item, 1, |batch: Vec<ToPin>| async move {
-                        self.pin_batch(batch).await.map_err(|e| e.to_string())
+                    .submit(item, 1, |batch: Vec<ToPin>| {
+                        let s = self.clone();
+                        async move { s.pin_batch(batch).await.map_err(|e| e.to_string()) }
                     })
                     .await;
                 let failed = |message: String| Error::Cluster {

@@ -495,16 +495,40 @@ impl KuboStore {
         self.pin_call("/pin/rm", &rm_direct, false).await?;
         self.pin_call("/pin/add", &add_rec, true).await?;
         self.pin_call("/pin/add", &add_direct, false).await?;
+        // Members that have pins of their own now are no longer covered, whatever happens
+        // to their covers next.
+        let mut own = uncovered.own.clone();
+        own.extend(
+            changes
+                .iter()
+                .filter(|c| c.after == Depth::Recursive && uncovered.covered.contains(&c.cid))
+                .map(|c| c.cid),
+        );
+        self.inner.ledger.uncover_members(&own)?;
         self.unpin_covers(&uncovered.covers).await
     }
 
-    /// Unpins covers whose members no longer need them, and forgets them.
+    /// Unpins covers whose members have left or have pins of their own, and forgets them.
+    /// Refused, a cover keeps the rows of the members that left (no longer pinned
+    /// recursively), so the next `gc` finds it again.
     async fn unpin_covers(&self, covers: &[Cid]) -> Result<()> {
         self.pin_call("/pin/rm", covers, true).await?;
         for c in covers {
             self.inner.ledger.drop_cover(c)?;
         }
         Ok(())
+    }
+
+    /// Dissolves the covers of `members`: their other members still pinned recursively get
+    /// pins of their own, then the covers go.
+    async fn dissolve(&self, members: &[Cid]) -> Result<()> {
+        let plan = self.inner.ledger.dissolution(members)?;
+        if plan.covers.is_empty() {
+            return Ok(());
+        }
+        self.pin_call("/pin/add", &plan.own, true).await?;
+        self.inner.ledger.uncover_members(&plan.own)?;
+        self.unpin_covers(&plan.covers).await
     }
 
     async fn pin_call(&self, path: &'static str, cids: &[Cid], recursive: bool) -> Result<()> {
@@ -708,8 +732,9 @@ impl KuboStore {
         let answer = self
             .inner
             .batches
-            .submit(part, bytes, |batch: Vec<SmallFile>| async move {
-                self.send_batch(&batch).await.map_err(|e| e.to_string())
+            .submit(part, bytes, |batch: Vec<SmallFile>| {
+                let s = self.clone();
+                async move { s.send_batch(&batch).await.map_err(|e| e.to_string()) }
             })
             .await;
         match answer {
@@ -737,8 +762,12 @@ impl KuboStore {
                 members.push((q.root, q.tsize));
             }
         }
-        let cover = (!members.is_empty()).then(|| cover_node(&members));
         let member_cids: HashSet<Cid> = members.iter().map(|(c, _)| *c).collect();
+        // A root no pin holds may still be in a cover that a crash or a refusal left behind:
+        // that cover goes first (its other members keep their pins).
+        let list: Vec<Cid> = member_cids.iter().copied().collect();
+        self.dissolve(&list).await?;
+        let cover = (!members.is_empty()).then(|| cover_node(&members));
         let len: usize = batch.iter().map(|q| q.sections.len()).sum();
         let mut car = crate::car::encode_header(&[match &cover {
             Some((c, _)) => *c,
@@ -750,20 +779,12 @@ impl KuboStore {
         }
         if let Some((c, block)) = &cover {
             car.extend_from_slice(&crate::car::encode_section(c, block));
-            // Recorded before it is sent: a crash after the send leaves a cover whose
-            // members no pin names, which the next gc unpins.
-            let list: Vec<Cid> = member_cids.iter().copied().collect();
+            // Recorded before it is sent, and kept if the send fails (a timeout may hide a
+            // success): a cover whose members no pin names is unpinned by the next gc.
             self.inner.ledger.cover(c, &list)?;
         }
         self.touch()?;
-        if let Err(e) = self.send_bytes(car, cover.is_some()).await {
-            if let Some((c, _)) = &cover
-                && let Err(d) = self.inner.ledger.drop_cover(c)
-            {
-                tracing::warn!(cover = %c, error = %d, "could not forget an unsent cover");
-            }
-            return Err(e);
-        }
+        self.send_bytes(car, cover.is_some()).await?;
         let rows: Vec<(Cid, &PinReason, Option<SystemTime>)> = batch
             .iter()
             .filter_map(|q| q.pin.as_ref().map(|(r, e)| (q.root, r, *e)))
@@ -816,10 +837,10 @@ impl Store for KuboStore {
             }
         };
         let (tmp, size) = match spooled {
-            Spooled::Mem(car) => {
+            Spooled::Mem(mut sections) => {
                 // Small: sent with whatever else is waiting, pinned when it returns.
                 let skip = crate::car::encode_header(&[placeholder_root()?]).len();
-                let sections = car.get(skip..).unwrap_or_default().to_vec();
+                sections.drain(..skip.min(sections.len()));
                 self.put_batched(SmallFile {
                     sections,
                     root: imported.cid,
@@ -1062,10 +1083,8 @@ impl Store for KuboStore {
             self.apply(&changes).await?;
             report.pins_expired = n;
             // Covers left by a crash between sending them and recording their pins.
-            let lost = self.inner.ledger.unnamed_members()?;
-            let swept = self.inner.ledger.dissolution(&lost)?;
-            self.pin_call("/pin/add", &swept.own, true).await?;
-            self.unpin_covers(&swept.covers).await?;
+            let stale = self.inner.ledger.stale_members()?;
+            self.dissolve(&stale).await?;
         }
         let young = self
             .last_write()

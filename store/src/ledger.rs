@@ -190,10 +190,32 @@ impl Ledger {
         Ok(self.db.read(|c| plan_in(c, members))?)
     }
 
-    /// The members no pin names (left by a crash between a cover's pin and its members'
-    /// rows).
-    pub fn unnamed_members(&self) -> Result<Vec<Cid>> {
-        Ok(self.db.read(covers::unnamed)?)
+    /// The members that are no longer pinned recursively: a crash between a cover's pin
+    /// and its members' rows, or a cover whose unpinning failed after its members left.
+    /// Their covers are to be dissolved.
+    pub fn stale_members(&self) -> Result<Vec<Cid>> {
+        Ok(self.db.read(|c| {
+            let mut out = Vec::new();
+            for (m, _) in covers::all(c)? {
+                if depth_of(&pins::reasons_of(c, &m)?) != Depth::Recursive {
+                    out.push(m);
+                }
+            }
+            Ok::<_, cidmirror_schema::Error>(out)
+        })?)
+    }
+
+    /// Forgets that `members` are covered: each has a pin of its own now.
+    pub fn uncover_members(&self, members: &[Cid]) -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        Ok(self.db.write(|tx| {
+            for m in members {
+                covers::remove_member(tx, m)?;
+            }
+            Ok::<_, cidmirror_schema::Error>(())
+        })?)
     }
 
     /// Every (member, cover).
@@ -353,12 +375,18 @@ mod tests {
             "nothing left"
         );
 
-        // Members no pin names (a crash before their rows) are found for the sweep.
+        // Members no longer pinned recursively (a crash before their rows) are stale.
         l.cover(&cover, &[b, cid(5)]).unwrap();
-        assert_eq!(l.unnamed_members().unwrap(), vec![cid(5)]);
+        assert_eq!(l.stale_members().unwrap(), vec![cid(5)]);
         let u = l.dissolution(&[cid(5)]).unwrap();
         assert_eq!(u.covers, vec![cover]);
         assert_eq!(u.own, vec![b]);
+        l.uncover_members(&u.own).unwrap();
+        assert_eq!(
+            l.covered().unwrap(),
+            vec![(cid(5), cover)],
+            "b has its own pin"
+        );
     }
 
     #[test]

@@ -182,6 +182,35 @@ async fn a_cover_whose_pins_were_never_recorded_is_unpinned_by_gc() {
         .await
         .unwrap();
     assert_eq!(recursive_pins(&node).await.len(), 1, "the cover");
+
+    // Files put side by side, their rows lost, then each put again on its own (a rerun)
+    // before any gc: every old cover goes as its files move to new ones.
+    let files: Vec<Vec<u8>> = (0..10)
+        .map(|i| pseudo_random(&format!("rerun-{i}"), 4_000 + i * 100))
+        .collect();
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = KuboStore::connect(&node.api, dir2.path()).await.unwrap();
+    let put = crate::support::put_side_by_side(&other, &files, &session, None).await;
+    assert!(recursive_pins(&node).await.len() > 1);
+    drop(other);
+    let db = rusqlite::Connection::open(dir2.path().join("pins.sqlite")).unwrap();
+    db.execute("DELETE FROM pins", []).unwrap();
+    drop(db);
+    let other = KuboStore::connect(&node.api, dir2.path()).await.unwrap();
+    for (data, first) in files.iter().zip(&put) {
+        let again =
+            crate::support::put_side_by_side(&other, std::slice::from_ref(data), &session, None)
+                .await;
+        assert_eq!(again[0].cid, first.cid);
+    }
+    assert_eq!(other.unpin_all(&session).await.unwrap(), files.len() as u64);
+    let left: Vec<String> = recursive_pins(&node).await;
+    assert_eq!(
+        left.len(),
+        1,
+        "only the first store's cover is left: {left:?}"
+    );
+    drop(other);
     // A crash between the node pinning the cover and the ledger recording the file's pin:
     // the ledger has the cover, no pin row.
     drop(store);
@@ -197,4 +226,7 @@ async fn a_cover_whose_pins_were_never_recorded_is_unpinned_by_gc() {
         .unwrap();
     assert!(recursive_pins(&node).await.is_empty(), "the cover is gone");
     assert!(!store.has(&f.cid).await.unwrap(), "and so are its blocks");
+    for f in &put {
+        assert!(!store.has(&f.cid).await.unwrap(), "{} collected", f.cid);
+    }
 }

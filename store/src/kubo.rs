@@ -73,8 +73,11 @@ const PIN_IN_IMPORT_MAX: u64 = 16 << 20;
 const BATCH_FILE_MAX: usize = 1 << 20;
 /// `put_file` calls wanted in flight per caller slot ([`Store::put_fanout`]): at the
 /// publisher's default of 4 downloads, up to 64 small files wait for a batch together
-/// (at most 64 MiB of CARs held in memory: the cost of batching well).
+/// (at most 64 MiB of their CARs in memory, plus the batch being sent; larger files take
+/// one of [`UPLOADS_AT_ONCE`] slots).
 pub(crate) const PUT_FANOUT: usize = 16;
+/// Files larger than [`BATCH_FILE_MAX`] imported and uploaded at once.
+const UPLOADS_AT_ONCE: usize = 4;
 /// At most this many files in one batch.
 const BATCH_FILES: usize = 512;
 /// At most this many bytes of CAR in one batch.
@@ -136,6 +139,10 @@ struct Inner {
     pinning: tokio::sync::Mutex<()>,
     /// Small files waiting to be sent together.
     batches: GroupCommit<SmallFile>,
+    /// Larger files imported and sent at once: however many `put_file` calls a caller
+    /// runs ([`Store::put_fanout`]), at most this many temp CARs (and CARs read into
+    /// memory for their upload) exist.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// A small file's blocks, verified, waiting to be sent with others.
@@ -306,6 +313,7 @@ impl KuboStore {
                 ledger,
                 pinning: tokio::sync::Mutex::new(()),
                 batches: GroupCommit::new(BATCH_FILES, BATCH_BYTES),
+                uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS_AT_ONCE)),
             }),
         };
         s.call(Rpc::new("/version"), None, CALL_TIMEOUT).await?;
@@ -431,15 +439,29 @@ impl KuboStore {
         let form = Form::new().part("file", part);
         // Bulk data: allow a slow node 1 s per 8 MiB on top of the usual limit.
         let limit = CALL_TIMEOUT + Duration::from_secs(size / (8 << 20));
-        self.call(
-            Rpc::new("/dag/import")
-                .arg("pin-roots", pin)
-                .arg("silent", "true"),
-            Some(form),
-            limit,
-        )
-        .await?;
+        let body = self
+            .call(
+                Rpc::new("/dag/import")
+                    .arg("pin-roots", pin)
+                    .arg("silent", "true"),
+                Some(form),
+                limit,
+            )
+            .await?;
+        // A root Kubo could not pin is reported in a successful answer, one JSON line
+        // per root (`silent` quiets only the text encoding).
+        if pin {
+            pin_errors(&body).map_err(|m| self.err("/dag/import", m))?;
+        }
         Ok(())
+    }
+
+    /// One of the [`UPLOADS_AT_ONCE`] slots for a larger file.
+    async fn upload_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.inner.uploads)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Task("the kubo store's upload slots are closed".into()))
     }
 
     /// A temp file for a CAR, removed when dropped.
@@ -804,6 +826,32 @@ impl KuboStore {
     }
 }
 
+/// The first root a `dag/import` answer says it could not pin, as a message.
+fn pin_errors(body: &[u8]) -> std::result::Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Root {
+        #[serde(rename = "Cid")]
+        cid: serde_json::Value,
+        #[serde(rename = "PinErrorMsg", default)]
+        pin_error: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Line {
+        #[serde(rename = "Root")]
+        root: Option<Root>,
+    }
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(Line { root: Some(r) }) = serde_json::from_slice::<Line>(line) else {
+            continue;
+        };
+        if !r.pin_error.is_empty() {
+            let cid = r.cid["/"].as_str().unwrap_or("?").to_string();
+            return Err(format!("could not pin {cid}: {}", r.pin_error));
+        }
+    }
+    Ok(())
+}
+
 /// A dag-pb node that links every `(root, tsize)` (no data: it is no UnixFS node, only
 /// something for one recursive pin to hold them all by), and its CID.
 pub(crate) fn cover_node(members: &[(Cid, u64)]) -> (Cid, Vec<u8>) {
@@ -824,6 +872,12 @@ impl Store for KuboStore {
         let s = self.clone();
         let pin = opts.pin.clone();
         let expires = opts.pin_expires_at;
+        // A file known to be large takes an upload slot before its import (its CAR goes to
+        // a temp file); one found large only by importing takes it before its upload.
+        let mut slot = None;
+        if opts.expect.is_some_and(|e| e.size > BATCH_FILE_MAX as u64) {
+            slot = Some(self.upload_slot().await?);
+        }
         let (imported, spooled) = match source {
             FileSource::Path(p) => {
                 blocking(move || importer::from_path(&p, |f| s.import_to_car(f, &opts))).await?
@@ -852,11 +906,15 @@ impl Store for KuboStore {
             }
             Spooled::File(tmp, size) => (tmp, size),
         };
+        if slot.is_none() {
+            slot = Some(self.upload_slot().await?);
+        }
         // Uploads run side by side; only the ledger step is one at a time. A recursive
         // reason is pinned by the import itself; a `gc` before the ledger records it spares
         // the blocks anyway (no collection within the grace period after a write).
         let deep = size <= PIN_IN_IMPORT_MAX && pin.as_ref().is_some_and(|r| !r.is_direct());
         self.upload(tmp, size, deep.then_some(imported.cid)).await?;
+        drop(slot);
         if let Some(reason) = pin {
             let _g = self.inner.pinning.lock().await;
             let changes = self.inner.ledger.add(&[imported.cid], &reason, expires)?;
@@ -1127,5 +1185,20 @@ impl KuboStore {
             _ => 0,
         };
         Ok((num("RepoSize"), num("NumObjects")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_root_kubo_could_not_pin_is_an_error() {
+        let ok = br#"{"Root":{"Cid":{"/":"bafyok"},"PinErrorMsg":""}}"#;
+        assert_eq!(super::pin_errors(ok), Ok(()));
+        let bad = b"{\"Root\":{\"Cid\":{\"/\":\"bafyok\"},\"PinErrorMsg\":\"\"}}\n{\"Root\":{\"Cid\":{\"/\":\"bafybad\"},\"PinErrorMsg\":\"block not found\"}}\n";
+        assert_eq!(
+            super::pin_errors(bad),
+            Err("could not pin bafybad: block not found".to_string())
+        );
+        assert_eq!(super::pin_errors(b""), Ok(()), "silent, nothing pinned");
     }
 }

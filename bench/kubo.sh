@@ -118,6 +118,7 @@ now() { date +%s.%N; }
 root_of() { awk '/^published snapshot/ {sub(":", "", $4); print $4}' "$1"; }
 
 : >"$WORK/emb"; : >"$WORK/kubo"; : >"$WORK/add"; : >"$WORK/cl"; : >"$WORK/cladd"
+: >"$WORK/kratio"; : >"$WORK/cratio"
 for run in $(seq "$RUNS"); do
   t0=$(now)
   "$BIN" --data-dir "$WORK/e$run" mirror --upstream "$WORK/up" --repo extra --once --no-progress >"$WORK/e.out" 2>/dev/null
@@ -149,6 +150,9 @@ for run in $(seq "$RUNS"); do
   stop_node
   printf 'run %d: embedded %.2f s, kubo %.2f s, node add %.2f s' "$run" \
     "$(tail -1 "$WORK/emb")" "$(tail -1 "$WORK/kubo")" "$(tail -1 "$WORK/add")"
+  # The ratio within the run too: on a noisy machine the two times of one run are
+  # measured under the same load, the medians of each column are not.
+  echo "$(tail -1 "$WORK/kubo") / $(tail -1 "$WORK/add")" | bc -l >>"$WORK/kratio"
 
   if [ "$CLUSTER" != 0 ]; then
     start_node "$WORK/cn$run.ipfs" online
@@ -175,6 +179,7 @@ for run in $(seq "$RUNS"); do
     echo "$t1 - $t0" | bc >>"$WORK/cladd"
     stop_cluster; stop_node
     printf ', cluster %.2f s, ipfs-cluster-ctl add %.2f s' "$(tail -1 "$WORK/cl")" "$(tail -1 "$WORK/cladd")"
+    echo "$(tail -1 "$WORK/cl") / $(tail -1 "$WORK/cladd")" | bc -l >>"$WORK/cratio"
   fi
   echo
 done
@@ -184,9 +189,9 @@ E=$(median <"$WORK/emb"); K=$(median <"$WORK/kubo"); A=$(median <"$WORK/add")
 printf '\nmedians of %d runs, %d packages, same root CID in every run\n' "$RUNS" "$N"
 printf '  mirror --once, embedded store          %.2f s\n' "$E"
 printf '  mirror --once, --store kubo            %.2f s   (%.2fx embedded)\n' "$K" "$(echo "$K / $E" | bc -l)"
-printf '  the node'"'"'s own add of the same files    %.2f s   (kubo store = %.2fx of it)\n' "$A" "$(echo "$K / $A" | bc -l)"
+printf '  the node'"'"'s own add of the same files    %.2f s   (kubo store = %.2fx of it; median of the runs'"'"' own ratios %.2fx)\n' "$A" "$(echo "$K / $A" | bc -l)" "$(median <"$WORK/kratio")"
 if [ "$CLUSTER" != 0 ]; then
   C=$(median <"$WORK/cl"); CA=$(median <"$WORK/cladd")
   printf '  mirror --once, --store cluster         %.2f s   (%.2fx embedded)\n' "$C" "$(echo "$C / $E" | bc -l)"
-  printf '  ipfs-cluster-ctl add -r of the same    %.2f s   (cluster store = %.2fx of it)\n' "$CA" "$(echo "$C / $CA" | bc -l)"
+  printf '  ipfs-cluster-ctl add -r of the same    %.2f s   (cluster store = %.2fx of it; median of the runs'"'"' own ratios %.2fx)\n' "$CA" "$(echo "$C / $CA" | bc -l)" "$(median <"$WORK/cratio")"
 fi

@@ -110,6 +110,11 @@ pub const STORE: &[&str] = &[
         cover      BLOB    NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX covers_by_cover ON covers(cover);
+    -- Each cover's block (a few KiB), to put it back on a node that lost it.
+    CREATE TABLE cover_blocks (
+        cover      BLOB    PRIMARY KEY,
+        block      BLOB    NOT NULL
+    ) WITHOUT ROWID;
     "#,
 ];
 

@@ -625,6 +625,24 @@ pub mod pins {
 pub mod covers {
     use super::*;
 
+    /// Keeps a cover's block.
+    pub fn put_block(tx: &WriteTx<'_>, cover: &Cid, block: &[u8]) -> Result<(), Error> {
+        tx.prepare_cached(
+            "INSERT INTO cover_blocks (cover, block) VALUES (?1, ?2)
+             ON CONFLICT (cover) DO NOTHING",
+        )?
+        .execute(params![cover.to_bytes(), block])?;
+        Ok(())
+    }
+
+    /// A cover's block, if kept.
+    pub fn block(conn: &Connection, cover: &Cid) -> Result<Option<Vec<u8>>, Error> {
+        Ok(conn
+            .prepare_cached("SELECT block FROM cover_blocks WHERE cover = ?1")?
+            .query_row([cover.to_bytes()], |r| r.get(0))
+            .optional()?)
+    }
+
     /// Records that `members` are held by `cover` (replacing what held them before).
     pub fn add(tx: &WriteTx<'_>, cover: &Cid, members: &[Cid]) -> Result<(), Error> {
         let mut stmt = tx.prepare_cached(
@@ -672,8 +690,10 @@ pub mod covers {
         Ok(out)
     }
 
-    /// Forgets every member of `cover`.
+    /// Forgets every member of `cover`, and its block.
     pub fn drop_cover(tx: &WriteTx<'_>, cover: &Cid) -> Result<usize, Error> {
+        tx.prepare_cached("DELETE FROM cover_blocks WHERE cover = ?1")?
+            .execute([cover.to_bytes()])?;
         Ok(tx
             .prepare_cached("DELETE FROM covers WHERE cover = ?1")?
             .execute([cover.to_bytes()])?)

@@ -596,7 +596,7 @@ impl ClusterStore {
             .blocks
             .put_blocks(vec![Block {
                 cid: cover,
-                data: Bytes::from(block),
+                data: Bytes::from(block.clone()),
             }])
             .await?;
         let list: Vec<Cid> = members.iter().map(|t| t.cid).collect();
@@ -608,7 +608,7 @@ impl ClusterStore {
         w.cover_of = Some(members.len());
         // Recorded first, and kept if the pin fails (a timeout may hide a success): a
         // cover whose members are not pinned is unpinned by the next gc.
-        self.inner.ledger.cover(&cover, &list)?;
+        self.inner.ledger.cover(&cover, &block, &list)?;
         self.run(&Step::Pin(cover, w)).await
     }
 
@@ -719,6 +719,16 @@ impl ClusterStore {
         }
         for (cover, rows) in covers {
             let members: HashSet<Cid> = rows.iter().map(|p| p.cid).collect();
+            // The node may have lost the cover's block with the rest.
+            if let Some(block) = self.inner.ledger.cover_block(&cover)? {
+                self.inner
+                    .blocks
+                    .put_blocks(vec![Block {
+                        cid: cover,
+                        data: Bytes::from(block),
+                    }])
+                    .await?;
+            }
             if let Some(mut w) = Wanted::of(&rows, Some(now)) {
                 w.cover_of = Some(members.len());
                 self.run(&Step::Pin(cover, w)).await?;

@@ -803,7 +803,7 @@ impl KuboStore {
             car.extend_from_slice(&crate::car::encode_section(c, block));
             // Recorded before it is sent, and kept if the send fails (a timeout may hide a
             // success): a cover whose members no pin names is unpinned by the next gc.
-            self.inner.ledger.cover(c, &list)?;
+            self.inner.ledger.cover(c, block, &list)?;
         }
         self.touch()?;
         self.send_bytes(car, cover.is_some()).await?;

@@ -168,9 +168,18 @@ impl Ledger {
         Ok(depth_of(&self.db.read(|c| pins::reasons_of(c, cid))?))
     }
 
-    /// Records that `members` are held on the node by `cover`'s recursive pin.
-    pub fn cover(&self, cover: &Cid, members: &[Cid]) -> Result<()> {
-        Ok(self.db.write(|tx| covers::add(tx, cover, members))?)
+    /// Records that `members` are held on the node by `cover`'s recursive pin, and keeps
+    /// the cover's block.
+    pub fn cover(&self, cover: &Cid, block: &[u8], members: &[Cid]) -> Result<()> {
+        Ok(self.db.write(|tx| {
+            covers::put_block(tx, cover, block)?;
+            covers::add(tx, cover, members)
+        })?)
+    }
+
+    /// A cover's block, if kept.
+    pub fn cover_block(&self, cover: &Cid) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.read(|c| covers::block(c, cover))?)
     }
 
     /// Forgets every member of `cover` (unpinned, or never sent).
@@ -352,7 +361,7 @@ mod tests {
         let session: PinReason = "sync-in-progress".parse().unwrap();
         let (a, b, c, cover) = (cid(1), cid(2), cid(3), cid(9));
         l.add(&[a, b, c], &session, None).unwrap();
-        l.cover(&cover, &[a, b, c]).unwrap();
+        l.cover(&cover, b"block", &[a, b, c]).unwrap();
         assert!(
             l.dissolution(&[cid(4)]).unwrap().covered.is_empty(),
             "not a member"
@@ -376,7 +385,11 @@ mod tests {
         );
 
         // Members no longer pinned recursively (a crash before their rows) are stale.
-        l.cover(&cover, &[b, cid(5)]).unwrap();
+        l.cover(&cover, b"block", &[b, cid(5)]).unwrap();
+        assert_eq!(
+            l.cover_block(&cover).unwrap().as_deref(),
+            Some(&b"block"[..])
+        );
         assert_eq!(l.stale_members().unwrap(), vec![cid(5)]);
         let u = l.dissolution(&[cid(5)]).unwrap();
         assert_eq!(u.covers, vec![cover]);

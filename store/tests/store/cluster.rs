@@ -914,6 +914,19 @@ async fn on_a_real_two_peer_cluster_pins_carry_name_replication_and_expiry() {
         let got = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
         assert!(got == *data, "{} through peer 1", f.cid);
     }
+    // The cluster loses the covers' pins (removed by hand): resync puts them back.
+    for p in &covers {
+        c.ctl(0, &["pin", "rm", p["cid"].as_str().unwrap()]);
+    }
+    let gone = c.ctl_json(0, &["pin", "ls"]);
+    assert!(gone.len() < pins.len(), "removed by hand: {gone:?}");
+    store.resync_pins().await.unwrap();
+    let back = c.ctl_json(0, &["pin", "ls"]);
+    assert_eq!(
+        back.len(),
+        pins.len(),
+        "resync re-pins the covers: {back:?}"
+    );
     // A file under a cover (it has no cluster pin of its own) leaves it.
     let cids_of = |ps: &[serde_json::Value]| -> std::collections::HashSet<String> {
         ps.iter()

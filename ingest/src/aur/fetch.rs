@@ -161,28 +161,15 @@ pub async fn fetch_source(
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
     use std::time::Duration;
 
     use axum::Router;
     use axum::routing::get;
 
     use super::*;
+    use crate::aur::testing::{hex_of, serve};
     use crate::aur::{HostPolicy, parse};
     use crate::upstream::FetchOptions;
-
-    fn hex_of(algo: Algo, data: &[u8]) -> String {
-        let mut h = Hashes::new(&[algo]);
-        h.update(data);
-        hex::encode(&h.finish().into_iter().find(|(a, _)| *a == algo).unwrap().1)
-    }
-
-    async fn serve(router: Router) -> SocketAddr {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(l, router).await });
-        addr
-    }
 
     fn fetcher(policy: HostPolicy) -> SourceFetcher {
         let opts = FetchOptions {

@@ -172,37 +172,13 @@ mod tests {
     use axum::routing::get;
 
     use super::*;
-    use crate::aur::{Algo, Hashes};
-    use crate::upstream::FetchOptions;
-
-    fn hex_of(algo: Algo, data: &[u8]) -> String {
-        let mut h = Hashes::new(&[algo]);
-        h.update(data);
-        hex::encode(&h.finish().into_iter().find(|(a, _)| *a == algo).unwrap().1)
-    }
+    use crate::aur::Algo;
+    use crate::aur::testing::{hex_of, repo_with, serve};
 
     fn commit(dir: &Path, srcinfo: &str) {
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(dir)
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@example.org")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@example.org")
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "git {args:?}: {out:?}");
-        };
-        if !dir.join(".git").exists() {
-            std::fs::create_dir_all(dir).unwrap();
-            run(&["init", "--quiet", "-b", "master"]);
-        }
-        std::fs::write(dir.join(".SRCINFO"), srcinfo).unwrap();
-        run(&["add", "-A"]);
-        run(&["commit", "--quiet", "-m", "update"]);
+        repo_with(dir, &[(".SRCINFO", srcinfo.as_bytes())]);
     }
+    use crate::upstream::FetchOptions;
 
     #[tokio::test]
     async fn a_package_is_read_once_per_head_and_all_or_nothing() {
@@ -210,8 +186,6 @@ mod tests {
         let served = tarball.clone();
         let requests = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&requests);
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
         let router = Router::new()
             .route(
                 "/demo-1.tar.gz",
@@ -222,7 +196,7 @@ mod tests {
                 }),
             )
             .route("/changed", get(|| async { "changed upstream" }));
-        tokio::spawn(async move { axum::serve(l, router).await });
+        let addr = serve(router).await;
 
         let tmp = tempfile::tempdir().unwrap();
         let repos = RepoBase::new(tmp.path().join("repos").to_str().unwrap()).unwrap();

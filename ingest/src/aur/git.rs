@@ -299,34 +299,7 @@ impl GitReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A git repository made in the test, with one commit of `files`.
-    fn repo_with(dir: &Path, files: &[(&str, &[u8])]) -> String {
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(dir)
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@example.org")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@example.org")
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "git {args:?}: {out:?}");
-            String::from_utf8(out.stdout).unwrap()
-        };
-        if !dir.join(".git").exists() {
-            std::fs::create_dir_all(dir).unwrap();
-            run(&["init", "--quiet", "-b", "master"]);
-        }
-        for (name, data) in files {
-            std::fs::write(dir.join(name), data).unwrap();
-        }
-        run(&["add", "-A"]);
-        run(&["commit", "--quiet", "--allow-empty", "-m", "change"]);
-        run(&["rev-parse", "HEAD"]).trim().to_string()
-    }
+    use crate::aur::testing::repo_with;
 
     #[tokio::test]
     async fn head_and_srcinfo_of_a_local_repository_follow_its_commits() {

@@ -19,6 +19,8 @@
 pub mod fetch;
 pub mod follow;
 pub mod git;
+#[cfg(test)]
+mod testing;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -696,14 +698,8 @@ impl Hashes {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::hex_of;
     use super::*;
-
-    fn hex_of(algo: Algo, data: &[u8]) -> String {
-        let mut h = Hashes::new(&[algo]);
-        h.update(data);
-        let d = h.finish();
-        hex::encode(&d.iter().find(|(a, _)| *a == algo).unwrap().1)
-    }
 
     fn srcinfo(sources: &str) -> String {
         format!(

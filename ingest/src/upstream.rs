@@ -287,6 +287,7 @@ pub struct DownloadStats {
 #[derive(Clone)]
 pub struct SourceFetcher {
     http: Http,
+    allow: AddressPolicy,
 }
 
 impl fmt::Debug for SourceFetcher {
@@ -326,7 +327,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
 }
 
 /// The address of a URL whose host is a literal address.
-fn literal_ip(url: &Url) -> Option<std::net::IpAddr> {
+pub(crate) fn literal_ip(url: &Url) -> Option<std::net::IpAddr> {
     match url.host()? {
         url::Host::Ipv4(a) => Some(a.into()),
         url::Host::Ipv6(a) => Some(a.into()),
@@ -372,12 +373,8 @@ impl SourceFetcher {
         let base =
             Url::parse("http://sources.invalid/").map_err(|e| Error::Config(e.to_string()))?;
         Ok(SourceFetcher {
-            http: Http {
-                base,
-                client,
-                opts,
-                literal: Some(allow),
-            },
+            http: Http { base, client, opts },
+            allow,
         })
     }
 
@@ -390,8 +387,8 @@ impl SourceFetcher {
                 detail: format!("{} URLs are not fetched", url.scheme()),
             });
         }
-        if let (Some(ip), Some(allow)) = (literal_ip(url), &self.http.literal)
-            && !allow(ip)
+        if let Some(ip) = literal_ip(url)
+            && !(self.allow)(ip)
         {
             return Err(Error::Transfer {
                 url: url.to_string(),
@@ -405,23 +402,12 @@ impl SourceFetcher {
 // ---------------------------------------------------------------------------------------
 // HTTP
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Http {
     /// Always ends in `/`.
     base: Url,
     client: reqwest::Client,
     opts: FetchOptions,
-    /// For sources at any URL: the addresses that may be connected to.
-    literal: Option<AddressPolicy>,
-}
-
-impl fmt::Debug for Http {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Http")
-            .field("base", &self.base)
-            .field("opts", &self.opts)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Why one attempt did not get its answer.
@@ -456,12 +442,7 @@ impl Http {
                 url: base.to_string(),
                 detail: format!("cannot set up the HTTP client: {}", chain(&e)),
             })?;
-        Ok(Http {
-            base,
-            client,
-            opts,
-            literal: None,
-        })
+        Ok(Http { base, client, opts })
     }
 
     /// The URL of a checked relative path. Segments are percent-encoded one by one, so a

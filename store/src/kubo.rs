@@ -186,11 +186,7 @@ impl Write for Spool {
         let f = match &mut self.file {
             Some(f) => f,
             None => {
-                let tmp = tempfile::Builder::new()
-                    .prefix("car-")
-                    .suffix(".part")
-                    .tempfile_in(&self.dir)?;
-                let mut f = BufWriter::new(tmp);
+                let mut f = BufWriter::new(temp_car_in(&self.dir)?);
                 f.write_all(&std::mem::take(&mut self.mem))?;
                 self.file.insert(f)
             }
@@ -204,6 +200,14 @@ impl Write for Spool {
             None => Ok(()),
         }
     }
+}
+
+/// A temp file for a CAR in `dir`, removed when dropped.
+fn temp_car_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix("car-")
+        .suffix(".part")
+        .tempfile_in(dir)
 }
 
 /// Where an imported file's CAR ended up.
@@ -467,11 +471,7 @@ impl KuboStore {
     /// A temp file for a CAR, removed when dropped.
     fn temp_car(&self) -> Result<tempfile::NamedTempFile> {
         let dir = self.inner.dir.join("tmp");
-        tempfile::Builder::new()
-            .prefix("car-")
-            .suffix(".part")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(&dir, e))
+        temp_car_in(&dir).map_err(|e| Error::io(&dir, e))
     }
 
     /// Brings the node's pins in line with ledger changes.

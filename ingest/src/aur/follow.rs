@@ -91,11 +91,7 @@ impl AurFollower {
         if info.pkgbase != pkgbase {
             return Err(AurProblem::OtherName {
                 pkgbase: pkgbase.to_string(),
-                found: info
-                    .pkgbase
-                    .chars()
-                    .flat_map(char::escape_default)
-                    .collect(),
+                found: super::printable(&info.pkgbase),
             });
         }
         let mut sources: Vec<Cached> = Vec::new();

@@ -121,11 +121,7 @@ pub struct GitReader {
 fn tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let last = lines[lines.len().saturating_sub(3)..].join(" / ");
-    last.chars()
-        .flat_map(char::escape_default)
-        .take(500)
-        .collect()
+    super::printable(&lines[lines.len().saturating_sub(3)..].join(" / "))
 }
 
 impl GitReader {
@@ -166,7 +162,7 @@ impl GitReader {
         let fail = |detail: String| GitError::Git {
             pkgbase: pkgbase.to_string(),
             command,
-            url: url.chars().flat_map(char::escape_default).collect(),
+            url: super::printable(url),
             detail,
         };
         let out = match tokio::time::timeout(self.timeout, cmd.output()).await {

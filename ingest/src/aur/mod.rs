@@ -371,20 +371,14 @@ impl HostPolicy {
 
     /// The URL's host if it is a literal address the policy refuses.
     pub fn check_url(&self, u: &url::Url) -> Result<(), String> {
-        let ip = match u.host() {
-            Some(url::Host::Ipv4(a)) => IpAddr::V4(a),
-            Some(url::Host::Ipv6(a)) => IpAddr::V6(a),
-            Some(url::Host::Domain(d)) => {
-                // `localhost` resolves to loopback without asking anyone.
-                let d = d.trim_end_matches('.');
-                if d.eq_ignore_ascii_case("localhost")
-                    || d.to_ascii_lowercase().ends_with(".localhost")
-                {
-                    return Err(d.to_string());
-                }
-                return Ok(());
+        let Some(ip) = crate::upstream::literal_ip(u) else {
+            // `localhost` resolves to loopback without asking anyone.
+            let d = u.host_str().unwrap_or_default().trim_end_matches('.');
+            let d = d.to_ascii_lowercase();
+            if d.is_empty() || d == "localhost" || d.ends_with(".localhost") {
+                return Err(d);
             }
-            None => return Err(String::new()),
+            return Ok(());
         };
         if self.allows(ip) {
             Ok(())
@@ -394,9 +388,10 @@ impl HostPolicy {
     }
 }
 
-/// Control characters and non-ASCII escaped, for messages.
-fn printable(s: &str) -> String {
-    s.chars().flat_map(char::escape_default).take(300).collect()
+/// Outside text for a message: at most 300 characters, made safe for a terminal.
+pub(crate) fn printable(s: &str) -> String {
+    let cut: String = s.chars().take(300).collect();
+    cidmirror_schema::text::printable(&cut).into_owned()
 }
 
 /// Checks that `name` is one plain path component.

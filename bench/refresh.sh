@@ -59,7 +59,11 @@ fi
 
 # Cargo.lock is being changed by work in progress, hence no --locked. The binary is copied
 # so that a concurrent build cannot swap it during the run.
-cargo build --release -p cidmirror --quiet
+# BENCH_BIN: a cidmirror binary to measure instead (e.g. one built from an older commit, for a
+# before/after comparison in the same conditions).
+if [ -z "${BENCH_BIN:-}" ]; then
+  cargo build --release -p cidmirror --quiet
+fi
 
 # ---------------------------------------------------------------------------------------
 # Processes and temp dir, cleaned up on any exit.
@@ -79,7 +83,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 BIN=$WORK/cidmirror
-cp "$ROOT/target/release/cidmirror" "$BIN"
+cp "${BENCH_BIN:-$ROOT/target/release/cidmirror}" "$BIN"
 GEN=$ROOT/bench/gen_repo.py
 
 avail=$(df -B1 --output=avail "$WORK" | tail -1 | tr -d ' ')
@@ -306,7 +310,7 @@ printf '  %-46s %s\n' "extra.db.tar.gz in the upstream directory" "$(kb "$(kv "$
 printf '  %-46s %.1f s; F1 %s, F2 %s from the publisher\n' "first sync of both followers (a walk each)" \
   "$(echo "$f1 - $f0" | bc)" "$(kb "$first1")" "$(kb "$first2")"
 
-COLS="round seq d_up d_down d_conns w_up w_down w_conns db_wire db_file desc_n desc_raw desc_gz f1_cur f1_done f2_cur f2_done f1_cpu f2_cpu f1_log f2_log"
+COLS="round seq d_up d_down d_conns w_up w_down w_conns db_wire db_file desc_n desc_raw desc_gz f1_cur f1_done f2_cur f2_done f1_cpu f2_cpu f1_log f2_log f1_db"
 echo "$COLS" >"$WORK/res"
 PROBLEMS=()
 for r in $(seq "$ROUNDS"); do
@@ -336,6 +340,9 @@ for r in $(seq "$ROUNDS"); do
   db_file=$(stat -c %s "$WORK/upstream/$REPO/os/$ARCH/$REPO.db.tar.gz")
   cmp -s "$WORK/db" "$WORK/upstream/$REPO/os/$ARCH/$REPO.db.tar.gz" ||
     PROBLEMS+=("round $r: the publisher's $REPO.db differs from the upstream's $REPO.db.tar.gz")
+  # The database F1 rebuilt (what pacman -Sy gets from it, locally).
+  curl -sf --max-time 60 -o "$WORK/f1db" "$F1/$REPO/os/$ARCH/$REPO.db"
+  f1_db=$(stat -c %s "$WORK/f1db")
 
   # The physical limit: the new desc entries named by changes.jsonl.
   python3 - "$PUB" "$PUB_ROOT" "$REPO" "$ARCH" "$WORK/descs" >"$WORK/desc" <<'EOF'
@@ -367,7 +374,7 @@ EOF
   l1=${l1:-none} l2=${l2:-none}
   [ "${l1%% *}" = delta ] || PROBLEMS+=("round $r: F1 (--refresh delta) reached snapshot $s by '${l1%% *}'")
   [ "${l2%% *}" = walk ] || PROBLEMS+=("round $r: F2 (--refresh walk) reached snapshot $s by '${l2%% *}'")
-  echo "$r $s $d_up $d_down $d_conns $w_up $w_down $w_conns $db_wire $db_file $desc_n $desc_raw $desc_gz ${TCUR[F1]} ${TDONE[F1]} ${TCUR[F2]} ${TDONE[F2]} $c1 $c2 ${l1// /_} ${l2// /_}" >>"$WORK/res"
+  echo "$r $s $d_up $d_down $d_conns $w_up $w_down $w_conns $db_wire $db_file $desc_n $desc_raw $desc_gz ${TCUR[F1]} ${TDONE[F1]} ${TCUR[F2]} ${TDONE[F2]} $c1 $c2 ${l1// /_} ${l2// /_} $f1_db" >>"$WORK/res"
   printf '  round %d: snapshot %s (mirror --once %.1f s); extra.db %s on the wire; new desc %s (gzip -6 %s)\n' \
     "$r" "$s" "$PUB_WALL" "$(kb "$db_wire")" "$(kb "$desc_raw")" "$(kb "$desc_gz")"
   printf '    F1: %s down / %s up; current %.1f s, refresh finished %.1f s after the commit; %.1f CPU s; its log: %s\n' \
@@ -382,6 +389,7 @@ echo "-- medians of $ROUNDS rounds (each round in parentheses) --"
 printf '  %-46s %12s   (%s)   request side %s\n' "F1 --refresh delta: publisher -> follower" "$(kb "$(med "$R" d_down)")" "$(allr "$R" d_down %d)" "$(kb "$(med "$R" d_up)")"
 printf '  %-46s %12s   (%s)   request side %s\n' "F2 --refresh walk:  publisher -> follower" "$(kb "$(med "$R" w_down)")" "$(allr "$R" w_down %d)" "$(kb "$(med "$R" w_up)")"
 printf '  %-46s %12s   (%s; file %s)\n' "full db: curl of extra.db, on the wire" "$(kb "$(med "$R" db_wire)")" "$(allr "$R" db_wire %d)" "$(kb "$(med "$R" db_file)")"
+printf '  %-46s %12s   (%s; / upstream file %s)\n' "F1's rebuilt extra.db" "$(kb "$(med "$R" f1_db)")" "$(allr "$R" f1_db %d)" "$(qratio "$R" f1_db db_file %.2f)"
 printf '  %-46s %12s   (%s) for %s packages\n' "changed desc entries, raw" "$(kb "$(med "$R" desc_raw)")" "$(allr "$R" desc_raw %d)" "$(med "$R" desc_n)"
 printf '  %-46s %12s   (%s)\n' "changed desc entries, gzip -6 of them together" "$(kb "$(med "$R" desc_gz)")" "$(allr "$R" desc_gz %d)"
 printf '  %-46s %s / %s\n' "TCP connections opened per round (F1 / F2)" "$(med "$R" d_conns)" "$(med "$R" w_conns)"

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use cidmirror_listing::layout;
 use cidmirror_pinner::{Announce, Expiry, Item, Kind, PinStatus, Policy, Seen, VolunteerList};
 use cidmirror_resolver::follow::transfer::{Progress, Want};
 use cidmirror_resolver::follow::view::View;
@@ -361,60 +362,52 @@ impl Volunteer {
     /// files (and signatures) of the chosen repositories.
     fn items(&self, view: &View) -> (Vec<Item>, BTreeMap<cidmirror_store::Cid, Want>) {
         let params = view
-            .manifest
+            .manifest()
             .profile()
             .map(|p| p.params())
             .unwrap_or_default();
         let mut items = Vec::new();
         let mut wants = BTreeMap::new();
-        for p in view.packages.values() {
-            items.push(Item {
-                cid: p.desc.cid,
-                size: p.desc.tsize,
-                kind: Kind::Listing,
-            });
-        }
-        for e in view.others.values() {
-            items.push(Item {
-                cid: e.cid,
-                size: e.tsize,
-                kind: Kind::Listing,
-            });
-        }
-        for ((repo, arch, filename), p) in &view.packages {
-            if !self.repos.is_empty() && !self.repos.contains(repo) {
+        for it in view.listing.items() {
+            if let Some((_, desc)) = &it.package {
+                items.push(Item {
+                    cid: desc.cid,
+                    size: desc.tsize,
+                    kind: Kind::Listing,
+                });
                 continue;
             }
-            let path = format!("{repo}/os/{arch}/{filename}");
-            items.push(Item {
-                cid: p.file.cid,
-                size: p.size,
-                kind: Kind::Package,
-            });
-            wants.insert(
-                p.file.cid,
-                Want {
-                    cid: p.file.cid,
-                    expected: Some(Expected {
-                        size: p.size,
-                        sha256: p.sha256,
-                    }),
-                    path: path.clone(),
-                    params,
-                },
-            );
-            if let Some(sig) = p.sig {
+            // Databases and their signatures.
+            for f in std::iter::once(&it.file).chain(&it.sig) {
                 items.push(Item {
-                    cid: sig.cid,
-                    size: sig.tsize,
+                    cid: f.cid,
+                    size: f.tsize,
+                    kind: Kind::Listing,
+                });
+            }
+        }
+        for it in view.listing.items().filter(|i| i.package.is_some()) {
+            if !self.repos.is_empty() && !self.repos.contains(&it.repo) {
+                continue;
+            }
+            let path = format!("{}/{}", layout::os_dir(&it.repo, &it.arch), it.filename);
+            for (f, path) in std::iter::once((&it.file, path.clone()))
+                .chain(it.sig.iter().map(|s| (s, format!("{path}.sig"))))
+            {
+                items.push(Item {
+                    cid: f.cid,
+                    size: f.size,
                     kind: Kind::Package,
                 });
                 wants.insert(
-                    sig.cid,
+                    f.cid,
                     Want {
-                        cid: sig.cid,
-                        expected: None,
-                        path: format!("{path}.sig"),
+                        cid: f.cid,
+                        expected: Some(Expected {
+                            size: f.size,
+                            sha256: f.sha256,
+                        }),
+                        path,
                         params,
                     },
                 );

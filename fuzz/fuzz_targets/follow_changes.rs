@@ -8,7 +8,8 @@
 
 use std::sync::OnceLock;
 
-use cidmirror_resolver::follow::view::{Manifest, View};
+use cidmirror_listing::Manifest;
+use cidmirror_resolver::follow::view::View;
 use cidmirror_store::dir::DirEntry;
 use libfuzzer_sys::fuzz_target;
 
@@ -21,13 +22,13 @@ fuzz_target!(|data: &[u8]| {
     let prev = previous();
     let (manifest, changes) = cidmirror_fuzz::split_at_byte(data, 0);
     let root = prev.root;
-    let manifest = Manifest::parse(manifest, &root).unwrap_or_else(|_| prev.manifest.clone());
+    let manifest = Manifest::parse(manifest, "manifest.json").unwrap_or_else(|_| prev.manifest().clone());
     let _ = manifest.profile();
     let entry = DirEntry {
         cid: root,
         tsize: data.len() as u64,
     };
-    let Ok(view) = prev.apply(changes, root, manifest, entry, entry) else {
+    let Ok(view) = prev.next(root, manifest, entry, entry, changes) else {
         return;
     };
     if let Ok((built, blocks)) = view.build() {
@@ -37,10 +38,10 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     // Applied twice: removals of what the first pass added, changes of changed entries.
-    if let Ok(again) = view.apply(changes, root, view.manifest.clone(), entry, entry) {
+    if let Ok(again) = view.next(root, view.manifest().clone(), entry, entry, changes) {
         let _ = again.build();
-        for ((repo, arch, file), _) in again.packages.iter().take(8) {
-            let _ = again.lookup(repo, arch, file);
+        for it in again.listing.items().take(8) {
+            let _ = again.lookup(&it.repo, &it.arch, &it.filename);
         }
     }
 });

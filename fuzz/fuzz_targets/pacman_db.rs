@@ -5,7 +5,7 @@
 #![no_main]
 
 use cidmirror_ingest::pacman::{RepoName, parse_db_limited};
-use cidmirror_resolver::follow::pacdb;
+use cidmirror_listing::pacman::build_db;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,16 +13,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(db) = parse_db_limited(&repo, "core.db", data, 8 << 20) else {
         return;
     };
-    let entries: Vec<(pacdb::Desc, Vec<u8>)> = db
-        .packages
-        .iter()
-        .map(|p| {
-            let d = pacdb::parse_desc(p.desc.raw())
-                .unwrap_or_else(|e| panic!("entry {}: the follower refuses it: {e}", p.entry));
-            (d, p.desc.raw().to_vec())
-        })
-        .collect();
-    let rebuilt = pacdb::build_db(&entries, "core.db.tar").expect("build a database");
+    for p in &db.packages {
+        p.desc
+            .entry()
+            .unwrap_or_else(|e| panic!("entry {}: the follower refuses it: {e}", p.entry));
+    }
+    let entries: Vec<_> = db.packages.iter().map(|p| &p.desc).collect();
+    let rebuilt = build_db(&entries, "core.db.tar").expect("build a database");
     let again = parse_db_limited(&repo, "core.db", &rebuilt, 64 << 20)
         .expect("the follower's rebuilt database reads back");
     assert_eq!(again.packages, db.packages);

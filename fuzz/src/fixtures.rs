@@ -1,8 +1,10 @@
 //! Valid inputs built with the real code: what the seed corpora start from, and the
 //! fixed state some targets need (the previous view of a delta, the publisher's key).
 
-use cidmirror_ingest::listing::{self, FileRef, Item, ItemKind, ListingInput, RepoSummary};
-use cidmirror_resolver::follow::view::{Manifest, View};
+use cidmirror_listing::{
+    self as listing, FileRef, Item, ItemKind, Listing, ListingInput, Manifest, RepoSummary,
+};
+use cidmirror_resolver::follow::view::View;
 use cidmirror_store::car::CarWriter;
 use cidmirror_store::dir::{DirEntry, Directory};
 use cidmirror_store::hash::{HashAlg, raw_cid};
@@ -64,7 +66,7 @@ fn file_ref(files: &mut Vec<(Cid, Vec<u8>)>, bytes: &[u8]) -> FileRef {
 /// A listing and the blocks of the desc files its packages name.
 pub struct Built {
     /// The listing (directories, manifest, changes).
-    pub listing: listing::Listing,
+    pub listing: listing::Published,
     /// Its blocks.
     pub listing_blocks: Vec<(Cid, Vec<u8>)>,
     /// Its items, for the next snapshot's `previous`.
@@ -146,7 +148,7 @@ pub fn snapshot(packages: &[(&str, &str)], previous: Option<&Built>) -> Built {
     }];
     let mut listing_blocks = cidmirror_store::importer::VecSink::default();
     let scratch = std::env::temp_dir();
-    let listing = listing::build(
+    let listing = listing::publish(
         &ListingInput {
             profile: Profile::UnixfsV1_2025,
             upstream: "https://mirror.example.org/",
@@ -178,13 +180,16 @@ pub fn previous_view() -> View {
     for (cid, data) in first.blocks() {
         store.insert(*cid, data.clone());
     }
-    let manifest = Manifest::parse(&first.listing.manifest, &first.root()).expect("manifest");
+    let manifest = Manifest::parse(&first.listing.manifest, "manifest.json").expect("manifest");
     let none = DirEntry {
         cid: first.root(),
         tsize: 0,
     };
     // An empty view: applying the first snapshot's changes (all additions) fills it.
-    let empty = View::new(first.root(), manifest, none, none);
+    let empty = View::new(
+        first.root(),
+        Listing::new(manifest, none, none, Vec::new()).expect("an empty listing"),
+    );
     crate::block_on(cidmirror_resolver::fuzzing::delta(
         &store,
         &empty,

@@ -102,7 +102,7 @@ impl MirrorConfig {
 }
 
 /// Names a repository cannot have: the snapshot listing's own top-level entries.
-const RESERVED: &[&str] = &["index", "by-sha256", "manifest.json", "changes.jsonl"];
+const RESERVED: &[&str] = cidmirror_listing::layout::RESERVED;
 
 /// Validated settings with defaults applied.
 #[derive(Debug, Clone)]

@@ -100,6 +100,9 @@ pub enum Error {
     /// The publisher's database failed.
     #[error(transparent)]
     Schema(#[from] cidmirror_schema::Error),
+
+    #[error(transparent)]
+    Listing(#[from] cidmirror_listing::Error),
 }
 
 /// Result alias for this crate.

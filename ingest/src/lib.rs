@@ -31,7 +31,6 @@ pub mod aur;
 pub mod config;
 mod error;
 pub mod keys;
-pub mod listing;
 pub mod pacman;
 pub mod publish;
 pub mod repair;

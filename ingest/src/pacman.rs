@@ -33,94 +33,19 @@ use base64::Engine as _;
 use cidmirror_schema::Sha256;
 use serde::{Deserialize, Serialize};
 
+pub use cidmirror_listing::pacman::{Compression, Desc, MAX_DESC_SIZE};
+
 use crate::{Error, Result};
 
 /// The most a database may decompress to. Arch's largest, `extra.files`, unpacks to a few
 /// hundred MiB; anything near this bound is a decompression bomb, not a repository.
 pub const MAX_DB_UNPACKED: u64 = 4 << 30;
 
-/// The largest `desc` file accepted. Real ones are well under 4 KiB (a `%PGPSIG%` of a
-/// 16 KiB signature is the largest legitimate field; a package with a thousand
-/// `%PROVIDES%` lines stays under 64 KiB).
-pub const MAX_DESC_SIZE: u64 = 256 << 10;
-
 /// The most all `desc` files of one database may add up to. They are held in memory for the
 /// whole sync (they are published byte for byte). Arch's `extra.db` has about 14,000
 /// entries of 1-2 KiB; 128 MiB is 200,000 ordinary entries with room to spare, and keeps
 /// a database of 3,000 entries of 1 MB each (a few MB compressed) from taking gigabytes.
 pub const MAX_DESCS_TOTAL: u64 = 128 << 20;
-
-/// Memory the xz decoder may use. `xz -9` needs about 65 MiB to decompress; the format allows
-/// dictionaries of 1.5 GiB, which a hostile upstream could otherwise make us allocate.
-const XZ_MEMLIMIT: u64 = 256 << 20;
-
-/// How a database archive is compressed. `repo-add` picks it from the name it is given
-/// (`core.db.tar.zst`); upstreams then publish it as `core.db`, so it is detected from the
-/// content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Compression {
-    /// A plain tar archive.
-    None,
-    /// gzip (`.tar.gz`).
-    Gzip,
-    /// Zstandard (`.tar.zst`), what Arch uses today.
-    Zstd,
-    /// xz (`.tar.xz`).
-    Xz,
-    /// bzip2 (`.tar.bz2`).
-    Bzip2,
-}
-
-impl Compression {
-    /// Recognises the compression from the first bytes of a file (at least 262 bytes for a
-    /// plain tar archive, 1024 for an empty one; a few for the compressed formats). `None` for
-    /// anything else, for instance an HTML error page served in place of the database.
-    pub fn detect(head: &[u8]) -> Option<Compression> {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Some(Self::Gzip)
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Some(Self::Zstd)
-        } else if head.starts_with(&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]) {
-            Some(Self::Xz)
-        } else if head.starts_with(b"BZh") {
-            Some(Self::Bzip2)
-        } else if head.get(257..262) == Some(b"ustar".as_slice()) {
-            Some(Self::None)
-        } else if head.len() >= 1024 && head[..1024].iter().all(|&b| b == 0) {
-            // The end-of-archive marker alone: an empty database as `repo-add` writes it
-            // (`bsdtar -cf - -T /dev/null`), which has no header and so no `ustar` magic.
-            Some(Self::None)
-        } else {
-            None
-        }
-    }
-
-    /// The suffix `repo-add` uses for this compression (`core.db.tar.gz`).
-    pub fn archive_suffix(self) -> &'static str {
-        match self {
-            Self::None => ".tar",
-            Self::Gzip => ".tar.gz",
-            Self::Zstd => ".tar.zst",
-            Self::Xz => ".tar.xz",
-            Self::Bzip2 => ".tar.bz2",
-        }
-    }
-
-    /// A streaming decoder of `bytes`.
-    fn decoder(self, bytes: &[u8]) -> io::Result<Box<dyn Read + '_>> {
-        Ok(match self {
-            Self::None => Box::new(bytes),
-            Self::Gzip => Box::new(flate2::bufread::GzDecoder::new(bytes)),
-            Self::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(bytes)?),
-            Self::Xz => {
-                let stream = liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
-                    .map_err(io::Error::other)?;
-                Box::new(liblzma::bufread::XzDecoder::new_stream(bytes, stream))
-            }
-            Self::Bzip2 => Box::new(bzip2::bufread::BzDecoder::new(bytes)),
-        })
-    }
-}
 
 /// Why a name was refused: which kind of name, the value, and the rule it breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -329,179 +254,6 @@ name_newtype!(PkgFilename, "package file name", PkgFilename::check);
 name_newtype!(RepoName, "repository name", check_short_name);
 name_newtype!(Arch, "architecture", check_short_name);
 
-/// One entry's `desc` file: `%FIELD%` header lines, each followed by its value lines and a
-/// blank line. The raw bytes are kept verbatim because they are published byte for byte;
-/// the fields are kept in file order, unknown ones included, for everything that reads them,
-/// as spans of the raw bytes: a database of 200,000 entries holds 200,000 of these for a
-/// whole sync, and a `String` per value cost five times the file itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Desc {
-    /// Valid UTF-8 (checked by [`Desc::parse`]), at most [`MAX_DESC_SIZE`] bytes.
-    raw: Vec<u8>,
-    fields: Vec<Field>,
-}
-
-/// A field being read: its name's span, the line of its header, its values' span so far.
-type OpenField = ((u32, u32), usize, Option<(u32, u32)>);
-
-/// Where one field is in [`Desc::raw`]: its name (without `%` signs) and its value lines
-/// (from the first value's start to the last one's end, `\n`-separated).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Field {
-    name: (u32, u32),
-    values: (u32, u32),
-}
-
-impl fmt::Debug for Desc {
-    /// The fields, and the size of the raw bytes rather than the bytes themselves.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Desc")
-            .field("raw_len", &self.raw.len())
-            .field("fields", &self.fields().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-impl Desc {
-    /// Parses a `desc` file. Accepted as pacman writes it (`\n` line ends, UTF-8) and
-    /// tolerating what pacman's reader tolerates: no blank line after the last section, no
-    /// final newline, extra blank lines between sections. Refused: anything not UTF-8, NUL
-    /// bytes, carriage returns, a value before any header, a header not of the form
-    /// `%NAME%`, a field given twice, a field with no values, and a file with no fields.
-    /// The error says what is wrong and on which line; the caller adds repo and entry.
-    pub fn parse(raw: Vec<u8>) -> std::result::Result<Desc, String> {
-        if raw.len() as u64 > MAX_DESC_SIZE {
-            return Err(format!(
-                "{} bytes, more than the {MAX_DESC_SIZE} allowed for a desc file",
-                raw.len()
-            ));
-        }
-        let text = std::str::from_utf8(&raw).map_err(|e| format!("not UTF-8: {e}"))?;
-        let line_of = |pos: usize| text[..pos].matches('\n').count() + 1;
-        if let Some(pos) = text.find('\0') {
-            return Err(format!("NUL byte on line {}", line_of(pos)));
-        }
-        if let Some(pos) = text.find('\r') {
-            return Err(format!(
-                "carriage return on line {}: lines must end with \\n only",
-                line_of(pos)
-            ));
-        }
-
-        // Offsets fit in u32: the size is bounded above.
-        let at = |s: &str| (s.as_ptr() as usize - text.as_ptr() as usize) as u32;
-        let mut fields: Vec<Field> = Vec::new();
-        // The open section: its name's span, the line of its header, its values' span.
-        let mut open: Option<OpenField> = None;
-        let name_of = |(start, len): (u32, u32)| &text[start as usize..(start + len) as usize];
-        let close = |fields: &mut Vec<Field>, (name, line, values): OpenField| {
-            let Some(values) = values else {
-                return Err(format!(
-                    "field %{}% on line {line} has no values",
-                    name_of(name)
-                ));
-            };
-            fields.push(Field { name, values });
-            Ok(())
-        };
-
-        for (i, line) in text.split('\n').enumerate() {
-            let lineno = i + 1;
-            if line.is_empty() {
-                if let Some(section) = open.take() {
-                    close(&mut fields, section)?;
-                }
-                continue;
-            }
-            if let Some((_, _, values)) = &mut open {
-                let end = at(line) + line.len() as u32;
-                *values = Some(match *values {
-                    None => (at(line), end),
-                    Some((start, _)) => (start, end),
-                });
-                continue;
-            }
-            let Some(name) = header_name(line) else {
-                return Err(if fields.is_empty() {
-                    format!("line {lineno}: value {line:?} before any %FIELD% header")
-                } else {
-                    format!("line {lineno}: expected a %FIELD% header, found {line:?}")
-                });
-            };
-            if fields.iter().any(|f| name_of(f.name) == name) {
-                return Err(format!("line {lineno}: field %{name}% given twice"));
-            }
-            open = Some(((at(name), name.len() as u32), lineno, None));
-        }
-        if let Some(section) = open.take() {
-            close(&mut fields, section)?;
-        }
-        if fields.is_empty() {
-            return Err("no fields".into());
-        }
-        fields.shrink_to_fit();
-        Ok(Desc { raw, fields })
-    }
-
-    fn text(&self) -> &str {
-        // Checked by `parse`, the only constructor; never fails.
-        std::str::from_utf8(&self.raw).unwrap_or_default()
-    }
-
-    fn span(&self, (start, end): (u32, u32)) -> &str {
-        self.text()
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
-    }
-
-    fn name(&self, f: &Field) -> &str {
-        self.span((f.name.0, f.name.0 + f.name.1))
-    }
-
-    fn values(&self, f: &Field) -> Vec<&str> {
-        self.span(f.values).split('\n').collect()
-    }
-
-    /// Frees the bytes and fields, once they are stored elsewhere (the publisher keeps an
-    /// entry's desc in its spool from the moment the database is read); afterwards the
-    /// desc reads as empty.
-    pub fn release(&mut self) {
-        self.raw = Vec::new();
-        self.fields = Vec::new();
-    }
-
-    /// The file exactly as read.
-    pub fn raw(&self) -> &[u8] {
-        &self.raw
-    }
-
-    /// The fields in file order: name without `%` signs, and values (at least one each).
-    pub fn fields(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
-        self.fields.iter().map(|f| (self.name(f), self.values(f)))
-    }
-
-    /// The values of `field`, named without `%` signs (`"DEPENDS"`).
-    pub fn get(&self, field: &str) -> Option<Vec<&str>> {
-        self.fields
-            .iter()
-            .find(|f| self.name(f) == field)
-            .map(|f| self.values(f))
-    }
-
-    /// The first value of `field`, for the fields that have one (`"NAME"`).
-    pub fn one(&self, field: &str) -> Option<&str> {
-        let f = self.fields.iter().find(|f| self.name(f) == field)?;
-        self.span(f.values).split('\n').next()
-    }
-}
-
-/// `NAME` if `line` is a `%NAME%` header (ASCII letters, digits and `_`).
-fn header_name(line: &str) -> Option<&str> {
-    let name = line.strip_prefix('%')?.strip_suffix('%')?;
-    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-        .then_some(name)
-}
-
 /// One package of a database, validated: what the publisher fetches and verifies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
@@ -567,17 +319,12 @@ impl Package {
             ));
         }
         let csize_text = required("CSIZE")?;
-        let csize = csize_text
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| csize_text.parse::<u64>().ok())
-            .flatten()
-            .ok_or_else(|| {
-                err(
-                    "%CSIZE%",
-                    format!("{csize_text:?} is not a decimal size in bytes"),
-                )
-            })?;
+        let csize = cidmirror_listing::pacman::decimal_size(csize_text).ok_or_else(|| {
+            err(
+                "%CSIZE%",
+                format!("{csize_text:?} is not a decimal size in bytes"),
+            )
+        })?;
         let sha256: Sha256 = required("SHA256SUM")?
             .parse()
             .map_err(|e: cidmirror_schema::Error| err("%SHA256SUM%", e.to_string()))?;

@@ -46,11 +46,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::MirrorOptions;
 use crate::keys::PublisherKey;
-use crate::listing::{self, FileRef, Item, ItemKind, ListingInput, RepoSummary};
 use crate::pacman::{self, Arch, Package, RepoName};
 use crate::spool::Spool;
 use crate::upstream::Upstream;
 use crate::{Error, Result};
+use cidmirror_listing::{self as listing, FileRef, Item, ItemKind, ListingInput, RepoSummary};
 
 /// Largest repository database accepted (Arch's `extra.files` is about 60 MB).
 const MAX_DB: u64 = 1 << 30;
@@ -1344,7 +1344,7 @@ impl Publisher {
             })
             .collect();
         let url = self.upstream.url();
-        let listing = listing::build(
+        let listing = listing::publish(
             &ListingInput {
                 profile: self.opts.profile,
                 upstream: &url,

@@ -23,6 +23,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cid::Cid;
+use cidmirror_listing::Op;
 use cidmirror_store::car::{encode_header, encode_section};
 use cidmirror_store::hash::{DAG_PB, RAW, identity_data, parse_cid};
 use cidmirror_store::pb::DataType;
@@ -237,37 +238,15 @@ fn add_file(
 /// The `desc_cid` of every `add` or `change` line of `changes.jsonl` (with its 1-based
 /// line number), each CID once, in order.
 fn desc_cids(changes: &Cid, text: &[u8]) -> ApiResult<Vec<(usize, Cid)>> {
-    let bad = |line: usize, detail: String| -> ApiError {
-        StoreError::malformed(changes, "changes.jsonl", format!("line {line}: {detail}")).into()
-    };
-    let mut out = Vec::new();
+    let lines = cidmirror_listing::changes::parse(text)
+        .map_err(|e| StoreError::malformed(changes, "changes.jsonl", e.to_string()))?;
     let mut seen = HashSet::new();
-    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-        let n = i + 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let v: serde_json::Value =
-            serde_json::from_slice(line).map_err(|e| bad(n, e.to_string()))?;
-        let op = v
-            .get("op")
-            .and_then(serde_json::Value::as_str)
-            .ok_or_else(|| bad(n, "no \"op\"".into()))?;
-        if op != "add" && op != "change" {
-            continue;
-        }
-        let desc = match v.get("desc_cid") {
-            None | Some(serde_json::Value::Null) => continue,
-            Some(serde_json::Value::String(s)) => {
-                parse_cid(s).map_err(|e| bad(n, format!("desc_cid: {e}")))?
-            }
-            Some(other) => return Err(bad(n, format!("desc_cid {other} is not a string"))),
-        };
-        if seen.insert(desc) {
-            out.push((n, desc));
-        }
-    }
-    Ok(out)
+    Ok(lines
+        .into_iter()
+        .filter(|c| c.op != Op::Remove)
+        .filter_map(|c| c.item.package.map(|(_, desc)| (c.line, desc.cid)))
+        .filter(|(_, desc)| seen.insert(*desc))
+        .collect())
 }
 
 /// How the body travels.
@@ -385,25 +364,41 @@ mod tests {
 
     #[test]
     fn desc_cids_of_added_and_changed_lines_only() {
-        let a = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
-        let b = "bafkqaaa";
-        let changes: Cid = b.parse().unwrap();
-        let text = format!(
-            "{{\"op\":\"add\",\"desc_cid\":\"{a}\"}}\n\
-             {{\"op\":\"remove\",\"desc_cid\":\"{b}\"}}\n\
-             \n\
-             {{\"op\":\"change\",\"desc_cid\":null}}\n\
-             {{\"op\":\"change\",\"desc_cid\":\"{a}\"}}\n\
-             {{\"op\":\"change\"}}\n"
-        );
+        use cidmirror_listing::{ChangeLine, FileRef, Item, ItemKind};
+        use cidmirror_store::hash::{HashAlg, raw_cid};
+        let fref = |tag: &str| FileRef {
+            size: 1,
+            sha256: cidmirror_store::Sha256([7; 32]),
+            cid: raw_cid(HashAlg::Sha2_256, tag.as_bytes()),
+            tsize: 1,
+        };
+        let pkg = |name: &str, desc: &str| Item {
+            repo: "core".into(),
+            arch: "x86_64".into(),
+            kind: ItemKind::Package,
+            filename: format!("{name}.pkg.tar.zst"),
+            alias: None,
+            file: fref(name),
+            sig: None,
+            package: Some((name.into(), fref(desc).dir_entry())),
+        };
+        let mut db = pkg("core.db", "");
+        db.kind = ItemKind::Database;
+        db.package = None;
+        let line = |op, it: &Item| serde_json::to_string(&ChangeLine::new(op, it)).unwrap();
+        let text = [
+            line(Op::Add, &pkg("a", "d1")),
+            line(Op::Remove, &pkg("b", "d2")),
+            String::new(),
+            line(Op::Change, &db),
+            line(Op::Change, &pkg("c", "d1")),
+            line(Op::Change, &pkg("e", "d3")),
+        ]
+        .join("\n");
+        let changes: Cid = "bafkqaaa".parse().unwrap();
         let got = desc_cids(&changes, text.as_bytes()).unwrap();
-        assert_eq!(got, vec![(1, a.parse().unwrap())]);
-        for bad in [
-            "not json",
-            "{\"desc_cid\":\"bafkqaaa\"}",
-            "{\"op\":\"add\",\"desc_cid\":\"nope\"}",
-            "{\"op\":\"add\",\"desc_cid\":7}",
-        ] {
+        assert_eq!(got, vec![(1, fref("d1").cid), (6, fref("d3").cid)]);
+        for bad in ["not json", "{\"op\":\"add\"}"] {
             let err = desc_cids(&changes, bad.as_bytes()).unwrap_err();
             assert!(err.to_string().contains("line 1"), "{bad}: {err}");
         }

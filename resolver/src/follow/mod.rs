@@ -20,7 +20,6 @@
 //! ```
 
 pub mod cache;
-pub mod pacdb;
 pub(crate) mod refresh;
 pub(crate) mod serve;
 pub mod sources;
@@ -62,6 +61,9 @@ pub enum FollowError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] cidmirror_store::Error),
+    /// A listing file is not in the format, or a listing could not be rebuilt.
+    #[error(transparent)]
+    Listing(#[from] cidmirror_listing::Error),
     /// A local file failed.
     #[error("{path}: {source}")]
     Io {
@@ -196,6 +198,12 @@ pub(crate) struct Counters {
     pub switch_delay_ms: AtomicU64,
 }
 
+/// Rebuilt databases kept between snapshots: (repo, arch) -> (file name, archive).
+pub(crate) type Databases = std::collections::HashMap<
+    (String, String),
+    (String, cidmirror_listing::pacman::DbArchive<cid::Cid>),
+>;
+
 /// A follower gateway.
 pub struct Follower {
     pub(crate) cfg: FollowConfig,
@@ -207,6 +215,9 @@ pub struct Follower {
     pub(crate) watch_status: Arc<watch::WatchStatus>,
     /// The view before the current one (its files are kept too).
     pub(crate) previous: Mutex<Option<Arc<view::View>>>,
+    /// The unsigned databases being rebuilt, kept between snapshots (by repository and
+    /// architecture: the database's file name and its segments by desc CID).
+    pub(crate) databases: Arc<Mutex<Databases>>,
     pub(crate) client: reqwest::Client,
     pub(crate) volunteers: volunteers::VolunteerState,
 }
@@ -251,6 +262,7 @@ impl Follower {
             counters: Counters::default(),
             watch_status: Arc::default(),
             previous: Mutex::new(None),
+            databases: Arc::default(),
             client,
             volunteers: volunteers::VolunteerState::default(),
         });

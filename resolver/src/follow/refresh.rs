@@ -26,9 +26,12 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::view::{Manifest, Package, View, is_dir_path};
+use cidmirror_listing::pacman::{self, Desc};
+use cidmirror_listing::{Facts, ItemKind, Listing, Manifest, WalkedDesc, layout};
+
+use super::view::View;
 use super::watch::{Announcement, Via, WatchConfig};
-use super::{FollowError, Follower, RefreshMode, pacdb};
+use super::{FollowError, Follower, RefreshMode};
 use crate::feed::SnapshotEvent;
 use crate::snapshot::Current;
 
@@ -256,11 +259,13 @@ impl Follower {
                 (v, false, b)
             }
         };
+        let listed = started.elapsed();
         let db_bytes = AtomicU64::new(0);
         let view = self
             .prepare_databases(view, cur_view.as_deref(), ev, &db_bytes)
             .await?;
         let bytes = bytes + db_bytes.load(Ordering::Relaxed);
+        let databases = started.elapsed();
         self.switch(ev, view, cur_view).await?;
         // Volunteers follow the new snapshot too: ask who is there now.
         self.volunteers.wake();
@@ -269,12 +274,17 @@ impl Follower {
         c.last_bytes.store(bytes, Ordering::Relaxed);
         c.switch_delay_ms
             .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let ms = |d: Duration| d.as_millis();
         tracing::info!(
-            "snapshot {} ({}) is current: {} in {:?}, {bytes} bytes fetched",
+            "snapshot {} ({}) is current: {} in {} ms (listing {} ms; databases {} ms; \
+             pins and switch {} ms), {bytes} bytes fetched",
             ev.seq,
             ev.root,
             if by_delta { "delta" } else { "walk" },
-            started.elapsed()
+            ms(started.elapsed()),
+            ms(listed),
+            ms(databases - listed),
+            ms(started.elapsed() - databases),
         );
         self.enforce_budget().await;
         self.write_status().await;
@@ -336,21 +346,23 @@ impl Follower {
     /// (direct pins, so that no package they name is kept by them), `index/`, the
     /// manifest, changes and the databases.
     async fn pin_listing(&self, seq: u64, view: &View) -> Result<(), FollowError> {
-        let (_, blocks) = view.build()?;
-        let dirs: Vec<Cid> = blocks.iter().map(|b| b.0).collect();
+        let dirs: Vec<Cid> = if view.dirs.is_empty() {
+            view.build()?.1.into_iter().map(|b| b.0).collect()
+        } else {
+            view.dirs.clone()
+        };
         let direct = reason(&format!("direct:follow:{seq}"))?;
         self.store.pin_all(&dirs, &direct, None).await?;
-        let mut keep = vec![view.manifest_entry.cid, view.changes_entry.cid];
+        let l = &view.listing;
+        let mut keep = vec![l.manifest_entry.cid, l.changes_entry.cid];
         keep.extend(view.desc_cids());
-        for r in &view.manifest.repos {
-            if r.signed {
-                let dir = format!("{}/os/{}/", r.repo, r.arch);
-                keep.extend(
-                    view.others
-                        .iter()
-                        .filter(|(p, _)| p.starts_with(&dir) && is_database_name(&r.repo, p))
-                        .map(|(_, e)| e.cid),
-                );
+        for r in l.manifest.repos.iter().filter(|r| r.signed) {
+            for it in l
+                .items()
+                .filter(|i| i.repo == r.repo && i.arch == r.arch && i.kind != ItemKind::Package)
+            {
+                keep.push(it.file.cid);
+                keep.extend(it.sig.map(|s| s.cid));
             }
         }
         keep.extend(view.local.values().copied());
@@ -425,7 +437,10 @@ impl Follower {
             self.ensure_file(m.cid, f).await?;
             self.ensure_file(c.cid, f).await?;
         }
-        let manifest = Manifest::parse(&read_all(&self.store, &m.cid).await?, &root)?;
+        let manifest = Manifest::parse(
+            &read_all(&self.store, &m.cid).await?,
+            &format!("manifest.json of {root}"),
+        )?;
         Ok((manifest, m, c))
     }
 
@@ -532,7 +547,7 @@ impl Follower {
                     } else {
                         format!("{path}/{}", l.name)
                     };
-                    if is_dir_path(&child) {
+                    if layout::is_dir_path(&child) {
                         frontier.push((child, l.cid));
                     } else {
                         leaves.insert(
@@ -547,73 +562,50 @@ impl Follower {
             }
         }
         // The desc entries: fetched and parsed, they name each package's file.
-        let descs: Vec<(String, DirEntry)> = leaves
+        let paths: Vec<(String, DirEntry)> = leaves
             .iter()
             .filter(|(p, _)| p.starts_with("index/"))
             .map(|(p, e)| (p.clone(), *e))
             .collect();
         let fetched_ref = &fetched;
-        let parsed: Vec<(String, DirEntry, pacdb::Desc)> = futures::stream::iter(descs)
+        let descs: HashMap<String, WalkedDesc> = futures::stream::iter(paths)
             .map(|(p, e)| async move {
                 self.ensure_file(e.cid, fetched_ref).await?;
                 let bytes = read_all(&self.store, &e.cid).await?;
-                let d = pacdb::parse_desc(&bytes).map_err(|detail| FollowError::Invalid {
+                let invalid = |detail: String| FollowError::Invalid {
                     what: p.clone(),
                     detail,
-                })?;
-                Ok::<_, FollowError>((p, e, d))
+                };
+                let d = Desc::parse(bytes.to_vec()).map_err(invalid)?;
+                let f = d.entry().map_err(invalid)?;
+                let walked = WalkedDesc {
+                    filename: f.filename.to_string(),
+                    csize: f.csize,
+                    sha256: f.sha256,
+                };
+                Ok::<_, FollowError>((p, walked))
             })
             .buffer_unordered(WALK_PARALLEL * 2)
             .try_collect()
             .await?;
-        let mut view = View::new(root, manifest, m_entry, c_entry);
-        let mut used: BTreeSet<String> = BTreeSet::new();
-        for (path, desc, d) in parsed {
-            let parts: Vec<&str> = path.split('/').collect();
-            let (repo, arch) = (parts[1].to_string(), parts[2].to_string());
-            let file_path = format!("{repo}/os/{arch}/{}", d.filename);
-            let Some(file) = leaves.get(&file_path).copied() else {
-                return Err(FollowError::Invalid {
-                    what: path,
-                    detail: format!("names {file_path}, which is not in the listing"),
-                });
-            };
-            let (Some(size), Some(sha)) = (d.csize, d.sha256.as_deref()) else {
-                return Err(FollowError::Invalid {
-                    what: path,
-                    detail: "no %CSIZE% or %SHA256SUM%".into(),
-                });
-            };
-            let sha256 = sha.parse().map_err(|e| FollowError::Invalid {
-                what: path.clone(),
-                detail: format!("%SHA256SUM%: {e}"),
-            })?;
-            let sig_path = format!("{file_path}.sig");
-            let sig = leaves.get(&sig_path).copied();
-            used.insert(file_path);
-            used.insert(sig_path);
-            view.insert_package(
-                (repo, arch, d.filename.clone()),
-                Package {
-                    name: parts[3].to_string(),
-                    size,
-                    sha256,
-                    file,
-                    desc,
-                    sig,
-                },
-            );
-        }
-        for (p, e) in &leaves {
-            let top = p.split('/').next().unwrap_or_default();
-            let special = matches!(top, "index" | "by-sha256")
-                || p == "manifest.json"
-                || p == "changes.jsonl";
-            if !special && !used.contains(p) {
-                view.others.insert(p.clone(), *e);
-            }
-        }
-        let (built, _) = view.build()?;
+        // Signatures and archives: their size and SHA-256, from the CID when it says, else
+        // read (archives; signatures under a profile without raw leaves).
+        let needed: Vec<(String, DirEntry, Option<Facts>)> = Listing::walk_facts(&leaves, &descs)
+            .into_iter()
+            .map(|(p, e, f)| (p.to_string(), e, f))
+            .collect();
+        let facts: HashMap<Cid, Facts> = futures::stream::iter(needed)
+            .map(|(_, e, known)| async move {
+                match known {
+                    Some(f) => Ok((e.cid, f)),
+                    None => self.facts_of(e.cid, fetched_ref).await.map(|f| (e.cid, f)),
+                }
+            })
+            .buffer_unordered(WALK_PARALLEL)
+            .try_collect()
+            .await?;
+        let listing = Listing::from_walk(manifest, m_entry, c_entry, &leaves, &descs, &facts)?;
+        let (view, built, _) = View::new(root, listing).built()?;
         if built.cid != root {
             return Err(FollowError::Invalid {
                 what: format!("walk of {root}"),
@@ -626,6 +618,19 @@ impl Follower {
         Ok((view, fetched.load(Ordering::Relaxed)))
     }
 
+    /// The size and SHA-256 of a file, fetching what is not held.
+    async fn facts_of(&self, cid: Cid, fetched: &AtomicU64) -> Result<Facts, FollowError> {
+        self.ensure_file(cid, fetched).await?;
+        let (_, mut stream) = self.store.read(&cid, None).await?;
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        let mut n = 0u64;
+        while let Some(chunk) = stream.try_next().await? {
+            n += chunk.len() as u64;
+            sha2::Digest::update(&mut h, &chunk);
+        }
+        Ok((n, cidmirror_store::Sha256(sha2::Digest::finalize(h).into())))
+    }
+
     /// Databases: upstream-signed ones fetched verbatim (with their `.sig`), unsigned
     /// ones rebuilt from `index/` and served from the follower's own copy.
     async fn prepare_databases(
@@ -635,55 +640,27 @@ impl Follower {
         ev: &Announced,
         fetched: &AtomicU64,
     ) -> Result<View, FollowError> {
-        let params = view.manifest.profile()?.params();
-        for r in view.manifest.repos.clone() {
-            let dir = format!("{}/os/{}", r.repo, r.arch);
-            let db_path = format!("{dir}/{}", r.database);
-            let Some(db) = view.others.get(&db_path).copied() else {
-                tracing::warn!("snapshot {}: {db_path} is not in the listing", ev.seq);
+        let params = view.manifest().profile()?.params();
+        for r in view.manifest().repos.clone() {
+            let dir = layout::os_dir(&r.repo, &r.arch);
+            let Some(db) = view.listing.get(&r.repo, &r.arch, &r.database).cloned() else {
+                tracing::warn!(
+                    "snapshot {}: {dir}/{} is not in the listing",
+                    ev.seq,
+                    r.database
+                );
                 continue;
             };
-            let names: Vec<String> = view
-                .others
-                .iter()
-                .filter(|(p, e)| p.starts_with(&format!("{dir}/")) && e.cid == db.cid)
-                .map(|(p, _)| p.clone())
-                .collect();
+            let names: Vec<String> = db.names().map(|n| format!("{dir}/{n}")).collect();
             if r.signed {
-                self.ensure_file(db.cid, fetched).await?;
-                for n in &names {
-                    if let Some(sig) = view.others.get(&format!("{n}.sig")).copied() {
-                        self.ensure_file(sig.cid, fetched).await?;
-                    }
+                self.ensure_file(db.file.cid, fetched).await?;
+                if let Some(sig) = db.sig {
+                    self.ensure_file(sig.cid, fetched).await?;
                 }
             } else {
-                let pkgs: Vec<Package> = view.packages_of(&r.repo, &r.arch).cloned().collect();
-                let entries: Vec<(pacdb::Desc, Vec<u8>)> = futures::stream::iter(pkgs)
-                    .map(|p| {
-                        let r = &r;
-                        async move {
-                            let bytes = read_all(&self.store, &p.desc.cid).await?;
-                            let d = pacdb::parse_desc(&bytes).map_err(|detail| {
-                                FollowError::Invalid {
-                                    what: format!("index/{}/{}/{}", r.repo, r.arch, p.name),
-                                    detail,
-                                }
-                            })?;
-                            Ok::<_, FollowError>((d, bytes.to_vec()))
-                        }
-                    })
-                    .buffered(WALK_PARALLEL * 2)
-                    .try_collect()
+                let archive = self
+                    .rebuild_database(&view, &r.repo, &r.arch, &r.database)
                     .await?;
-                let file_name = r.database.clone();
-                let archive =
-                    tokio::task::spawn_blocking(move || pacdb::build_db(&entries, &file_name))
-                        .await
-                        .map_err(fetch_err)?
-                        .map_err(|source| FollowError::Io {
-                            path: db_path.clone().into(),
-                            source,
-                        })?;
                 let f = self
                     .store
                     .put_file(
@@ -700,9 +677,9 @@ impl Follower {
                 }
             }
             for n in &names {
-                let now = view.local.get(n).copied().unwrap_or(db.cid);
+                let now = view.local.get(n).copied().unwrap_or(db.file.cid);
                 let before = prev.and_then(|p| {
-                    let c = p.local.get(n).copied().or(p.others.get(n).map(|e| e.cid))?;
+                    let c = p.resolve(n)?.cid();
                     (c == now).then(|| p.since.get(n).copied()).flatten()
                 });
                 view.since
@@ -710,6 +687,73 @@ impl Follower {
             }
         }
         Ok(view)
+    }
+
+    /// Rebuilds the unsigned database `file_name` of a repository from its packages'
+    /// `desc` entries, reading and compressing only the entries the archive kept from the
+    /// previous snapshot lacks.
+    async fn rebuild_database(
+        &self,
+        view: &View,
+        repo: &str,
+        arch: &str,
+        file_name: &str,
+    ) -> Result<Vec<u8>, FollowError> {
+        let pkgs: Vec<(String, Cid)> = view
+            .listing
+            .packages_of(repo, arch)
+            .filter_map(|p| p.package.as_ref().map(|(n, d)| (n.clone(), d.cid)))
+            .collect();
+        let keys: Vec<Cid> = pkgs.iter().map(|p| p.1).collect();
+        let db_path = format!("{}/{file_name}", layout::os_dir(repo, arch));
+        let io = |source: std::io::Error| FollowError::Io {
+            path: db_path.clone().into(),
+            source,
+        };
+        let missing: Vec<(String, Cid)> = {
+            let mut dbs = self.databases.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (repo.to_string(), arch.to_string());
+            if dbs.get(&key).is_none_or(|(name, _)| name != file_name) {
+                dbs.insert(
+                    key.clone(),
+                    (
+                        file_name.to_string(),
+                        pacman::DbArchive::new(file_name).map_err(io)?,
+                    ),
+                );
+            }
+            let (_, db) = &dbs[&key];
+            pkgs.into_iter().filter(|(_, c)| !db.contains(c)).collect()
+        };
+        let descs: Vec<(Cid, Desc)> = futures::stream::iter(missing)
+            .map(|(name, cid)| async move {
+                let bytes = read_all(&self.store, &cid).await?;
+                let d = Desc::parse(bytes.to_vec()).map_err(|detail| FollowError::Invalid {
+                    what: format!("{}/{name}", layout::index_dir(repo, arch)),
+                    detail,
+                })?;
+                Ok::<_, FollowError>((cid, d))
+            })
+            .buffer_unordered(WALK_PARALLEL * 2)
+            .try_collect()
+            .await?;
+        let dbs = self.databases.clone();
+        let key = (repo.to_string(), arch.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut dbs = dbs.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((_, db)) = dbs.get_mut(&key) else {
+                return Err(std::io::Error::other(
+                    "the database being rebuilt went away",
+                ));
+            };
+            for (cid, d) in &descs {
+                db.add(*cid, d)?;
+            }
+            db.build(&keys)
+        })
+        .await
+        .map_err(fetch_err)?
+        .map_err(io)
     }
 
     /// Restores the snapshot recorded in `state.json` (verified again, its listing walked
@@ -766,18 +810,6 @@ fn reason(s: &str) -> Result<PinReason, FollowError> {
     Ok(s.parse()?)
 }
 
-/// Whether a path of `<repo>/os/<arch>/` is one of the repository's databases or their
-/// signatures.
-fn is_database_name(repo: &str, path: &str) -> bool {
-    let file = path.rsplit('/').next().unwrap_or_default();
-    let f = file.strip_suffix(".sig").unwrap_or(file);
-    [".db", ".files"].iter().any(|kind| {
-        f.strip_prefix(repo)
-            .and_then(|rest| rest.strip_prefix(kind))
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with(".tar"))
-    })
-}
-
 /// The entries of `manifest.json` and `changes.jsonl` in the listing `root`.
 async fn listing_files<S: Store + ?Sized>(
     store: &S,
@@ -810,10 +842,14 @@ pub(crate) async fn apply_delta<S: Store + Clone>(
     seq: u64,
 ) -> Result<(View, super::view::Blocks), FollowError> {
     let (m_entry, c_entry) = listing_files(store, &root).await?;
-    let manifest = Manifest::parse(&read_all(store, &m_entry.cid).await?, &root)?;
+    let manifest = Manifest::parse(
+        &read_all(store, &m_entry.cid).await?,
+        &format!("manifest.json of {root}"),
+    )?;
     let changes = read_all(store, &c_entry.cid).await?;
-    let view = prev.apply(&changes, root, manifest, m_entry, c_entry)?;
-    let (built, blocks) = view.build()?;
+    let (view, built, blocks) = prev
+        .next(root, manifest, m_entry, c_entry, &changes)?
+        .built()?;
     if built.cid != root {
         return Err(FollowError::Invalid {
             what: format!("delta of snapshot {seq}"),

@@ -81,7 +81,7 @@ pub(crate) async fn file(
             .map_err(|e| ApiError::Internal(e.to_string()));
     }
     let params = view
-        .manifest
+        .manifest()
         .profile()
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .params();

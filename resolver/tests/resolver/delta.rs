@@ -9,6 +9,7 @@ use std::io::Read;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use cid::Cid;
+use cidmirror_listing::{ChangeLine, FileRef, Item, ItemKind, Op};
 use cidmirror_resolver::snapshot::Snapshots;
 use cidmirror_resolver::{AppState, router};
 use cidmirror_store::car::CarReader;
@@ -73,23 +74,41 @@ impl Listing {
         let bar_desc = file(&big);
         let baz_desc = file(b"%FILENAME%\nbaz-1.0-1-x86_64.pkg.tar.zst\n\n%NAME%\nbaz\n");
         let old_desc = file(b"%FILENAME%\nold-0.1-1-x86_64.pkg.tar.zst\n\n%NAME%\nold\n");
-        let line = |op: &str, name: &str, pkg: &File, desc: &File| {
-            format!(
-                "{{\"op\":\"{op}\",\"repo\":\"core\",\"arch\":\"x86_64\",\"kind\":\"package\",\
-                 \"name\":\"{name}\",\"filename\":\"{name}-1.0-1-x86_64.pkg.tar.zst\",\
-                 \"alias\":null,\"size\":17,\"sha256\":\"00\",\"cid\":\"{}\",\"tsize\":{},\
-                 \"desc_cid\":\"{}\",\"desc_tsize\":{},\"sig_cid\":null}}\n",
-                pkg.entry.cid, pkg.entry.tsize, desc.entry.cid, desc.entry.tsize
-            )
+        let fref = |f: &File| FileRef {
+            size: 17,
+            sha256: cidmirror_store::Sha256([0; 32]),
+            cid: f.entry.cid,
+            tsize: f.entry.tsize,
+        };
+        let line = |op: Op, name: &str, pkg: &File, desc: &File| {
+            let it = Item {
+                repo: "core".into(),
+                arch: "x86_64".into(),
+                kind: ItemKind::Package,
+                filename: format!("{name}-1.0-1-x86_64.pkg.tar.zst"),
+                alias: None,
+                file: fref(pkg),
+                sig: None,
+                package: Some((name.into(), desc.entry)),
+            };
+            serde_json::to_string(&ChangeLine::new(op, &it)).expect("a line") + "\n"
+        };
+        // A database line: no desc file.
+        let db = Item {
+            repo: "core".into(),
+            arch: "x86_64".into(),
+            kind: ItemKind::Database,
+            filename: "core.db".into(),
+            alias: None,
+            file: fref(&baz_pkg),
+            sig: None,
+            package: None,
         };
         let changes_text = [
-            line("remove", "old", &baz_pkg, &old_desc),
-            line("add", "bar", &bar_pkg, &bar_desc),
-            line("add", "foo", &foo_pkg, &foo_desc),
-            // A database line: no desc file.
-            "{\"op\":\"change\",\"repo\":\"core\",\"arch\":\"x86_64\",\"kind\":\"database\",\
-             \"name\":null,\"filename\":\"core.db\",\"desc_cid\":null}\n"
-                .to_string(),
+            line(Op::Remove, "old", &baz_pkg, &old_desc),
+            line(Op::Add, "bar", &bar_pkg, &bar_desc),
+            line(Op::Add, "foo", &foo_pkg, &foo_desc),
+            serde_json::to_string(&ChangeLine::new(Op::Change, &db)).expect("a line") + "\n",
         ]
         .concat();
         let changes = file(changes_text.as_bytes());

@@ -1,0 +1,768 @@
+//! The one listing builder: the publisher builds a new snapshot's tree with [`publish`], a
+//! follower rebuilds it from the previous one with [`Listing::next`] and
+//! [`Listing::build`]; both end in the same function, so their roots agree whenever their
+//! items do.
+
+use std::borrow::{Borrow, Cow};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::{Seek, Write};
+use std::path::Path;
+
+use cid::Cid;
+use cidmirror_schema::Sha256;
+use cidmirror_store::dir::{self, DirEntry, Tree};
+use cidmirror_store::importer::{self, BlockSink};
+use cidmirror_store::{ImportParams, Profile};
+
+use crate::changes::{self, Op};
+use crate::layout::{self, FORMAT};
+use crate::manifest::created_of;
+use crate::{Error, FileRef, Item, ItemKind, Key, Manifest, RepoSummary, Result};
+
+/// Everything that goes into a new snapshot's listing on the publisher.
+pub struct ListingInput<'a> {
+    /// The profile (fixes every CID).
+    pub profile: Profile,
+    /// The upstream's canonical URL.
+    pub upstream: &'a str,
+    /// Its `lastupdate` (or the state derived from its databases).
+    pub lastupdate: &'a str,
+    /// Every item of every followed repository.
+    pub items: &'a [Item],
+    /// The repositories, in order.
+    pub repos: &'a [RepoSummary],
+    /// The previous snapshot: its root and items.
+    pub previous: Option<(Cid, &'a [Item])>,
+    /// A directory for a scratch file (`changes.jsonl` is written there, not kept in
+    /// memory: a line per package of a first snapshot).
+    pub scratch: &'a Path,
+}
+
+/// A listing [`publish`] built (its blocks went to the sink it was given).
+pub struct Published {
+    /// The root.
+    pub root: DirEntry,
+    /// `manifest.json`, as published.
+    pub manifest: Vec<u8>,
+    /// Its entry in the root.
+    pub manifest_entry: DirEntry,
+    /// The entry of `changes.jsonl`.
+    pub changes_entry: DirEntry,
+    /// Lines in `changes.jsonl`.
+    pub changed: u64,
+}
+
+/// Builds a new snapshot's listing on the publisher: `changes.jsonl` against the previous
+/// items, `manifest.json`, then every directory, each block handed to `sink` (not stored
+/// yet). The tree is a pure function of the items, the upstream state and the profile:
+/// nothing from the local clock goes in.
+pub fn publish(input: &ListingInput<'_>, sink: &mut dyn BlockSink) -> Result<Published> {
+    let params = input.profile.params();
+    let scratch_err = |source| Error::Io {
+        path: input.scratch.join("(changes.jsonl being written)"),
+        source,
+    };
+    let mut file = tempfile::tempfile_in(input.scratch).map_err(scratch_err)?;
+    let changed = {
+        let mut w = std::io::BufWriter::new(&mut file);
+        let n = changes::write(
+            input.previous.map_or(&[][..], |(_, items)| items),
+            input.items,
+            &mut w,
+        )?;
+        w.flush().map_err(scratch_err)?;
+        n
+    };
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(scratch_err)?;
+    let f = importer::import(std::io::BufReader::new(file), &params, sink)?;
+    let changes_entry = DirEntry {
+        cid: f.cid,
+        tsize: f.tsize,
+    };
+    let manifest = Manifest {
+        format: FORMAT,
+        profile: input.profile.name().to_string(),
+        upstream: input.upstream.to_string(),
+        lastupdate: input.lastupdate.to_string(),
+        created: created_of(input.lastupdate),
+        repos: input.repos.to_vec(),
+        previous: input.previous.map(|(c, _)| c.to_string()),
+        changes: changes_entry.cid.to_string(),
+        changed_files: changed,
+    };
+    let manifest_bytes = manifest.to_bytes()?;
+    let f = importer::import(&manifest_bytes[..], &params, sink)?;
+    let manifest_entry = DirEntry {
+        cid: f.cid,
+        tsize: f.tsize,
+    };
+    let root = tree(
+        manifest_entry,
+        changes_entry,
+        input.repos,
+        input.items,
+        &params,
+        sink,
+    )?;
+    Ok(Published {
+        root,
+        manifest: manifest_bytes,
+        manifest_entry,
+        changes_entry,
+        changed,
+    })
+}
+
+/// The tree of a listing: the root with `manifest.json` and `changes.jsonl`, every
+/// repository's `<repo>/os/<arch>` and `index/<repo>/<arch>` (even when empty), and
+/// `by-sha256/`.
+fn tree<I: Borrow<Item>>(
+    manifest: DirEntry,
+    changes: DirEntry,
+    repos: &[RepoSummary],
+    items: &[I],
+    params: &ImportParams,
+    sink: &mut dyn BlockSink,
+) -> Result<DirEntry> {
+    let mut t = Tree::new();
+    t.insert(layout::MANIFEST, manifest)?;
+    t.insert(layout::CHANGES, changes)?;
+    // The repositories' directories are built here, straight from the items, and go into
+    // the tree by CID (see `repo_dirs`).
+    let mut keys: BTreeSet<(&str, &str)> = repos
+        .iter()
+        .map(|r| (r.repo.as_str(), r.arch.as_str()))
+        .collect();
+    keys.extend(
+        items
+            .iter()
+            .map(|i| (i.borrow().repo.as_str(), i.borrow().arch.as_str())),
+    );
+    for (repo, arch) in keys {
+        let (os, index) = repo_dirs(items, repo, arch, params, sink)?;
+        t.insert(&layout::os_dir(repo, arch), os)?;
+        t.insert(&layout::index_dir(repo, arch), index)?;
+    }
+    t.mkdir(layout::BY_SHA256)?;
+    for it in items {
+        let it = it.borrow();
+        if it.package.is_some() {
+            // The same package in two repositories is one file.
+            match t.insert(&layout::by_sha256(&it.file.sha256), it.file.dir_entry()) {
+                Ok(()) | Err(cidmirror_store::Error::DuplicateName(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(t.build(params, sink)?)
+}
+
+/// One repository's `<repo>/os/<arch>` directory (files under their names and aliases,
+/// and signatures) and `index/<repo>/<arch>` (each package's desc under its name), built
+/// from its items, one after the other, from sorted vectors freed as soon as each is built:
+/// held in the [`Tree`]'s maps until the whole listing was built, a repository of 200,000
+/// packages took 96 MB (heaptrack, bench/mirror_mem.sh), the largest part of the sync's
+/// peak.
+fn repo_dirs<I: Borrow<Item>>(
+    items: &[I],
+    repo: &str,
+    arch: &str,
+    params: &ImportParams,
+    sink: &mut dyn BlockSink,
+) -> Result<(DirEntry, DirEntry)> {
+    let mine = || {
+        items
+            .iter()
+            .map(Borrow::borrow)
+            .filter(|i: &&Item| i.repo == repo && i.arch == arch)
+    };
+    let named = |dir: String| {
+        move |e: cidmirror_store::Error| match e {
+            cidmirror_store::Error::DuplicateName(n) => {
+                cidmirror_store::Error::DuplicateName(format!("{dir}/{n}"))
+            }
+            other => other,
+        }
+    };
+    let os = {
+        let mut links: Vec<(Cow<'_, str>, DirEntry)> = Vec::new();
+        for it in mine() {
+            for n in it.names() {
+                links.push((Cow::Borrowed(n), it.file.dir_entry()));
+                if let Some(sig) = &it.sig {
+                    links.push((Cow::Owned(format!("{n}.sig")), sig.dir_entry()));
+                }
+            }
+        }
+        links.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let refs: Vec<(&str, &DirEntry)> = links.iter().map(|(n, e)| (n.as_ref(), e)).collect();
+        dir::build_sorted(&refs, params, sink).map_err(named(layout::os_dir(repo, arch)))?
+    };
+    let index = {
+        let mut links: Vec<(&str, &DirEntry)> = mine()
+            .filter_map(|it| {
+                it.package
+                    .as_ref()
+                    .map(|(name, desc)| (name.as_str(), desc))
+            })
+            .collect();
+        links.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        dir::build_sorted(&links, params, sink).map_err(named(layout::index_dir(repo, arch)))?
+    };
+    Ok((os, index))
+}
+
+/// A file's size and SHA-256.
+pub type Facts = (u64, Sha256);
+
+/// What a follower read of one package's `desc` while walking a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkedDesc {
+    /// `%FILENAME%`.
+    pub filename: String,
+    /// `%CSIZE%`.
+    pub csize: u64,
+    /// `%SHA256SUM%`.
+    pub sha256: Sha256,
+}
+
+/// The items of one snapshot as a follower holds them, with the manifest and the entries
+/// of `manifest.json` and `changes.jsonl`: enough to rebuild every directory of the
+/// listing and to answer its mirror paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// `manifest.json`.
+    pub manifest_entry: DirEntry,
+    /// `changes.jsonl`.
+    pub changes_entry: DirEntry,
+    items: BTreeMap<Key, Item>,
+}
+
+impl Listing {
+    /// A listing of `items` (two with one key are refused).
+    pub fn new(
+        manifest: Manifest,
+        manifest_entry: DirEntry,
+        changes_entry: DirEntry,
+        items: Vec<Item>,
+    ) -> Result<Listing> {
+        manifest.profile()?;
+        let mut map = BTreeMap::new();
+        for it in items {
+            let key = it.owned_key();
+            if map.insert(key.clone(), it).is_some() {
+                return Err(Error::invalid(
+                    "listing",
+                    format!("{}/{} given twice", layout::os_dir(&key.0, &key.1), key.2),
+                ));
+            }
+        }
+        Ok(Listing {
+            manifest,
+            manifest_entry,
+            changes_entry,
+            items: map,
+        })
+    }
+
+    /// Every item, by (repo, arch, file name).
+    pub fn items(&self) -> impl Iterator<Item = &Item> {
+        self.items.values()
+    }
+
+    /// The item `filename` of `<repo>/os/<arch>/` (by its file name, not an alias).
+    pub fn get(&self, repo: &str, arch: &str, filename: &str) -> Option<&Item> {
+        self.items
+            .get(&(repo.to_string(), arch.to_string(), filename.to_string()))
+    }
+
+    /// The packages of one repository, in file name order.
+    pub fn packages_of<'a>(
+        &'a self,
+        repo: &'a str,
+        arch: &'a str,
+    ) -> impl Iterator<Item = &'a Item> {
+        self.items
+            .values()
+            .filter(move |i| i.repo == repo && i.arch == arch && i.kind == ItemKind::Package)
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there is no item.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The listing of the next snapshot: `changes` (its `changes.jsonl`) applied to a copy
+    /// of this one, with its own manifest and entries. A line that removes or changes an
+    /// item this listing does not have, or adds one it has, is refused: the follower's
+    /// copy and the publisher's disagree, and a rebuild could only fail.
+    pub fn next(
+        &self,
+        manifest: Manifest,
+        manifest_entry: DirEntry,
+        changes_entry: DirEntry,
+        changes: &[u8],
+    ) -> Result<Listing> {
+        manifest.profile()?;
+        let mut items = self.items.clone();
+        for changes::Change { line, op, item } in changes::parse(changes)? {
+            let key = item.owned_key();
+            let held = items.contains_key(&key);
+            let what = || format!("changes.jsonl line {line}");
+            let path = || format!("{}/{}", layout::os_dir(&key.0, &key.1), key.2);
+            match op {
+                Op::Remove if held => {
+                    items.remove(&key);
+                }
+                Op::Add if !held => {
+                    items.insert(key, item);
+                }
+                Op::Change if held => {
+                    items.insert(key, item);
+                }
+                Op::Add => {
+                    return Err(Error::invalid(
+                        what(),
+                        format!("adds {}, which the previous listing has", path()),
+                    ));
+                }
+                Op::Remove | Op::Change => {
+                    return Err(Error::invalid(
+                        what(),
+                        format!(
+                            "{op:?}s {}, which the previous listing does not have",
+                            path()
+                        )
+                        .to_lowercase(),
+                    ));
+                }
+            }
+        }
+        Ok(Listing {
+            manifest,
+            manifest_entry,
+            changes_entry,
+            items,
+        })
+    }
+
+    /// Builds every directory of the listing, each block handed to `sink`; returns the root.
+    pub fn build(&self, sink: &mut dyn BlockSink) -> Result<DirEntry> {
+        let params = self.manifest.profile()?.params();
+        let items: Vec<&Item> = self.items.values().collect();
+        tree(
+            self.manifest_entry,
+            self.changes_entry,
+            &self.manifest.repos,
+            &items,
+            &params,
+            sink,
+        )
+    }
+
+    /// The listing a follower reads back from a walk of its directories: `leaves` is every
+    /// file link by path (relative to the root), `descs` what each `index/` entry says of its
+    /// package, by the entry's path, and `facts` the size and SHA-256 of every other file of
+    /// the repository directories (signatures and archives; see [`Listing::walk_facts`]).
+    /// A file of a repository directory that no item explains is refused: the listing is
+    /// not in the layout this version reads.
+    pub fn from_walk(
+        manifest: Manifest,
+        manifest_entry: DirEntry,
+        changes_entry: DirEntry,
+        leaves: &HashMap<String, DirEntry>,
+        descs: &HashMap<String, WalkedDesc>,
+        facts: &HashMap<Cid, Facts>,
+    ) -> Result<Listing> {
+        let mut used: HashSet<&str> = HashSet::new();
+        let mut items = Vec::new();
+        let fref = |path: &str, e: DirEntry| -> Result<FileRef> {
+            let (size, sha256) = facts
+                .get(&e.cid)
+                .copied()
+                .ok_or_else(|| Error::invalid(path, "its size and SHA-256 are not known"))?;
+            Ok(FileRef {
+                size,
+                sha256,
+                cid: e.cid,
+                tsize: e.tsize,
+            })
+        };
+        for (path, d) in descs {
+            let parts: Vec<&str> = path.split('/').collect();
+            let [layout::INDEX, repo, arch, name] = parts[..] else {
+                return Err(Error::invalid(path.as_str(), "not an index entry"));
+            };
+            let Some(desc) = leaves.get(path).copied() else {
+                return Err(Error::invalid(path.as_str(), "not in the listing"));
+            };
+            let file_path = format!("{}/{}", layout::os_dir(repo, arch), d.filename);
+            let Some((fp, file)) = leaves.get_key_value(&file_path) else {
+                return Err(Error::invalid(
+                    path.as_str(),
+                    format!("names {file_path}, which is not in the listing"),
+                ));
+            };
+            used.insert(fp);
+            let sig_path = format!("{file_path}.sig");
+            let sig = match leaves.get_key_value(&sig_path) {
+                Some((sp, e)) => {
+                    used.insert(sp);
+                    Some(fref(sp, *e)?)
+                }
+                None => None,
+            };
+            items.push(Item {
+                repo: repo.to_string(),
+                arch: arch.to_string(),
+                kind: ItemKind::Package,
+                filename: d.filename.clone(),
+                alias: None,
+                file: FileRef {
+                    size: d.csize,
+                    sha256: d.sha256,
+                    cid: file.cid,
+                    tsize: file.tsize,
+                },
+                sig,
+                package: Some((name.to_string(), desc)),
+            });
+        }
+        for r in &manifest.repos {
+            let dir = layout::os_dir(&r.repo, &r.arch);
+            let archives = [
+                (ItemKind::Database, Some(&r.database)),
+                (ItemKind::Files, r.files.as_ref()),
+            ];
+            let own: Vec<&String> = archives.iter().filter_map(|a| a.1).collect();
+            for (kind, name) in archives {
+                let Some(name) = name else { continue };
+                let path = format!("{dir}/{name}");
+                let Some((p, e)) = leaves.get_key_value(&path) else {
+                    continue;
+                };
+                used.insert(p);
+                // The alias: the other name of the same bytes in that directory.
+                let alias = leaves
+                    .iter()
+                    .filter(|(ap, ae)| {
+                        ae.cid == e.cid
+                            && !used.contains(ap.as_str())
+                            && ap.strip_prefix(&format!("{dir}/")).is_some_and(|n| {
+                                !n.contains('/')
+                                    && !n.ends_with(".sig")
+                                    && !own.contains(&&n.to_string())
+                            })
+                    })
+                    .map(|(ap, _)| ap)
+                    .min();
+                let mut sig = None;
+                for n in std::iter::once(p).chain(alias) {
+                    used.insert(n);
+                    if let Some((sp, se)) = leaves.get_key_value(&format!("{n}.sig")) {
+                        used.insert(sp);
+                        sig = Some(fref(sp, *se)?);
+                    }
+                }
+                items.push(Item {
+                    repo: r.repo.clone(),
+                    arch: r.arch.clone(),
+                    kind,
+                    filename: name.clone(),
+                    alias: alias.and_then(|a| a.rsplit('/').next()).map(str::to_string),
+                    file: fref(p, *e)?,
+                    sig,
+                    package: None,
+                });
+            }
+        }
+        let mut unexplained: Vec<&String> = leaves
+            .keys()
+            .filter(|p| !used.contains(p.as_str()) && !Self::outside_repos(p))
+            .collect();
+        unexplained.sort();
+        if let Some(p) = unexplained.first() {
+            return Err(Error::invalid(
+                p.as_str(),
+                format!(
+                    "not explained by the index or the manifest ({} such files; not in the layout this version reads?)",
+                    unexplained.len()
+                ),
+            ));
+        }
+        Listing::new(manifest, manifest_entry, changes_entry, items)
+    }
+
+    /// The files of a walk's repository directories whose size and SHA-256
+    /// [`Listing::from_walk`] needs (every file that is not a package named by an index
+    /// entry), and for each the facts already known from its CID (a single raw block
+    /// hashed with SHA-256, which every signature is under the default profile); the
+    /// others must be read.
+    pub fn walk_facts<'a>(
+        leaves: &'a HashMap<String, DirEntry>,
+        descs: &HashMap<String, WalkedDesc>,
+    ) -> Vec<(&'a str, DirEntry, Option<Facts>)> {
+        let packages: HashSet<String> = descs
+            .iter()
+            .filter_map(|(p, d)| {
+                let parts: Vec<&str> = p.split('/').collect();
+                (parts.len() == 4)
+                    .then(|| format!("{}/{}", layout::os_dir(parts[1], parts[2]), d.filename))
+            })
+            .collect();
+        let mut out: Vec<_> = leaves
+            .iter()
+            .filter(|(p, _)| !Self::outside_repos(p) && !packages.contains(p.as_str()))
+            .map(|(p, e)| (p.as_str(), *e, raw_sha256(e)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+
+    /// Whether a path of the listing is outside every repository directory.
+    fn outside_repos(path: &str) -> bool {
+        let top = path.split('/').next().unwrap_or_default();
+        matches!(top, layout::INDEX | layout::BY_SHA256)
+            || path == layout::MANIFEST
+            || path == layout::CHANGES
+    }
+}
+
+/// The size and SHA-256 of a file that is one raw block named with SHA-256: its CID's
+/// digest is the file's hash and its link's cumulative size is its size.
+fn raw_sha256(e: &DirEntry) -> Option<Facts> {
+    const RAW: u64 = 0x55;
+    const SHA2_256: u64 = 0x12;
+    let mh = e.cid.hash();
+    if e.cid.codec() != RAW || mh.code() != SHA2_256 {
+        return None;
+    }
+    let digest: [u8; 32] = mh.digest().try_into().ok()?;
+    Some((e.tsize, Sha256(digest)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::testing::{db, fref, pkg};
+    use cidmirror_store::importer::VecSink;
+    use proptest::prelude::*;
+
+    fn summary(repo: &str) -> RepoSummary {
+        RepoSummary {
+            repo: repo.into(),
+            arch: "x86_64".into(),
+            packages: 0,
+            bytes: 0,
+            database: format!("{repo}.db.tar.gz"),
+            files: None,
+            signed: false,
+        }
+    }
+
+    /// Publishes `items` after `previous`; returns what a follower reads of it: the
+    /// manifest, its entry, the changes entry and bytes, and the root.
+    fn published(
+        items: &[Item],
+        repos: &[RepoSummary],
+        previous: Option<(Cid, &[Item])>,
+    ) -> (Published, Vec<u8>) {
+        let p = publish(
+            &ListingInput {
+                profile: Profile::UnixfsV1_2025,
+                upstream: "http://127.0.0.1:1/",
+                lastupdate: "1700000000",
+                items,
+                repos,
+                previous,
+                scratch: &std::env::temp_dir(),
+            },
+            &mut VecSink::default(),
+        )
+        .unwrap();
+        let mut changes = Vec::new();
+        changes::write(previous.map_or(&[][..], |p| p.1), items, &mut changes).unwrap();
+        (p, changes)
+    }
+
+    #[test]
+    fn same_input_same_root_and_order_does_not_matter() {
+        let items = vec![pkg("a", "1"), pkg("b", "1"), db("db")];
+        let rev: Vec<Item> = items.iter().rev().cloned().collect();
+        let repos = [summary("core")];
+        let (a, _) = published(&items, &repos, None);
+        let (b, _) = published(&rev, &repos, None);
+        assert_eq!(a.root, b.root);
+        let m = Manifest::parse(&a.manifest, "m").unwrap();
+        assert_eq!(m.created.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(m.previous, None);
+        assert_eq!(m.changed_files, 3);
+        // A follower's listing of the same items builds the same root.
+        let l = Listing::new(m, a.manifest_entry, a.changes_entry, items).unwrap();
+        assert_eq!(l.build(&mut VecSink::default()).unwrap(), a.root);
+    }
+
+    #[test]
+    fn changes_that_do_not_fit_the_previous_listing_are_refused() {
+        let repos = [summary("core")];
+        let (p, _) = published(&[pkg("a", "1")], &repos, None);
+        let m = Manifest::parse(&p.manifest, "m").unwrap();
+        let l = Listing::new(
+            m.clone(),
+            p.manifest_entry,
+            p.changes_entry,
+            vec![pkg("a", "1")],
+        )
+        .unwrap();
+        for (op, it, want) in [
+            (Op::Add, pkg("a", "1"), "adds core/os/x86_64/a-1"),
+            (Op::Remove, pkg("b", "1"), "removes core/os/x86_64/b-1"),
+            (Op::Change, pkg("c", "1"), "changes core/os/x86_64/c-1"),
+        ] {
+            let line = serde_json::to_string(&crate::ChangeLine::new(op, &it)).unwrap();
+            let err = l
+                .next(
+                    m.clone(),
+                    p.manifest_entry,
+                    p.changes_entry,
+                    line.as_bytes(),
+                )
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want) && err.contains("line 1"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_walk_reads_the_listing_back() {
+        let mut core_db = db("db");
+        core_db.sig = Some(fref("db sig"));
+        let items = vec![pkg("a", "1"), pkg("b", "2"), core_db];
+        let repos = [summary("core")];
+        let (p, _) = published(&items, &repos, None);
+        let m = Manifest::parse(&p.manifest, "m").unwrap();
+        let mut leaves = HashMap::new();
+        let mut descs = HashMap::new();
+        for it in &items {
+            for n in it.names() {
+                leaves.insert(format!("core/os/x86_64/{n}"), it.file.dir_entry());
+                if let Some(s) = it.sig {
+                    leaves.insert(format!("core/os/x86_64/{n}.sig"), s.dir_entry());
+                }
+            }
+            if let Some((name, desc)) = &it.package {
+                let path = format!("index/core/x86_64/{name}");
+                leaves.insert(path.clone(), *desc);
+                leaves.insert(layout::by_sha256(&it.file.sha256), it.file.dir_entry());
+                descs.insert(
+                    path,
+                    WalkedDesc {
+                        filename: it.filename.clone(),
+                        csize: it.file.size,
+                        sha256: it.file.sha256,
+                    },
+                );
+            }
+        }
+        let needed = Listing::walk_facts(&leaves, &descs);
+        // Two package signatures, the database under two names and its signature twice.
+        assert_eq!(needed.len(), 6, "{needed:?}");
+        // Single raw SHA-256 blocks (all of them here): known from the CID.
+        let facts: HashMap<Cid, Facts> =
+            needed.iter().map(|(_, e, f)| (e.cid, f.unwrap())).collect();
+        let l = Listing::from_walk(
+            m.clone(),
+            p.manifest_entry,
+            p.changes_entry,
+            &leaves,
+            &descs,
+            &facts,
+        )
+        .unwrap();
+        assert_eq!(l.items().cloned().collect::<Vec<_>>(), {
+            let mut v = items.clone();
+            v.sort_by(|a, b| a.key().cmp(&b.key()));
+            v
+        });
+        assert_eq!(l.build(&mut VecSink::default()).unwrap(), p.root);
+        // A file nothing explains is refused.
+        leaves.insert("core/os/x86_64/stray".into(), fref("x").dir_entry());
+        let err = Listing::from_walk(
+            m,
+            p.manifest_entry,
+            p.changes_entry,
+            &leaves,
+            &descs,
+            &facts,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("core/os/x86_64/stray"), "{err}");
+    }
+
+    /// One snapshot's state: per repository, per package slot, the version and whether it
+    /// is signed (or absent), and the database's bytes.
+    type State = Vec<(Vec<Option<(u8, bool)>>, u8)>;
+
+    fn items_of(state: &State) -> Vec<Item> {
+        let mut out = Vec::new();
+        for (r, (slots, db_tag)) in state.iter().enumerate() {
+            let repo = ["core", "extra"][r];
+            for (i, slot) in slots.iter().enumerate() {
+                let Some((ver, signed)) = slot else { continue };
+                let mut it = pkg(&format!("p{i}"), &ver.to_string());
+                it.repo = repo.into();
+                if !signed {
+                    it.sig = None;
+                }
+                out.push(it);
+            }
+            let mut d = db(&format!("{repo} db {db_tag}"));
+            d.repo = repo.into();
+            d.filename = format!("{repo}.db.tar.gz");
+            d.alias = Some(format!("{repo}.db"));
+            out.push(d);
+        }
+        out
+    }
+
+    fn state() -> impl Strategy<Value = State> {
+        let slots = prop::collection::vec(prop::option::of((1u8..4, any::<bool>())), 12);
+        prop::collection::vec((slots, 0u8..3), 2)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A follower that starts from the first snapshot and applies every published
+        /// `changes.jsonl` holds, at each step, the listing built from scratch: same items,
+        /// same root as the publisher's.
+        #[test]
+        fn applying_every_delta_gives_the_listing_built_from_scratch(states in prop::collection::vec(state(), 1..7)) {
+            let repos = [summary("core"), summary("extra")];
+            let mut follower: Option<Listing> = None;
+            let mut prev: Option<(Cid, Vec<Item>)> = None;
+            for s in &states {
+                let items = items_of(s);
+                let (p, changes) = published(&items, &repos, prev.as_ref().map(|(c, i)| (*c, &i[..])));
+                let m = Manifest::parse(&p.manifest, "m").unwrap();
+                let next = match &follower {
+                    None => Listing::new(m.clone(), p.manifest_entry, p.changes_entry, items.clone()).unwrap(),
+                    Some(l) => l.next(m.clone(), p.manifest_entry, p.changes_entry, &changes).unwrap(),
+                };
+                let scratch = Listing::new(m, p.manifest_entry, p.changes_entry, items.clone()).unwrap();
+                prop_assert_eq!(&next, &scratch);
+                prop_assert_eq!(next.build(&mut VecSink::default()).unwrap(), p.root);
+                follower = Some(next);
+                prev = Some((p.root.cid, items));
+            }
+        }
+    }
+}

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod add;
 mod cat;
 mod cluster;
+mod dlagent;
 mod export;
 mod gc;
 mod import;
@@ -76,8 +77,14 @@ enum Command {
     Serve(serve::Args),
     /// Print the pacman.conf lines that make pacman use this gateway.
     PacmanConf(pacman_conf::Args),
-    /// Find a file by SHA-256 or by mirror path (what /api/v1/resolve answers).
+    /// Find a file by hash (SHA-256, or SHA-512 / BLAKE2b-512 for AUR sources), mirror path
+    /// or AUR source URL (what /api/v1/resolve answers).
     Resolve(resolve::Args),
+    /// makepkg's download agent: `cidmirror dlagent %u %o` fetches an AUR source from the
+    /// gateway by the hashes it mirrored, and falls back to curl.
+    Dlagent(dlagent::Args),
+    /// Print the makepkg.conf DLAGENTS lines that install `cidmirror dlagent`.
+    AurConf(dlagent::ConfArgs),
     /// IPFS Cluster helpers: `cluster follower-config` writes the file volunteers running
     /// `ipfs-cluster-follow` start from.
     #[command(subcommand)]
@@ -133,6 +140,8 @@ fn main() -> ExitCode {
             Command::Serve(a) => serve::run(&ctx, a).await,
             Command::PacmanConf(a) => pacman_conf::run(&ctx, a).await,
             Command::Resolve(a) => resolve::run(&ctx, a).await,
+            Command::Dlagent(a) => dlagent::run(a).await,
+            Command::AurConf(a) => dlagent::conf(a),
             Command::Cluster(c) => cluster::run(&ctx, c).await,
         }
     });

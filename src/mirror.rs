@@ -78,6 +78,25 @@ pub struct Args {
     #[arg(long)]
     accept_shrink: bool,
 
+    /// An AUR package base whose .SRCINFO and verified sources every snapshot carries
+    /// (aur/<pkgbase>/, by-sha256/, by-sha512/, by-b2/); repeatable.
+    #[arg(long = "aur-package", value_name = "PKGBASE")]
+    aur_packages: Vec<String>,
+
+    /// A file of AUR package bases, one per line (`#` comments).
+    #[arg(long = "aur-packages", value_name = "FILE")]
+    aur_packages_file: Option<String>,
+
+    /// Where the package bases' git repositories are: a URL (<url>/<pkgbase>.git; default
+    /// https://aur.archlinux.org/) or a directory (<dir>/<pkgbase>).
+    #[arg(long, value_name = "URL|DIR")]
+    aur_repos: Option<String>,
+
+    /// An address AUR sources may be fetched from although it is loopback, private or
+    /// link-local (all such addresses are refused otherwise); repeatable.
+    #[arg(long = "aur-allow-address", value_name = "IP")]
+    aur_allow_addresses: Vec<String>,
+
     /// No progress bars.
     #[arg(long)]
     no_progress: bool,
@@ -138,6 +157,10 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         stall_timeout: args.stall_timeout,
         max_shrink: args.max_shrink,
         shrink_confirm_syncs: args.shrink_confirm_syncs,
+        aur_packages: args.aur_packages,
+        aur_packages_file: args.aur_packages_file,
+        aur_repos: args.aur_repos,
+        aur_allow_addresses: args.aur_allow_addresses,
     };
     let mut opts = MirrorOptions::from_config(file.overridden_by(flags))?;
     opts.gate.accept = args.accept_shrink;

@@ -145,6 +145,8 @@ pub fn snapshot(packages: &[(&str, &str)], previous: Option<&Built>) -> Built {
         database: "core.db.tar.gz".into(),
         files: None,
         signed: false,
+        database_file: None,
+        files_file: None,
     }];
     let mut listing_blocks = cidmirror_store::importer::VecSink::default();
     let scratch = std::env::temp_dir();
@@ -156,6 +158,8 @@ pub fn snapshot(packages: &[(&str, &str)], previous: Option<&Built>) -> Built {
             items: &items,
             repos: &repos,
             previous: previous.map(|p| (p.root(), &p.items[..])),
+            aur: &[],
+            previous_aur: &[],
             scratch: &scratch,
         },
         &mut listing_blocks,

@@ -12,6 +12,10 @@
 //! stall_timeout = "30s"
 //! max_shrink = "25%"
 //! shrink_confirm_syncs = 12
+//! aur_packages = ["paru", "yay"]        # AUR package bases whose sources are cached
+//! aur_packages_file = "/etc/cidmirror/aur-packages"
+//! aur_repos = "https://aur.archlinux.org/"
+//! aur_allow_addresses = []              # private addresses sources may come from
 //! ```
 
 use std::path::Path;
@@ -55,6 +59,19 @@ pub struct MirrorConfig {
     /// ...until that many consecutive syncs saw a shrink (default 12: an hour at the default
     /// interval); `mirror --accept-shrink` publishes it at once.
     pub shrink_confirm_syncs: Option<u32>,
+    /// AUR package bases whose `.SRCINFO` and verified sources every snapshot carries
+    /// (`aur/<pkgbase>/`).
+    #[serde(default)]
+    pub aur_packages: Vec<String>,
+    /// A file of more package bases: one per line, `#` starts a comment.
+    pub aur_packages_file: Option<String>,
+    /// Where the package bases' git repositories are: a URL (`<url>/<pkgbase>.git`, default
+    /// `https://aur.archlinux.org/`) or a directory (`<dir>/<pkgbase>`).
+    pub aur_repos: Option<String>,
+    /// Addresses AUR sources may be fetched from although they are loopback, private,
+    /// link-local or otherwise not public (every such address is refused by default).
+    #[serde(default)]
+    pub aur_allow_addresses: Vec<String>,
 }
 
 impl MirrorConfig {
@@ -97,6 +114,18 @@ impl MirrorConfig {
             stall_timeout: over.stall_timeout.or(self.stall_timeout),
             max_shrink: over.max_shrink.or(self.max_shrink),
             shrink_confirm_syncs: over.shrink_confirm_syncs.or(self.shrink_confirm_syncs),
+            aur_packages: if over.aur_packages.is_empty() {
+                self.aur_packages
+            } else {
+                over.aur_packages
+            },
+            aur_packages_file: over.aur_packages_file.or(self.aur_packages_file),
+            aur_repos: over.aur_repos.or(self.aur_repos),
+            aur_allow_addresses: if over.aur_allow_addresses.is_empty() {
+                self.aur_allow_addresses
+            } else {
+                over.aur_allow_addresses
+            },
         }
     }
 }
@@ -127,6 +156,68 @@ pub struct MirrorOptions {
     pub fetch: FetchOptions,
     /// The sanity gate; see [`ShrinkGate`].
     pub gate: ShrinkGate,
+    /// AUR package bases followed, if any.
+    pub aur: Option<AurOptions>,
+}
+
+/// The AUR package bases a publisher follows.
+#[derive(Debug, Clone)]
+pub struct AurOptions {
+    /// Package bases, sorted, each once.
+    pub packages: Vec<String>,
+    /// Where their repositories are.
+    pub repos: crate::aur::git::RepoBase,
+    /// Which addresses sources are fetched from.
+    pub policy: crate::aur::HostPolicy,
+}
+
+impl AurOptions {
+    fn from_config(c: &MirrorConfig) -> Result<Option<AurOptions>> {
+        let mut packages = c.aur_packages.clone();
+        if let Some(file) = &c.aur_packages_file {
+            let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
+                path: file.into(),
+                source,
+            })?;
+            packages.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or_default().trim())
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        if packages.is_empty() {
+            return Ok(None);
+        }
+        for p in &packages {
+            if !crate::aur::git::valid_pkgbase(p) {
+                return Err(Error::Config(format!(
+                    "AUR package base {:?} is not a valid package name",
+                    cidmirror_schema::text::printable(p)
+                )));
+            }
+        }
+        packages.sort();
+        packages.dedup();
+        let repos = match &c.aur_repos {
+            None => crate::aur::git::RepoBase::aur(),
+            Some(r) => crate::aur::git::RepoBase::new(r)
+                .map_err(|e| Error::Config(format!("aur_repos: {e}")))?,
+        };
+        let allow = c
+            .aur_allow_addresses
+            .iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|e| Error::Config(format!("aur_allow_addresses: {a:?}: {e}")))
+            })
+            .collect::<Result<Vec<std::net::IpAddr>>>()?;
+        Ok(Some(AurOptions {
+            packages,
+            repos,
+            policy: crate::aur::HostPolicy { allow },
+        }))
+    }
 }
 
 /// The sanity gate: how much of a repository may disappear in one step before the new
@@ -179,6 +270,7 @@ fn duration(field: &str, v: Option<&str>, default: Duration) -> Result<Duration>
 impl MirrorOptions {
     /// Checks the settings and fills in defaults.
     pub fn from_config(c: MirrorConfig) -> Result<MirrorOptions> {
+        let aur = AurOptions::from_config(&c)?;
         let upstream = c
             .upstream
             .ok_or_else(|| Error::Config("no upstream: give --upstream or `upstream =`".into()))?;
@@ -259,6 +351,7 @@ impl MirrorOptions {
             ));
         }
         Ok(MirrorOptions {
+            aur,
             upstream,
             repos,
             arches,

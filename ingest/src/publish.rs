@@ -50,7 +50,12 @@ use crate::pacman::{self, Arch, Package, RepoName};
 use crate::spool::Spool;
 use crate::upstream::Upstream;
 use crate::{Error, Result};
+use cidmirror_listing::aur::AurBase;
 use cidmirror_listing::{self as listing, FileRef, Item, ItemKind, ListingInput, RepoSummary};
+use cidmirror_schema::publisher::{AurSourceRow, aur as aur_rows};
+
+use crate::aur::follow::{AurFollower, Previous};
+use crate::aur::git::GitReader;
 
 /// Largest repository database accepted (Arch's `extra.files` is about 60 MB).
 const MAX_DB: u64 = 1 << 30;
@@ -166,7 +171,24 @@ pub struct Publisher {
     /// `--accept-shrink`, until one sync used it: the operator confirms the shrink held
     /// now, not every shrink to come.
     accept_shrink: std::sync::atomic::AtomicBool,
+    /// The AUR package bases followed, and what reads them.
+    aur: Option<(AurFollower, Vec<String>)>,
 }
+
+/// The AUR side of one sync.
+#[derive(Debug, Default)]
+struct AurSync {
+    /// The bases the new snapshot carries (a base whose new version failed keeps its
+    /// previous one).
+    bases: Vec<AurBase>,
+    /// The current snapshot's bases.
+    previous: Vec<AurBase>,
+    /// What failed, for the outcome's warnings.
+    warnings: Vec<String>,
+}
+
+/// AUR bases read at once.
+const AUR_AT_ONCE: usize = 4;
 
 /// The databases of one repository/architecture as fetched.
 struct RepoFetch {
@@ -290,7 +312,25 @@ impl Publisher {
             Some(_) => {}
             None => db.write(|tx| settings::set(tx, "profile", profile))?,
         }
+        let aur = match &opts.aur {
+            None => None,
+            Some(a) => {
+                let fetcher = crate::upstream::SourceFetcher::new(opts.fetch.clone(), {
+                    let policy = a.policy.clone();
+                    Arc::new(move |ip| policy.allows(ip))
+                })?;
+                let follower = AurFollower {
+                    repos: a.repos.clone(),
+                    git: GitReader::new(&data_dir.join("aur-git")),
+                    fetcher,
+                    policy: a.policy.clone(),
+                    source_max: crate::aur::follow::SOURCE_MAX,
+                };
+                Some((follower, a.packages.clone()))
+            }
+        };
         Ok(Publisher {
+            aur,
             _lock: lock,
             store,
             db,
@@ -484,14 +524,95 @@ impl Publisher {
     }
 
     /// The state recorded for a snapshot: the upstream state and the followed repositories.
-    fn state_of(&self, lastupdate: &str) -> String {
+    /// The state a snapshot records: the upstream's, the repositories followed, and the
+    /// AUR bases' commits when any are followed (a moved head is a new state).
+    fn state_of(&self, lastupdate: &str, aur: &AurSync) -> String {
         let mut v = Vec::new();
         for r in &self.opts.repos {
             for a in &self.opts.arches {
                 v.push(format!("{}/{}", r.as_str(), a.as_str()));
             }
         }
-        format!("{lastupdate} {}", v.join(","))
+        let mut state = format!("{lastupdate} {}", v.join(","));
+        if self.aur.is_some() {
+            let mut h = sha2::Sha256::new();
+            for b in &aur.bases {
+                h.update(format!("{} {}\n", b.pkgbase, b.commit).as_bytes());
+            }
+            state.push_str(&format!(" aur:{}", &hex::encode(h.finalize())[..16]));
+        }
+        state
+    }
+
+    /// Reads every followed AUR base whose head moved since the current snapshot, caching
+    /// its sources. A base whose new version fails keeps the published one (a warning says
+    /// why); one not published yet is left out until it reads.
+    async fn sync_aur(&self, current: Option<&Snapshot>) -> Result<AurSync> {
+        let Some((follower, packages)) = &self.aur else {
+            return Ok(AurSync::default());
+        };
+        self.progress.phase("reading AUR package bases");
+        let previous: Vec<AurBase> = match current {
+            None => Vec::new(),
+            Some(c) => self
+                .db
+                .read(|conn| aur_rows::bases(conn, c.seq))?
+                .into_iter()
+                .map(|(name, body)| {
+                    AurBase::parse_index(body.as_bytes(), &format!("the record of aur/{name}"))
+                })
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        let put = self.session_put(None);
+        let read: Vec<_> = futures::stream::iter(packages)
+            .map(|name| {
+                let prev = previous.iter().find(|b| &b.pkgbase == name);
+                let put = &put;
+                async move {
+                    let p = prev.map(Previous::of);
+                    let r = follower
+                        .read(self.store.as_ref(), name, p.as_ref(), put)
+                        .await;
+                    (name, prev, r)
+                }
+            })
+            .buffered(AUR_AT_ONCE)
+            .collect()
+            .await;
+        let mut out = AurSync::default();
+        for (name, prev, r) in read {
+            let kept = || {
+                if prev.is_some() {
+                    "the published version stays"
+                } else {
+                    "not published"
+                }
+            };
+            match r {
+                Ok(None) => out.bases.extend(prev.cloned()),
+                Ok(Some(pkg)) => {
+                    for (what, why) in &pkg.skipped {
+                        tracing::info!("aur/{name}: {} not cached: {why}", printable(what));
+                    }
+                    let srcinfo = self.put_archive(Bytes::from(pkg.srcinfo.clone())).await?;
+                    match pkg.to_base(srcinfo) {
+                        Ok(b) => out.bases.push(b),
+                        Err(e) => {
+                            out.warnings.push(format!("aur/{name}: {e}; {}", kept()));
+                            out.bases.extend(prev.cloned());
+                        }
+                    }
+                }
+                Err(problem) => {
+                    let w = format!("aur/{name}: {problem}; {}", kept());
+                    tracing::warn!("{w}");
+                    out.warnings.push(w);
+                    out.bases.extend(prev.cloned());
+                }
+            }
+        }
+        out.previous = previous;
+        Ok(out)
     }
 
     fn is_current(&self, current: Option<&Snapshot>, state: &str) -> Option<u64> {
@@ -550,13 +671,19 @@ impl Publisher {
         let accepted = self
             .accept_shrink
             .swap(false, std::sync::atomic::Ordering::SeqCst);
+        // The AUR bases once per sync: a restart for a moving upstream does not read them
+        // again.
+        let aur = {
+            let current = self.db.read(snapshots::current)?;
+            self.sync_aur(current.as_ref()).await?
+        };
         for _ in 0..MAX_RESTARTS {
             self.progress.phase("reading upstream state");
             let before = self.read_lastupdate().await?;
             let current = self.db.read(snapshots::current)?;
             match &before {
                 Some(lu) => {
-                    let state = self.state_of(lu);
+                    let state = self.state_of(lu, &aur);
                     if let Some(seq) = self.is_current(current.as_ref(), &state) {
                         // Nothing new: not even the databases are fetched.
                         return Ok((
@@ -595,7 +722,7 @@ impl Publisher {
                 Some(s) => s.clone(),
                 None => derived_state(&repos),
             };
-            let state = self.state_of(&lastupdate);
+            let state = self.state_of(&lastupdate, &aur);
             last_state = state.clone();
             if let Some(seq) = self.is_current(current.as_ref(), &state) {
                 return Ok((
@@ -665,6 +792,7 @@ impl Publisher {
                     stats,
                     record,
                     shrink_note,
+                    &aur,
                 )
                 .await?;
             return Ok((Outcome::Published(published), last_state));
@@ -1322,6 +1450,7 @@ impl Publisher {
         mut stats: FetchStats,
         record: &SyncRecord,
         shrink_note: Option<String>,
+        aur: &AurSync,
     ) -> Result<Published> {
         self.progress.phase("building the snapshot");
         items.sort_by(|a, b| (&a.repo, &a.arch, &a.filename).cmp(&(&b.repo, &b.arch, &b.filename)));
@@ -1340,6 +1469,9 @@ impl Publisher {
                     database: r.db_file.filename.clone(),
                     files: r.files_file.as_ref().map(|f| f.filename.clone()),
                     signed: r.db_sig.is_some(),
+                    // Filled from the items by the listing builder.
+                    database_file: None,
+                    files_file: None,
                 }
             })
             .collect();
@@ -1352,6 +1484,8 @@ impl Publisher {
                 items: &items,
                 repos: &summaries,
                 previous: current.as_ref().map(|c| (c.root, &previous_items[..])),
+                aur: &aur.bases,
+                previous_aur: &aur.previous,
                 scratch: &self.data_dir,
             },
             &mut sidecar,
@@ -1388,7 +1522,7 @@ impl Publisher {
             new_block_bytes: stats.new_block_bytes,
             changed: listing.changed,
             detail: String::new(),
-            warnings: Vec::new(),
+            warnings: aur.warnings.clone(),
         };
         published.detail = format!(
             "snapshot {seq} {root}: {packages} packages, {} files ({} bytes) fetched, {} changes, \
@@ -1400,6 +1534,23 @@ impl Publisher {
         );
         if let Some(note) = &shrink_note {
             published.detail = format!("{}\n{note}", published.detail);
+        }
+        let mut aur_bodies = Vec::with_capacity(aur.bases.len());
+        let mut aur_sources = Vec::new();
+        for b in &aur.bases {
+            let body = String::from_utf8(b.index_bytes()?)
+                .map_err(|e| Error::Config(format!("aur/{}: {e}", b.pkgbase)))?;
+            aur_bodies.push((b.pkgbase.clone(), body));
+            aur_sources.extend(b.sources.iter().map(|s| AurSourceRow {
+                pkgbase: b.pkgbase.clone(),
+                file_name: s.file_name.clone(),
+                url: s.url.clone(),
+                size: s.file.size,
+                sha256: s.file.sha256,
+                sha512: s.sha512.0,
+                b2: s.b2.0,
+                cid: s.file.cid,
+            }));
         }
         // The switch and the record that says so, in one transaction (the record first);
         // whatever shrink was held is now published or gone.
@@ -1416,7 +1567,8 @@ impl Publisher {
             )?;
             // Written as they are made: 200,000 rows collected first were 105 MB at the
             // first sync's peak (heaptrack, bench/mirror_mem.sh).
-            snapshots::publish(tx, &snap, items.iter().flat_map(Item::to_entries))
+            snapshots::publish(tx, &snap, items.iter().flat_map(Item::to_entries))?;
+            aur_rows::put(tx, seq, &aur_bodies, &aur_sources)
         })?;
         self.progress.phase("published");
 

@@ -14,8 +14,9 @@ use cidmirror_store::dir::{self, DirEntry, Tree};
 use cidmirror_store::importer::{self, BlockSink};
 use cidmirror_store::{ImportParams, Profile};
 
-use crate::changes::{self, Op};
-use crate::layout::{self, FORMAT};
+use crate::aur::{self, AurBase, AurEntry};
+use crate::changes::{self, Changed, Op};
+use crate::layout::{self, FORMAT_AUR, FORMAT_PACMAN};
 use crate::manifest::created_of;
 use crate::{Error, FileRef, Item, ItemKind, Key, Manifest, RepoSummary, Result};
 
@@ -33,6 +34,10 @@ pub struct ListingInput<'a> {
     pub repos: &'a [RepoSummary],
     /// The previous snapshot: its root and items.
     pub previous: Option<(Cid, &'a [Item])>,
+    /// Every AUR package base followed (none: a format 1 listing, as before AUR).
+    pub aur: &'a [AurBase],
+    /// The previous snapshot's AUR bases.
+    pub previous_aur: &'a [AurBase],
     /// A directory for a scratch file (`changes.jsonl` is written there, not kept in
     /// memory: a line per package of a first snapshot).
     pub scratch: &'a Path,
@@ -62,12 +67,25 @@ pub fn publish(input: &ListingInput<'_>, sink: &mut dyn BlockSink) -> Result<Pub
         path: input.scratch.join("(changes.jsonl being written)"),
         source,
     };
+    let mut aur = Vec::with_capacity(input.aur.len());
+    for b in input.aur {
+        b.check(&aur::dir(&b.pkgbase))?;
+        aur.push(AurEntry::import(b.clone(), &params, sink)?);
+    }
+    // The previous bases' entries, for their removal lines: computed again, not stored.
+    let mut previous_aur = Vec::with_capacity(input.previous_aur.len());
+    for b in input.previous_aur {
+        let discard = &mut importer::VecSink::default();
+        previous_aur.push(AurEntry::import(b.clone(), &params, discard)?);
+    }
     let mut file = tempfile::tempfile_in(input.scratch).map_err(scratch_err)?;
     let changed = {
         let mut w = std::io::BufWriter::new(&mut file);
         let n = changes::write(
             input.previous.map_or(&[][..], |(_, items)| items),
             input.items,
+            &previous_aur,
+            &aur,
             &mut w,
         )?;
         w.flush().map_err(scratch_err)?;
@@ -81,15 +99,43 @@ pub fn publish(input: &ListingInput<'_>, sink: &mut dyn BlockSink) -> Result<Pub
         tsize: f.tsize,
     };
     let manifest = Manifest {
-        format: FORMAT,
+        format: if aur.is_empty() {
+            FORMAT_PACMAN
+        } else {
+            FORMAT_AUR
+        },
         profile: input.profile.name().to_string(),
         upstream: input.upstream.to_string(),
         lastupdate: input.lastupdate.to_string(),
         created: created_of(input.lastupdate),
-        repos: input.repos.to_vec(),
+        repos: input
+            .repos
+            .iter()
+            .map(|r| {
+                let archive = |kind: ItemKind, name: Option<&String>| {
+                    let name = name?;
+                    input
+                        .items
+                        .iter()
+                        .find(|i| {
+                            i.kind == kind
+                                && i.repo == r.repo
+                                && i.arch == r.arch
+                                && &i.filename == name
+                        })
+                        .map(|i| i.file)
+                };
+                RepoSummary {
+                    database_file: archive(ItemKind::Database, Some(&r.database)),
+                    files_file: archive(ItemKind::Files, r.files.as_ref()),
+                    ..r.clone()
+                }
+            })
+            .collect(),
         previous: input.previous.map(|(c, _)| c.to_string()),
         changes: changes_entry.cid.to_string(),
         changed_files: changed,
+        aur_bases: aur.len() as u64,
     };
     let manifest_bytes = manifest.to_bytes()?;
     let f = importer::import(&manifest_bytes[..], &params, sink)?;
@@ -97,11 +143,13 @@ pub fn publish(input: &ListingInput<'_>, sink: &mut dyn BlockSink) -> Result<Pub
         cid: f.cid,
         tsize: f.tsize,
     };
+    let aur_refs: Vec<&AurEntry> = aur.iter().collect();
     let root = tree(
         manifest_entry,
         changes_entry,
         input.repos,
         input.items,
+        &aur_refs,
         &params,
         sink,
     )?;
@@ -115,13 +163,14 @@ pub fn publish(input: &ListingInput<'_>, sink: &mut dyn BlockSink) -> Result<Pub
 }
 
 /// The tree of a listing: the root with `manifest.json` and `changes.jsonl`, every
-/// repository's `<repo>/os/<arch>` and `index/<repo>/<arch>` (even when empty), and
-/// `by-sha256/`.
+/// repository's `<repo>/os/<arch>` and `index/<repo>/<arch>` (even when empty),
+/// `by-sha256/`, and with AUR bases `aur/`, `index/aur/`, `by-sha512/` and `by-b2/`.
 fn tree<I: Borrow<Item>>(
     manifest: DirEntry,
     changes: DirEntry,
     repos: &[RepoSummary],
     items: &[I],
+    aur: &[&AurEntry],
     params: &ImportParams,
     sink: &mut dyn BlockSink,
 ) -> Result<DirEntry> {
@@ -153,6 +202,29 @@ fn tree<I: Borrow<Item>>(
                 Ok(()) | Err(cidmirror_store::Error::DuplicateName(_)) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+    if !aur.is_empty() {
+        t.mkdir(layout::AUR)?;
+        t.mkdir(layout::BY_SHA512)?;
+        t.mkdir(layout::BY_B2)?;
+    }
+    // The same bytes under two names or in two bases are one file.
+    let once = |r: std::result::Result<(), cidmirror_store::Error>| match r {
+        Ok(()) | Err(cidmirror_store::Error::DuplicateName(_)) => Ok(()),
+        Err(e) => Err(e),
+    };
+    for e in aur {
+        let b = &e.base;
+        let dir = aur::dir(&b.pkgbase);
+        t.insert(&format!("{dir}/{}", aur::SRCINFO), b.srcinfo.dir_entry())?;
+        t.insert(&aur::index_path(&b.pkgbase), e.index)?;
+        for s in &b.sources {
+            let link = s.file.dir_entry();
+            t.insert(&format!("{dir}/{}", s.file_name), link)?;
+            once(t.insert(&layout::by_sha256(&s.file.sha256), link))?;
+            once(t.insert(&aur::by_digest(layout::BY_SHA512, &s.sha512.to_hex()), link))?;
+            once(t.insert(&aur::by_digest(layout::BY_B2, &s.b2.to_hex()), link))?;
         }
     }
     Ok(t.build(params, sink)?)
@@ -239,6 +311,7 @@ pub struct Listing {
     /// `changes.jsonl`.
     pub changes_entry: DirEntry,
     items: BTreeMap<Key, Item>,
+    aur: BTreeMap<String, AurEntry>,
 }
 
 impl Listing {
@@ -265,7 +338,25 @@ impl Listing {
             manifest_entry,
             changes_entry,
             items: map,
+            aur: BTreeMap::new(),
         })
+    }
+
+    /// This listing with the AUR bases `aur` (two with one package base are refused).
+    pub fn with_aur(mut self, aur: Vec<AurEntry>) -> Result<Listing> {
+        for e in aur {
+            e.base.check(&aur::dir(&e.base.pkgbase))?;
+            let name = e.base.pkgbase.clone();
+            if self.aur.insert(name.clone(), e).is_some() {
+                return Err(Error::invalid(aur::dir(&name), "given twice"));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Every AUR base, by package base.
+    pub fn aur(&self) -> impl Iterator<Item = &AurEntry> {
+        self.aur.values()
     }
 
     /// Every item, by (repo, arch, file name).
@@ -313,7 +404,41 @@ impl Listing {
     ) -> Result<Listing> {
         manifest.profile()?;
         let mut items = self.items.clone();
-        for changes::Change { line, op, item } in changes::parse(changes)? {
+        let mut aur_bases = self.aur.clone();
+        for changes::Change { line, op, what } in changes::parse(changes)? {
+            let item = match what {
+                Changed::File(item) => item,
+                Changed::Aur(e) => {
+                    let name = e.base.pkgbase.clone();
+                    let held = aur_bases.contains_key(&name);
+                    let what = format!("changes.jsonl line {line}");
+                    match (op, held) {
+                        (Op::Remove, true) => {
+                            aur_bases.remove(&name);
+                        }
+                        (Op::Add, false) | (Op::Change, true) => {
+                            aur_bases.insert(name, e);
+                        }
+                        (Op::Add, true) => {
+                            return Err(Error::invalid(
+                                what,
+                                format!("adds {}, which the previous listing has", aur::dir(&name)),
+                            ));
+                        }
+                        (Op::Remove | Op::Change, false) => {
+                            return Err(Error::invalid(
+                                what,
+                                format!(
+                                    "{op:?}s {}, which the previous listing does not have",
+                                    aur::dir(&name)
+                                )
+                                .to_lowercase(),
+                            ));
+                        }
+                    }
+                    continue;
+                }
+            };
             let key = item.owned_key();
             let held = items.contains_key(&key);
             let what = || format!("changes.jsonl line {line}");
@@ -351,6 +476,7 @@ impl Listing {
             manifest_entry,
             changes_entry,
             items,
+            aur: aur_bases,
         })
     }
 
@@ -358,11 +484,13 @@ impl Listing {
     pub fn build(&self, sink: &mut dyn BlockSink) -> Result<DirEntry> {
         let params = self.manifest.profile()?.params();
         let items: Vec<&Item> = self.items.values().collect();
+        let aur: Vec<&AurEntry> = self.aur.values().collect();
         tree(
             self.manifest_entry,
             self.changes_entry,
             &self.manifest.repos,
             &items,
+            &aur,
             &params,
             sink,
         )
@@ -371,7 +499,8 @@ impl Listing {
     /// The listing a follower reads back from a walk of its directories: `leaves` is every
     /// file link by path (relative to the root), `descs` what each `index/` entry says of its
     /// package, by the entry's path, and `facts` the size and SHA-256 of every other file of
-    /// the repository directories (signatures and archives; see [`Listing::walk_facts`]).
+    /// the repository directories (signatures and archives; see [`Listing::walk_facts`]),
+    /// and `aur` every AUR base read from its `index/aur/<pkgbase>/sources.json`.
     /// A file of a repository directory that no item explains is refused: the listing is
     /// not in the layout this version reads.
     pub fn from_walk(
@@ -381,6 +510,7 @@ impl Listing {
         leaves: &HashMap<String, DirEntry>,
         descs: &HashMap<String, WalkedDesc>,
         facts: &HashMap<Cid, Facts>,
+        aur: Vec<AurBase>,
     ) -> Result<Listing> {
         let mut used: HashSet<&str> = HashSet::new();
         let mut items = Vec::new();
@@ -472,17 +602,50 @@ impl Listing {
                         sig = Some(fref(sp, *se)?);
                     }
                 }
+                let stated = match kind {
+                    ItemKind::Files => r.files_file,
+                    _ => r.database_file,
+                };
+                let file = match stated {
+                    Some(f) if f.cid == e.cid && f.tsize == e.tsize => f,
+                    _ => fref(p, *e)?,
+                };
                 items.push(Item {
                     repo: r.repo.clone(),
                     arch: r.arch.clone(),
                     kind,
                     filename: name.clone(),
                     alias: alias.and_then(|a| a.rsplit('/').next()).map(str::to_string),
-                    file: fref(p, *e)?,
+                    file,
                     sig,
                     package: None,
                 });
             }
+        }
+        let mut aur_entries = Vec::with_capacity(aur.len());
+        for b in aur {
+            let index_path = aur::index_path(&b.pkgbase);
+            let Some(index) = leaves.get(&index_path).copied() else {
+                return Err(Error::invalid(index_path, "not in the listing"));
+            };
+            let dir = aur::dir(&b.pkgbase);
+            for name in
+                std::iter::once(aur::SRCINFO).chain(b.sources.iter().map(|s| s.file_name.as_str()))
+            {
+                let path = format!("{dir}/{name}");
+                match leaves.get_key_value(&path) {
+                    Some((p, _)) => {
+                        used.insert(p);
+                    }
+                    None => {
+                        return Err(Error::invalid(
+                            path,
+                            "named by the base's index, not in the listing",
+                        ));
+                    }
+                }
+            }
+            aur_entries.push(AurEntry { base: b, index });
         }
         let mut unexplained: Vec<&String> = leaves
             .keys()
@@ -498,18 +661,25 @@ impl Listing {
                 ),
             ));
         }
-        Listing::new(manifest, manifest_entry, changes_entry, items)
+        Listing::new(manifest, manifest_entry, changes_entry, items)?.with_aur(aur_entries)
     }
 
     /// The files of a walk's repository directories whose size and SHA-256
     /// [`Listing::from_walk`] needs (every file that is not a package named by an index
-    /// entry), and for each the facts already known from its CID (a single raw block
-    /// hashed with SHA-256, which every signature is under the default profile); the
-    /// others must be read.
+    /// entry, nor an archive the manifest states), and for each the facts already known
+    /// from its CID (a single raw block hashed with SHA-256, which every signature is under
+    /// the default profile); the others must be read.
     pub fn walk_facts<'a>(
+        manifest: &Manifest,
         leaves: &'a HashMap<String, DirEntry>,
         descs: &HashMap<String, WalkedDesc>,
     ) -> Vec<(&'a str, DirEntry, Option<Facts>)> {
+        let stated: HashSet<Cid> = manifest
+            .repos
+            .iter()
+            .flat_map(|r| r.database_file.iter().chain(&r.files_file))
+            .map(|f| f.cid)
+            .collect();
         let packages: HashSet<String> = descs
             .iter()
             .filter_map(|(p, d)| {
@@ -520,7 +690,12 @@ impl Listing {
             .collect();
         let mut out: Vec<_> = leaves
             .iter()
-            .filter(|(p, _)| !Self::outside_repos(p) && !packages.contains(p.as_str()))
+            .filter(|(p, e)| {
+                !Self::outside_repos(p)
+                    && !p.starts_with(&format!("{}/", layout::AUR))
+                    && !packages.contains(p.as_str())
+                    && !stated.contains(&e.cid)
+            })
             .map(|(p, e)| (p.as_str(), *e, raw_sha256(e)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(b.0));
@@ -530,8 +705,10 @@ impl Listing {
     /// Whether a path of the listing is outside every repository directory.
     fn outside_repos(path: &str) -> bool {
         let top = path.split('/').next().unwrap_or_default();
-        matches!(top, layout::INDEX | layout::BY_SHA256)
-            || path == layout::MANIFEST
+        matches!(
+            top,
+            layout::INDEX | layout::BY_SHA256 | layout::BY_SHA512 | layout::BY_B2
+        ) || path == layout::MANIFEST
             || path == layout::CHANGES
     }
 }
@@ -565,6 +742,8 @@ mod tests {
             database: format!("{repo}.db.tar.gz"),
             files: None,
             signed: false,
+            database_file: None,
+            files_file: None,
         }
     }
 
@@ -575,6 +754,23 @@ mod tests {
         repos: &[RepoSummary],
         previous: Option<(Cid, &[Item])>,
     ) -> (Published, Vec<u8>) {
+        published_with_aur(items, &[], repos, previous, &[])
+    }
+
+    fn entries(aur: &[AurBase]) -> Vec<AurEntry> {
+        let params = Profile::UnixfsV1_2025.params();
+        aur.iter()
+            .map(|b| AurEntry::import(b.clone(), &params, &mut VecSink::default()).unwrap())
+            .collect()
+    }
+
+    fn published_with_aur(
+        items: &[Item],
+        aur: &[AurBase],
+        repos: &[RepoSummary],
+        previous: Option<(Cid, &[Item])>,
+        previous_aur: &[AurBase],
+    ) -> (Published, Vec<u8>) {
         let p = publish(
             &ListingInput {
                 profile: Profile::UnixfsV1_2025,
@@ -583,13 +779,22 @@ mod tests {
                 items,
                 repos,
                 previous,
+                aur,
+                previous_aur,
                 scratch: &std::env::temp_dir(),
             },
             &mut VecSink::default(),
         )
         .unwrap();
         let mut changes = Vec::new();
-        changes::write(previous.map_or(&[][..], |p| p.1), items, &mut changes).unwrap();
+        changes::write(
+            previous.map_or(&[][..], |p| p.1),
+            items,
+            &entries(previous_aur),
+            &entries(aur),
+            &mut changes,
+        )
+        .unwrap();
         (p, changes)
     }
 
@@ -647,10 +852,26 @@ mod tests {
         core_db.sig = Some(fref("db sig"));
         let items = vec![pkg("a", "1"), pkg("b", "2"), core_db];
         let repos = [summary("core")];
-        let (p, _) = published(&items, &repos, None);
+        let bases = vec![crate::aur::testing::base(
+            "foo",
+            "1",
+            &["foo.tar.gz", "fix.patch"],
+        )];
+        let (p, _) = published_with_aur(&items, &bases, &repos, None, &[]);
         let m = Manifest::parse(&p.manifest, "m").unwrap();
+        assert_eq!((m.format, m.aur_bases), (2, 1));
         let mut leaves = HashMap::new();
         let mut descs = HashMap::new();
+        for e in entries(&bases) {
+            leaves.insert(crate::aur::index_path("foo"), e.index);
+            leaves.insert("aur/foo/.SRCINFO".into(), e.base.srcinfo.dir_entry());
+            for src in &e.base.sources {
+                let link = src.file.dir_entry();
+                leaves.insert(format!("aur/foo/{}", src.file_name), link);
+                leaves.insert(layout::by_sha256(&src.file.sha256), link);
+                leaves.insert(format!("by-b2/00/{}", src.b2.to_hex()), link);
+            }
+        }
         for it in &items {
             for n in it.names() {
                 leaves.insert(format!("core/os/x86_64/{n}"), it.file.dir_entry());
@@ -672,9 +893,10 @@ mod tests {
                 );
             }
         }
-        let needed = Listing::walk_facts(&leaves, &descs);
-        // Two package signatures, the database under two names and its signature twice.
-        assert_eq!(needed.len(), 6, "{needed:?}");
+        let needed = Listing::walk_facts(&m, &leaves, &descs);
+        // Two package signatures and the database's signature under both names (the
+        // manifest states the database itself).
+        assert_eq!(needed.len(), 4, "{needed:?}");
         // Single raw SHA-256 blocks (all of them here): known from the CID.
         let facts: HashMap<Cid, Facts> =
             needed.iter().map(|(_, e, f)| (e.cid, f.unwrap())).collect();
@@ -685,15 +907,44 @@ mod tests {
             &leaves,
             &descs,
             &facts,
+            bases.clone(),
         )
         .unwrap();
+        assert_eq!(l.aur().map(|e| e.base.clone()).collect::<Vec<_>>(), bases);
         assert_eq!(l.items().cloned().collect::<Vec<_>>(), {
             let mut v = items.clone();
             v.sort_by(|a, b| a.key().cmp(&b.key()));
             v
         });
         assert_eq!(l.build(&mut VecSink::default()).unwrap(), p.root);
-        // A file nothing explains is refused.
+        // A source the index names but the listing lacks is refused.
+        let mut lacking = leaves.clone();
+        lacking.remove("aur/foo/fix.patch");
+        let err = Listing::from_walk(
+            m.clone(),
+            p.manifest_entry,
+            p.changes_entry,
+            &lacking,
+            &descs,
+            &facts,
+            bases.clone(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("aur/foo/fix.patch"), "{err}");
+        // A file nothing explains is refused (in a repository or an AUR base).
+        let mut stray = leaves.clone();
+        stray.insert("aur/foo/stray".into(), fref("x").dir_entry());
+        let err = Listing::from_walk(
+            m.clone(),
+            p.manifest_entry,
+            p.changes_entry,
+            &stray,
+            &descs,
+            &facts,
+            bases.clone(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("aur/foo/stray"), "{err}");
         leaves.insert("core/os/x86_64/stray".into(), fref("x").dir_entry());
         let err = Listing::from_walk(
             m,
@@ -702,18 +953,44 @@ mod tests {
             &leaves,
             &descs,
             &facts,
+            bases,
         )
         .unwrap_err();
         assert!(err.to_string().contains("core/os/x86_64/stray"), "{err}");
     }
 
     /// One snapshot's state: per repository, per package slot, the version and whether it
-    /// is signed (or absent), and the database's bytes.
-    type State = Vec<(Vec<Option<(u8, bool)>>, u8)>;
+    /// is signed (or absent), and the database's bytes; per AUR base slot, its version (or
+    /// absent).
+    type State = (Vec<(Vec<Option<(u8, bool)>>, u8)>, Vec<Option<u8>>);
+
+    fn aur_of(state: &State) -> Vec<AurBase> {
+        state
+            .1
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let v = (*v)?;
+                // Two bases share a source file (same bytes): one file under by-*.
+                let files: &[&str] = if i % 2 == 0 {
+                    &["a.tar.gz", "shared.patch"]
+                } else {
+                    &["shared.patch"]
+                };
+                let mut b = crate::aur::testing::base(&format!("b{i}"), &v.to_string(), files);
+                if let Some(s) = b.sources.iter_mut().find(|s| s.file_name == "shared.patch") {
+                    *s = crate::aur::testing::base("shared", "1", &["shared.patch"])
+                        .sources
+                        .remove(0);
+                }
+                Some(b)
+            })
+            .collect()
+    }
 
     fn items_of(state: &State) -> Vec<Item> {
         let mut out = Vec::new();
-        for (r, (slots, db_tag)) in state.iter().enumerate() {
+        for (r, (slots, db_tag)) in state.0.iter().enumerate() {
             let repo = ["core", "extra"][r];
             for (i, slot) in slots.iter().enumerate() {
                 let Some((ver, signed)) = slot else { continue };
@@ -735,7 +1012,8 @@ mod tests {
 
     fn state() -> impl Strategy<Value = State> {
         let slots = prop::collection::vec(prop::option::of((1u8..4, any::<bool>())), 12);
-        prop::collection::vec((slots, 0u8..3), 2)
+        let aur = prop::collection::vec(prop::option::of(1u8..4), 4);
+        (prop::collection::vec((slots, 0u8..3), 2), aur)
     }
 
     proptest! {
@@ -748,20 +1026,30 @@ mod tests {
         fn applying_every_delta_gives_the_listing_built_from_scratch(states in prop::collection::vec(state(), 1..7)) {
             let repos = [summary("core"), summary("extra")];
             let mut follower: Option<Listing> = None;
-            let mut prev: Option<(Cid, Vec<Item>)> = None;
+            let mut prev: Option<(Cid, Vec<Item>, Vec<AurBase>)> = None;
             for s in &states {
-                let items = items_of(s);
-                let (p, changes) = published(&items, &repos, prev.as_ref().map(|(c, i)| (*c, &i[..])));
+                let (items, aur) = (items_of(s), aur_of(s));
+                let (p, changes) = published_with_aur(
+                    &items,
+                    &aur,
+                    &repos,
+                    prev.as_ref().map(|(c, i, _)| (*c, &i[..])),
+                    prev.as_ref().map_or(&[][..], |p| &p.2[..]),
+                );
                 let m = Manifest::parse(&p.manifest, "m").unwrap();
+                prop_assert_eq!(m.format, if aur.is_empty() { 1 } else { 2 });
+                let scratch = Listing::new(m.clone(), p.manifest_entry, p.changes_entry, items.clone())
+                    .unwrap()
+                    .with_aur(entries(&aur))
+                    .unwrap();
                 let next = match &follower {
-                    None => Listing::new(m.clone(), p.manifest_entry, p.changes_entry, items.clone()).unwrap(),
+                    None => scratch.clone(),
                     Some(l) => l.next(m.clone(), p.manifest_entry, p.changes_entry, &changes).unwrap(),
                 };
-                let scratch = Listing::new(m, p.manifest_entry, p.changes_entry, items.clone()).unwrap();
                 prop_assert_eq!(&next, &scratch);
                 prop_assert_eq!(next.build(&mut VecSink::default()).unwrap(), p.root);
                 follower = Some(next);
-                prev = Some((p.root.cid, items));
+                prev = Some((p.root.cid, items, aur));
             }
         }
     }

@@ -13,6 +13,7 @@ use cid::Cid;
 use cidmirror_store::dir::DirEntry;
 use serde::{Deserialize, Serialize};
 
+use crate::aur::{AurBase, AurEntry};
 use crate::layout::is_component;
 use crate::{Error, FileRef, Item, ItemKind, Result};
 
@@ -169,10 +170,98 @@ impl ChangeLine {
     }
 }
 
+/// The line of an AUR base (`"kind": "aur"`): the whole base, and its index file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AurLine {
+    /// What happened.
+    pub op: Op,
+    /// Always `aur`.
+    pub kind: String,
+    /// The base.
+    #[serde(flatten)]
+    pub base: AurBase,
+    /// The CID of `index/aur/<pkgbase>/sources.json`.
+    pub index_cid: String,
+    /// Its cumulative size.
+    pub index_tsize: u64,
+}
+
+/// The `kind` of an AUR base's line.
+pub const AUR_KIND: &str = "aur";
+
+impl AurLine {
+    /// The line saying `op` of `e`.
+    pub fn new(op: Op, e: &AurEntry) -> AurLine {
+        AurLine {
+            op,
+            kind: AUR_KIND.to_string(),
+            base: e.base.clone(),
+            index_cid: e.index.cid.to_string(),
+            index_tsize: e.index.tsize,
+        }
+    }
+
+    /// The entry the line describes, checked; `what` names the line in errors.
+    pub fn entry(self, what: &str) -> Result<AurEntry> {
+        self.base.check(what)?;
+        let cid = cidmirror_store::hash::parse_cid(&self.index_cid)
+            .map_err(|e| Error::invalid(what, format!("index_cid: {e}")))?;
+        Ok(AurEntry {
+            base: self.base,
+            index: DirEntry {
+                cid,
+                tsize: self.index_tsize,
+            },
+        })
+    }
+}
+
+/// What a line changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// A file of a repository directory.
+    File(Item),
+    /// An AUR base.
+    Aur(AurEntry),
+}
+
 /// Writes the lines from `previous` to `items` to `out`: removals, changes and additions,
 /// sorted by repository, architecture and file name (a removal before an addition of the
-/// same key). Returns the number of lines.
-pub fn write(previous: &[Item], items: &[Item], out: &mut dyn Write) -> Result<u64> {
+/// same key), then those of the AUR bases from `previous_aur` to `aur`, by package base.
+/// Returns the number of lines.
+pub fn write(
+    previous: &[Item],
+    items: &[Item],
+    previous_aur: &[AurEntry],
+    aur: &[AurEntry],
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut count = write_files(previous, items, out)?;
+    let old: BTreeMap<&str, &AurEntry> = previous_aur
+        .iter()
+        .map(|e| (e.base.pkgbase.as_str(), e))
+        .collect();
+    let new: BTreeMap<&str, &AurEntry> = aur.iter().map(|e| (e.base.pkgbase.as_str(), e)).collect();
+    let mut keys: Vec<&str> = old.keys().chain(new.keys()).copied().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for k in keys {
+        let line = match (old.get(k), new.get(k)) {
+            (Some(o), None) => AurLine::new(Op::Remove, o),
+            (None, Some(n)) => AurLine::new(Op::Add, n),
+            (Some(o), Some(n)) if o != n => AurLine::new(Op::Change, n),
+            _ => continue,
+        };
+        serde_json::to_writer(&mut *out, &line)
+            .map_err(|e| Error::invalid("changes.jsonl", format!("encoding: {e}")))?;
+        out.write_all(b"\n")
+            .map_err(|e| Error::invalid("changes.jsonl", format!("writing: {e}")))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+fn write_files(previous: &[Item], items: &[Item], out: &mut dyn Write) -> Result<u64> {
     let old: BTreeMap<_, &Item> = previous.iter().map(|i| (i.key(), i)).collect();
     let new: BTreeMap<_, &Item> = items.iter().map(|i| (i.key(), i)).collect();
     // Both maps are in key order, and a key has at most one line: one merge walk writes
@@ -232,8 +321,8 @@ pub struct Change {
     pub line: usize,
     /// What happened.
     pub op: Op,
-    /// To which item.
-    pub item: Item,
+    /// To what.
+    pub what: Changed,
 }
 
 /// The lines of a `changes.jsonl` (blank lines skipped), each with its item; errors name
@@ -245,12 +334,23 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Change>> {
             continue;
         }
         let what = format!("changes.jsonl line {}", i + 1);
-        let l: ChangeLine =
-            serde_json::from_slice(line).map_err(|e| Error::invalid(&what, e.to_string()))?;
+        let json = |e: serde_json::Error| Error::invalid(&what, e.to_string());
+        #[derive(Deserialize)]
+        struct Kind {
+            kind: String,
+        }
+        let kind: Kind = serde_json::from_slice(line).map_err(json)?;
+        let (op, changed) = if kind.kind == AUR_KIND {
+            let l: AurLine = serde_json::from_slice(line).map_err(json)?;
+            (l.op, Changed::Aur(l.entry(&what)?))
+        } else {
+            let l: ChangeLine = serde_json::from_slice(line).map_err(json)?;
+            (l.op, Changed::File(l.item(&what)?))
+        };
         out.push(Change {
             line: i + 1,
-            op: l.op,
-            item: l.item(&what)?,
+            op,
+            what: changed,
         });
     }
     Ok(out)
@@ -259,6 +359,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Change>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aur::testing::base;
     use crate::item::testing::pkg;
 
     #[test]
@@ -268,20 +369,36 @@ mod tests {
         c2.sig = None; // same file, signature gone
         let new = vec![pkg("a", "1"), pkg("b", "2"), c2.clone(), pkg("d", "1")];
         let mut bytes = Vec::new();
-        let n = write(&old, &new, &mut bytes).unwrap();
-        assert_eq!(n, 4);
-        let got: Vec<(Op, Item)> = parse(&bytes)
+        let params = cidmirror_store::Profile::UnixfsV1_2025.params();
+        let sink = &mut cidmirror_store::importer::VecSink::default();
+        let mut entry = |b| AurEntry::import(b, &params, sink).unwrap();
+        let (foo1, foo2, bar) = (
+            entry(base("foo", "1", &["foo.tar.gz"])),
+            entry(base("foo", "2", &["foo.tar.gz"])),
+            entry(base("bar", "1", &["bar.zip", "bar.patch"])),
+        );
+        let n = write(
+            &old,
+            &new,
+            &[foo1, bar.clone()],
+            &[foo2.clone(), bar],
+            &mut bytes,
+        )
+        .unwrap();
+        assert_eq!(n, 5);
+        let got: Vec<(Op, Changed)> = parse(&bytes)
             .unwrap()
             .into_iter()
-            .map(|c| (c.op, c.item))
+            .map(|c| (c.op, c.what))
             .collect();
         assert_eq!(
             got,
             [
-                (Op::Remove, pkg("b", "1")),
-                (Op::Add, pkg("b", "2")),
-                (Op::Change, c2),
-                (Op::Add, pkg("d", "1")),
+                (Op::Remove, Changed::File(pkg("b", "1"))),
+                (Op::Add, Changed::File(pkg("b", "2"))),
+                (Op::Change, Changed::File(c2)),
+                (Op::Add, Changed::File(pkg("d", "1"))),
+                (Op::Change, Changed::Aur(foo2)),
             ]
         );
     }

@@ -21,6 +21,44 @@ pub struct FileRef {
     pub tsize: u64,
 }
 
+/// How a [`FileRef`] reads in JSON: `{"size", "sha256" (hex), "cid" (string), "tsize"}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FileRefJson {
+    size: u64,
+    sha256: String,
+    cid: String,
+    tsize: u64,
+}
+
+impl serde::Serialize for FileRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        FileRefJson {
+            size: self.size,
+            sha256: self.sha256.to_hex(),
+            cid: self.cid.to_string(),
+            tsize: self.tsize,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FileRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let j = FileRefJson::deserialize(d)?;
+        Ok(FileRef {
+            size: j.size,
+            sha256: j
+                .sha256
+                .parse()
+                .map_err(|e| D::Error::custom(format!("sha256: {e}")))?,
+            cid: cidmirror_store::hash::parse_cid(&j.cid)
+                .map_err(|e| D::Error::custom(format!("cid: {e}")))?,
+            tsize: j.tsize,
+        })
+    }
+}
+
 impl FileRef {
     /// The link a directory holds to it.
     pub fn dir_entry(&self) -> DirEntry {

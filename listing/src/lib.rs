@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aur;
 mod build;
 pub mod changes;
 mod error;

@@ -3,8 +3,8 @@
 use cidmirror_store::Profile;
 use serde::{Deserialize, Serialize};
 
-use crate::layout::FORMAT;
-use crate::{Error, Result};
+use crate::layout::{FORMAT_AUR, FORMAT_PACMAN};
+use crate::{Error, FileRef, Result};
 
 /// One repository/architecture of a snapshot, as the manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,13 +29,20 @@ pub struct RepoSummary {
     /// it verbatim instead of rebuilding it from `index/`.
     #[serde(default)]
     pub signed: bool,
+    /// The database archive as published (a follower walking the listing learns its size
+    /// and SHA-256 here instead of reading it). Filled by [`crate::publish`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_file: Option<FileRef>,
+    /// The files archive as published, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_file: Option<FileRef>,
 }
 
 /// `manifest.json`. The publisher writes every field; a reader needs only `format`,
 /// `profile`, `upstream` and `repos` (the rest default when absent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Listing format version ([`FORMAT`]).
+    /// Listing format version ([`FORMAT_PACMAN`], or [`FORMAT_AUR`] with AUR bases).
     pub format: u32,
     /// The import profile: fixes the CID of every file of the snapshot.
     pub profile: String,
@@ -59,19 +66,26 @@ pub struct Manifest {
     /// Its number of lines.
     #[serde(default)]
     pub changed_files: u64,
+    /// Number of AUR package bases (absent when there are none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub aur_bases: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Manifest {
     /// Parses a manifest; `what` names it in errors (`manifest.json of <root>`). A format
-    /// other than [`FORMAT`] is refused.
+    /// other than [`FORMAT_PACMAN`] and [`FORMAT_AUR`] is refused.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Manifest> {
         let m: Manifest =
             serde_json::from_slice(bytes).map_err(|e| Error::invalid(what, e.to_string()))?;
-        if m.format != FORMAT {
+        if m.format != FORMAT_PACMAN && m.format != FORMAT_AUR {
             return Err(Error::invalid(
                 what,
                 format!(
-                    "listing format {} (this version reads format {FORMAT})",
+                    "listing format {} (this version reads formats {FORMAT_PACMAN} and {FORMAT_AUR})",
                     m.format
                 ),
             ));
@@ -109,12 +123,12 @@ mod tests {
     #[test]
     fn formats_other_than_1_are_refused_naming_the_file() {
         let err = Manifest::parse(
-            br#"{"format":2,"profile":"unixfs-v1-2025","upstream":"u","repos":[]}"#,
+            br#"{"format":3,"profile":"unixfs-v1-2025","upstream":"u","repos":[]}"#,
             "manifest.json of bafy",
         )
         .unwrap_err();
         assert!(err.to_string().contains("of bafy"), "{err}");
-        assert!(err.to_string().contains("format 2"), "{err}");
+        assert!(err.to_string().contains("format 3"), "{err}");
         let err = Manifest::parse(b"{", "m").unwrap_err();
         assert!(err.to_string().starts_with("m: "), "{err}");
     }

@@ -24,6 +24,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cid::Cid;
 use cidmirror_listing::Op;
+use cidmirror_listing::changes::Changed;
 use cidmirror_store::car::{encode_header, encode_section};
 use cidmirror_store::hash::{DAG_PB, RAW, identity_data, parse_cid};
 use cidmirror_store::pb::DataType;
@@ -157,7 +158,7 @@ fn build(
             store,
             &mut car,
             &desc,
-            &format!("the desc file of {CHANGES} line {line_no}"),
+            &format!("the file named by {CHANGES} line {line_no}"),
             None,
         )?;
     }
@@ -235,18 +236,28 @@ fn add_file(
     Ok(())
 }
 
-/// The `desc_cid` of every `add` or `change` line of `changes.jsonl` (with its 1-based
-/// line number), each CID once, in order.
+/// The small files an `add` or `change` line of `changes.jsonl` names (with its 1-based
+/// line number), each CID once, in order: a package's `desc`, an AUR base's index and
+/// `.SRCINFO`.
 fn desc_cids(changes: &Cid, text: &[u8]) -> ApiResult<Vec<(usize, Cid)>> {
     let lines = cidmirror_listing::changes::parse(text)
         .map_err(|e| StoreError::malformed(changes, "changes.jsonl", e.to_string()))?;
     let mut seen = HashSet::new();
-    Ok(lines
-        .into_iter()
-        .filter(|c| c.op != Op::Remove)
-        .filter_map(|c| c.item.package.map(|(_, desc)| (c.line, desc.cid)))
-        .filter(|(_, desc)| seen.insert(*desc))
-        .collect())
+    let mut out = Vec::new();
+    for c in lines.into_iter().filter(|c| c.op != Op::Remove) {
+        let cids = match c.what {
+            Changed::File(item) => item.package.map(|(_, desc)| desc.cid).into_iter().collect(),
+            // An AUR base: its index file and its .SRCINFO (the sources are files, fetched
+            // on demand like packages).
+            Changed::Aur(e) => vec![e.index.cid, e.base.srcinfo.cid],
+        };
+        out.extend(
+            cids.into_iter()
+                .filter(|c| seen.insert(*c))
+                .map(|cid| (c.line, cid)),
+        );
+    }
+    Ok(out)
 }
 
 /// How the body travels.

@@ -325,7 +325,7 @@ pub fn router(state: AppState) -> Router {
             get(tracker::list).merge(post(tracker::announce)),
         )
         .route("/api/v1/resolve", get(lookup::resolve_api))
-        .route("/by-hash/sha256/{hex}", get(lookup::by_hash))
+        .route("/by-hash/{algo}/{hex}", get(lookup::by_hash))
         .route("/cluster/{name}/service.json", get(cluster::service_json))
         .merge(gateway::routes())
         .route("/{repo}/os/{arch}/{file}", get(mirror::file))

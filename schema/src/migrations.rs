@@ -229,6 +229,33 @@ pub const PUBLISHER: &[&str] = &[
         syncs      INTEGER NOT NULL CHECK (syncs >= 1)
     );
     "#,
+    // 4: AUR package bases of each snapshot, as `index/aur/<pkgbase>/sources.json` says them
+    // (JSON written by the listing crate: what the next sync compares and carries over),
+    // and their sources by digest and URL for the gateway's lookups.
+    r#"
+    CREATE TABLE aur_bases (
+        seq     INTEGER NOT NULL REFERENCES snapshots(seq),
+        pkgbase TEXT    NOT NULL,
+        body    TEXT    NOT NULL,
+        PRIMARY KEY (seq, pkgbase)
+    ) WITHOUT ROWID;
+    CREATE TABLE aur_sources (
+        seq       INTEGER NOT NULL REFERENCES snapshots(seq),
+        pkgbase   TEXT    NOT NULL,
+        file_name TEXT    NOT NULL,
+        url       TEXT    NOT NULL,
+        size      INTEGER NOT NULL CHECK (size >= 0),
+        sha256    BLOB    NOT NULL CHECK (length(sha256) = 32),
+        sha512    BLOB    NOT NULL CHECK (length(sha512) = 64),
+        b2        BLOB    NOT NULL CHECK (length(b2) = 64),
+        cid       BLOB    NOT NULL,
+        PRIMARY KEY (seq, pkgbase, file_name)
+    ) WITHOUT ROWID;
+    CREATE INDEX aur_sources_by_sha256 ON aur_sources(seq, sha256);
+    CREATE INDEX aur_sources_by_sha512 ON aur_sources(seq, sha512);
+    CREATE INDEX aur_sources_by_b2 ON aur_sources(seq, b2);
+    CREATE INDEX aur_sources_by_url ON aur_sources(seq, url);
+    "#,
 ];
 
 /// Brings the database up to the newest version of its schema.

@@ -427,9 +427,14 @@ pub mod snapshots {
 
     /// Deletes the entries of snapshots numbered below `seq` (their rows stay).
     pub fn prune_entries(tx: &WriteTx<'_>, seq: u64) -> Result<usize, Error> {
-        Ok(tx
-            .prepare_cached("DELETE FROM entries WHERE seq < ?1")?
-            .execute([i64_of(seq, "seq")?])?)
+        let seq = i64_of(seq, "seq")?;
+        let mut n = 0;
+        for table in ["entries", "aur_bases", "aur_sources"] {
+            n += tx
+                .prepare_cached(&format!("DELETE FROM {table} WHERE seq < ?1"))?
+                .execute([seq])?;
+        }
+        Ok(n)
     }
 
     /// The next free sequence number.
@@ -922,5 +927,168 @@ mod tests {
                 ("extra".to_string(), "x86_64".to_string(), 1)
             ]
         );
+    }
+}
+
+/// One cached AUR source of a snapshot, as the gateway looks it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AurSourceRow {
+    /// The package base.
+    pub pkgbase: String,
+    /// Its makepkg file name.
+    pub file_name: String,
+    /// The URL its `.SRCINFO` gives.
+    pub url: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256.
+    pub sha256: Sha256,
+    /// SHA-512.
+    pub sha512: [u8; 64],
+    /// BLAKE2b-512.
+    pub b2: [u8; 64],
+    /// Root CID.
+    pub cid: Cid,
+}
+
+/// The AUR package bases of each snapshot and their sources.
+pub mod aur {
+    use super::*;
+
+    /// A digest column to look a source up by.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Digest {
+        /// `sha256`.
+        Sha256,
+        /// `sha512`.
+        Sha512,
+        /// `b2`.
+        B2,
+    }
+
+    impl Digest {
+        fn column(self) -> &'static str {
+            match self {
+                Digest::Sha256 => "sha256",
+                Digest::Sha512 => "sha512",
+                Digest::B2 => "b2",
+            }
+        }
+    }
+
+    /// Records the bases of snapshot `seq` (pkgbase, JSON body) and their sources, in the
+    /// caller's transaction (the one that publishes the snapshot).
+    pub fn put(
+        tx: &WriteTx<'_>,
+        seq: u64,
+        bases: &[(String, String)],
+        sources: &[AurSourceRow],
+    ) -> Result<(), Error> {
+        let seq = i64_of(seq, "seq")?;
+        let mut stmt =
+            tx.prepare_cached("INSERT INTO aur_bases (seq, pkgbase, body) VALUES (?1, ?2, ?3)")?;
+        for (pkgbase, body) in bases {
+            stmt.execute(params![seq, pkgbase, body])?;
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO aur_sources (seq, pkgbase, file_name, url, size, sha256, sha512, b2, cid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for s in sources {
+            stmt.execute(params![
+                seq,
+                s.pkgbase,
+                s.file_name,
+                s.url,
+                i64_of(s.size, "size")?,
+                s.sha256,
+                &s.sha512[..],
+                &s.b2[..],
+                s.cid.to_bytes(),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// The bases of snapshot `seq`: (pkgbase, JSON body), by pkgbase.
+    pub fn bases(conn: &Connection, seq: u64) -> Result<Vec<(String, String)>, Error> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT pkgbase, body FROM aur_bases WHERE seq = ?1 ORDER BY pkgbase",
+        )?;
+        let rows = stmt.query_map([i64_of(seq, "seq")?], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    const COLUMNS: &str = "pkgbase, file_name, url, size, sha256, sha512, b2, cid";
+
+    /// A row of `aur_sources` as read, in [`COLUMNS`] order.
+    type SourceColumns = (
+        String,
+        String,
+        String,
+        i64,
+        Sha256,
+        Vec<u8>,
+        Vec<u8>,
+        Vec<u8>,
+    );
+
+    fn row(r: &Row<'_>) -> rusqlite::Result<SourceColumns> {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+        ))
+    }
+
+    fn build(
+        (pkgbase, file_name, url, size, sha256, sha512, b2, cid): SourceColumns,
+    ) -> Result<AurSourceRow, Error> {
+        let wide = |v: Vec<u8>, what: &'static str| -> Result<[u8; 64], Error> {
+            v.try_into().map_err(|_| Error::Invalid {
+                what,
+                detail: "not 64 bytes".into(),
+            })
+        };
+        Ok(AurSourceRow {
+            pkgbase,
+            file_name,
+            url,
+            size: u64_of(size, "size")?,
+            sha256,
+            sha512: wide(sha512, "sha512")?,
+            b2: wide(b2, "b2")?,
+            cid: cid_of(cid, "aur source cid")?,
+        })
+    }
+
+    /// The sources of snapshot `seq` with digest `value` of kind `digest` (the same bytes
+    /// in several bases give several rows), by base and file name.
+    pub fn by_digest(
+        conn: &Connection,
+        seq: u64,
+        digest: Digest,
+        value: &[u8],
+    ) -> Result<Vec<AurSourceRow>, Error> {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM aur_sources WHERE seq = ?1 AND {} = ?2 ORDER BY pkgbase, file_name",
+            digest.column()
+        ))?;
+        let rows = stmt.query_map(params![i64_of(seq, "seq")?, value], row)?;
+        rows.map(|r| build(r?)).collect()
+    }
+
+    /// The sources of snapshot `seq` fetched from `url`.
+    pub fn by_url(conn: &Connection, seq: u64, url: &str) -> Result<Vec<AurSourceRow>, Error> {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM aur_sources WHERE seq = ?1 AND url = ?2 ORDER BY pkgbase, file_name"
+        ))?;
+        let rows = stmt.query_map(params![i64_of(seq, "seq")?, url], row)?;
+        rows.map(|r| build(r?)).collect()
     }
 }

@@ -752,7 +752,9 @@ const SLOW_READERS: usize = 500;
 /// /proc/net/tcp).
 fn send_queues(port: u16, peers: &std::collections::HashSet<u16>) -> Vec<u64> {
     let table = std::fs::read_to_string("/proc/net/tcp").expect("reading /proc/net/tcp");
-    table
+    // Keyed by the peer's port: the kernel writes the table in pieces while connections
+    // come and go (the downloads meanwhile), so one socket can be listed twice.
+    let by_peer: std::collections::HashMap<u16, u64> = table
         .lines()
         .skip(1)
         .filter_map(|l| {
@@ -761,9 +763,10 @@ fn send_queues(port: u16, peers: &std::collections::HashSet<u16>) -> Vec<u64> {
             let (local, remote) = (hex_port(1)?, hex_port(2)?);
             let established = *f.get(3)? == "01";
             let tx = u64::from_str_radix(f.get(4)?.split(':').next()?, 16).ok()?;
-            (local == port && peers.contains(&remote) && established).then_some(tx)
+            (local == port && peers.contains(&remote) && established).then_some((remote, tx))
         })
-        .collect()
+        .collect();
+    by_peer.into_values().collect()
 }
 
 /// Slow readers (a 4 KiB receive buffer, nothing read after the first bytes) of the big

@@ -5,6 +5,7 @@
 
 mod add_cat;
 mod attacks;
+mod aur;
 mod bad_input;
 mod car;
 mod cluster;

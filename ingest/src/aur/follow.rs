@@ -11,8 +11,10 @@ use cidmirror_store::{PutOptions, Store};
 
 use super::fetch::{Cached, SourceError, fetch_source};
 use super::git::{GitError, GitReader, RepoBase};
-use super::{HostPolicy, SrcinfoError, Uncached, parse};
+use super::{Algo, HostPolicy, SrcinfoError, Uncached, parse};
 use crate::upstream::SourceFetcher;
+use cidmirror_listing::FileRef;
+use cidmirror_listing::aur::{AurBase, AurSource, Digest512};
 
 /// The default limit on one source's size.
 pub const SOURCE_MAX: u64 = 4 << 30;
@@ -32,6 +34,104 @@ pub struct AurPackage {
     pub sources: Vec<Cached>,
     /// The sources not cached: (file name or entry, why).
     pub skipped: Vec<(String, Uncached)>,
+}
+
+/// The published version of a package base, as [`AurFollower::read`] compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    /// Its commit.
+    pub commit: String,
+    /// Its cached sources.
+    pub sources: Vec<Cached>,
+}
+
+impl Previous {
+    /// What a published base says.
+    pub fn of(base: &AurBase) -> Previous {
+        Previous {
+            commit: base.commit.clone(),
+            sources: base
+                .sources
+                .iter()
+                .map(|s| Cached {
+                    file_name: s.file_name.clone(),
+                    url: s.url.clone(),
+                    size: s.file.size,
+                    cid: s.file.cid,
+                    tsize: s.file.tsize,
+                    digests: vec![
+                        (Algo::Sha256, s.file.sha256.as_bytes().to_vec()),
+                        (Algo::Sha512, s.sha512.0.to_vec()),
+                        (Algo::B2, s.b2.0.to_vec()),
+                    ],
+                })
+                .collect(),
+        }
+    }
+}
+
+impl AurPackage {
+    /// What the next [`AurFollower::read`] compares with, had this version been published.
+    pub fn as_previous(&self) -> Previous {
+        Previous {
+            commit: self.commit.clone(),
+            sources: self.sources.clone(),
+        }
+    }
+
+    /// The base as a snapshot publishes it, its `.SRCINFO` stored as `srcinfo`. A source
+    /// without its SHA-256, SHA-512 or BLAKE2b-512 (which [`fetch_source`] always
+    /// computes) is an error naming it.
+    pub fn to_base(&self, srcinfo: FileRef) -> Result<AurBase, String> {
+        let mut sources = Vec::with_capacity(self.sources.len());
+        for c in &self.sources {
+            let digest = |a: Algo| {
+                c.digests
+                    .iter()
+                    .find(|(x, _)| *x == a)
+                    .map(|(_, d)| d.as_slice())
+                    .ok_or_else(|| {
+                        format!("{}: {}: no {} digest", self.pkgbase, c.file_name, a.name())
+                    })
+            };
+            let wide = |a: Algo| -> Result<Digest512, String> {
+                let d: [u8; 64] = digest(a)?.try_into().map_err(|_| {
+                    format!(
+                        "{}: {}: a {} digest of the wrong length",
+                        self.pkgbase,
+                        c.file_name,
+                        a.name()
+                    )
+                })?;
+                Ok(Digest512(d))
+            };
+            let sha256: [u8; 32] = digest(Algo::Sha256)?.try_into().map_err(|_| {
+                format!(
+                    "{}: {}: a sha256 digest of the wrong length",
+                    self.pkgbase, c.file_name
+                )
+            })?;
+            sources.push(AurSource {
+                file_name: c.file_name.clone(),
+                url: c.url.clone(),
+                file: FileRef {
+                    size: c.size,
+                    sha256: cidmirror_store::Sha256(sha256),
+                    cid: c.cid,
+                    tsize: c.tsize,
+                },
+                sha512: wide(Algo::Sha512)?,
+                b2: wide(Algo::B2)?,
+            });
+        }
+        sources.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+        Ok(AurBase {
+            pkgbase: self.pkgbase.clone(),
+            commit: self.commit.clone(),
+            srcinfo,
+            sources,
+        })
+    }
 }
 
 /// Why a new version of a package base is not published.
@@ -73,12 +173,14 @@ pub struct AurFollower {
 
 impl AurFollower {
     /// The package base's new version, or `None` when its head is still `previous`'s
-    /// commit (nothing else is asked then). Sources go into `store` with `put`.
+    /// commit (nothing else is asked then). `previous` is the published version (its
+    /// commit and cached sources: one with the same file name, URL and sums is reused if
+    /// the store still holds it). Sources go into `store` with `put`.
     pub async fn read(
         &self,
         store: &dyn Store,
         pkgbase: &str,
-        previous: Option<&AurPackage>,
+        previous: Option<&Previous>,
         put: &PutOptions,
     ) -> Result<Option<AurPackage>, AurProblem> {
         let url = self.repos.url_of(pkgbase);
@@ -240,14 +342,14 @@ mod tests {
 
         // Head unchanged: nothing asked, not even the source server.
         let again = follower
-            .read(&store, "demo", Some(&first), &put)
+            .read(&store, "demo", Some(&first.as_previous()), &put)
             .await
             .unwrap();
         assert!(again.is_none());
         // A pkgrel bump with the same source: read, but the source is reused.
         commit(&dir, &srcinfo(2, ""));
         let second = follower
-            .read(&store, "demo", Some(&first), &put)
+            .read(&store, "demo", Some(&first.as_previous()), &put)
             .await
             .unwrap()
             .expect("a new version");
@@ -264,7 +366,7 @@ mod tests {
         );
         commit(&dir, &bad);
         let e = follower
-            .read(&store, "demo", Some(&second), &put)
+            .read(&store, "demo", Some(&second.as_previous()), &put)
             .await
             .unwrap_err();
         let AurProblem::Sources(failures) = &e else {
@@ -284,7 +386,7 @@ mod tests {
             &srcinfo(3, "").replace("pkgbase = demo", "pkgbase = other"),
         );
         let e = follower
-            .read(&store, "demo", Some(&second), &put)
+            .read(&store, "demo", Some(&second.as_previous()), &put)
             .await
             .unwrap_err();
         assert!(matches!(e, AurProblem::OtherName { .. }), "{e}");

@@ -1,7 +1,6 @@
 //! Helpers of the AUR tests: digests, git repositories and HTTP servers made in the test.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use super::{Algo, Hashes};
 
@@ -13,33 +12,9 @@ pub fn hex_of(algo: Algo, data: &[u8]) -> String {
     hex::encode(&d.iter().find(|(a, _)| *a == algo).expect("computed").1)
 }
 
-/// Commits `files` to the git repository at `dir` (made on first use); returns the commit.
-pub fn repo_with(dir: &Path, files: &[(&str, &[u8])]) -> String {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.org")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.org")
-            .output()
-            .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8(out.stdout).expect("UTF-8")
-    };
-    if !dir.join(".git").exists() {
-        std::fs::create_dir_all(dir).expect("repository directory");
-        run(&["init", "--quiet", "-b", "master"]);
-    }
-    for (name, data) in files {
-        std::fs::write(dir.join(name), data).expect("file written");
-    }
-    run(&["add", "-A"]);
-    run(&["commit", "--quiet", "--allow-empty", "-m", "change"]);
-    run(&["rev-parse", "HEAD"]).trim().to_string()
-}
+#[path = "../../tests/ingest/support/git.rs"]
+mod git;
+pub use git::repo_with;
 
 /// Serves `router` on a free loopback port until the test ends.
 pub async fn serve(router: axum::Router) -> SocketAddr {

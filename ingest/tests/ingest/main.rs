@@ -1,3 +1,4 @@
+mod aur;
 mod pacman;
 mod publish;
 mod support;

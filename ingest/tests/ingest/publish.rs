@@ -83,7 +83,8 @@ async fn failed(e: &Env) -> Vec<String> {
     }
 }
 
-async fn cat(store: &EmbeddedStore, root: &Cid, path: &str) -> Vec<u8> {
+/// The bytes of `path` under `root`.
+pub async fn cat(store: &EmbeddedStore, root: &Cid, path: &str) -> Vec<u8> {
     let cid = unixfs::resolve(store, root, path)
         .await
         .unwrap_or_else(|e| panic!("{path}: {e}"));

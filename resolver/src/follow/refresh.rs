@@ -26,6 +26,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use cidmirror_listing::aur::AurBase;
 use cidmirror_listing::pacman::{self, Desc};
 use cidmirror_listing::{Facts, ItemKind, Listing, Manifest, WalkedDesc, layout};
 
@@ -356,6 +357,10 @@ impl Follower {
         let l = &view.listing;
         let mut keep = vec![l.manifest_entry.cid, l.changes_entry.cid];
         keep.extend(view.desc_cids());
+        for e in l.aur() {
+            keep.push(e.index.cid);
+            keep.push(e.base.srcinfo.cid);
+        }
         for r in l.manifest.repos.iter().filter(|r| r.signed) {
             for it in l
                 .items()
@@ -564,7 +569,19 @@ impl Follower {
         // The desc entries: fetched and parsed, they name each package's file.
         let paths: Vec<(String, DirEntry)> = leaves
             .iter()
-            .filter(|(p, _)| p.starts_with("index/"))
+            .filter(|(p, _)| {
+                let parts: Vec<&str> = p.split('/').collect();
+                parts.len() == 4 && parts[0] == layout::INDEX && parts[1] != layout::AUR
+            })
+            .map(|(p, e)| (p.clone(), *e))
+            .collect();
+        let aur_paths: Vec<(String, DirEntry)> = leaves
+            .iter()
+            .filter(|(p, _)| {
+                p.strip_prefix(&format!("{}/{}/", layout::INDEX, layout::AUR))
+                    .and_then(|rest| rest.strip_suffix("/sources.json"))
+                    .is_some_and(|base| !base.contains('/'))
+            })
             .map(|(p, e)| (p.clone(), *e))
             .collect();
         let fetched_ref = &fetched;
@@ -590,10 +607,11 @@ impl Follower {
             .await?;
         // Signatures and archives: their size and SHA-256, from the CID when it says, else
         // read (archives; signatures under a profile without raw leaves).
-        let needed: Vec<(String, DirEntry, Option<Facts>)> = Listing::walk_facts(&leaves, &descs)
-            .into_iter()
-            .map(|(p, e, f)| (p.to_string(), e, f))
-            .collect();
+        let needed: Vec<(String, DirEntry, Option<Facts>)> =
+            Listing::walk_facts(&manifest, &leaves, &descs)
+                .into_iter()
+                .map(|(p, e, f)| (p.to_string(), e, f))
+                .collect();
         let facts: HashMap<Cid, Facts> = futures::stream::iter(needed)
             .map(|(_, e, known)| async move {
                 match known {
@@ -604,7 +622,16 @@ impl Follower {
             .buffer_unordered(WALK_PARALLEL)
             .try_collect()
             .await?;
-        let listing = Listing::from_walk(manifest, m_entry, c_entry, &leaves, &descs, &facts)?;
+        let aur: Vec<AurBase> = futures::stream::iter(aur_paths)
+            .map(|(p, e)| async move {
+                self.ensure_file(e.cid, fetched_ref).await?;
+                let bytes = read_all(&self.store, &e.cid).await?;
+                Ok::<_, FollowError>(AurBase::parse_index(&bytes, &p)?)
+            })
+            .buffer_unordered(WALK_PARALLEL)
+            .try_collect()
+            .await?;
+        let listing = Listing::from_walk(manifest, m_entry, c_entry, &leaves, &descs, &facts, aur)?;
         let (view, built, _) = View::new(root, listing).built()?;
         if built.cid != root {
             return Err(FollowError::Invalid {

@@ -31,15 +31,30 @@ pub(crate) async fn file(
     headers: &HeaderMap,
     (repo, arch, file): (&str, &str, &str),
 ) -> ApiResult<Response> {
-    let Some(follower) = state.follow() else {
-        return Err(ApiError::Internal("not a follower".into()));
-    };
     let path = format!("{repo}/os/{arch}/{file}");
     let Some(resolved) = view.lookup(repo, arch, file) else {
         return Err(ApiError::NotFound(format!(
             "{path} is not in snapshot {}",
             cur.seq
         )));
+    };
+    send(state, view, method, headers, path, resolved, "mirror").await
+}
+
+/// Sends a file of the current snapshot (`path` names it in errors and logs): from the
+/// store when held, else from a transfer streamed as it is verified (against its CID, and
+/// its size and SHA-256 when `resolved` knows them). `route` labels the bytes in metrics.
+pub(crate) async fn send(
+    state: &AppState,
+    view: &View,
+    method: &Method,
+    headers: &HeaderMap,
+    path: String,
+    resolved: Resolved,
+    route: &'static str,
+) -> ApiResult<Response> {
+    let Some(follower) = state.follow() else {
+        return Err(ApiError::Internal("not a follower".into()));
     };
     let cid = resolved.cid();
     let since = view.since.get(&path).copied();
@@ -64,7 +79,7 @@ pub(crate) async fn file(
     let held = trusted
         || (state.store().has(&cid).await? && unixfs::complete(state.store(), &cid).await?);
     if held {
-        match file_response(state, method, headers, meta.clone(), "mirror").await {
+        match file_response(state, method, headers, meta.clone(), route).await {
             Ok(resp) => return Ok(keep_while_sending(resp, guard)),
             // Blocks went missing since the look above (found corrupt and quarantined,
             // evicted): fetched again like a file not held.
@@ -151,7 +166,7 @@ pub(crate) async fn file(
     let stream = t.stream(span).map(move |r| {
         let _keep = &guard;
         if let Ok(b) = &r {
-            metrics.bytes_served("mirror", b.len() as u64);
+            metrics.bytes_served(route, b.len() as u64);
         }
         r
     });

@@ -191,10 +191,13 @@ mod tests {
                 database: "core.db.tar.gz".into(),
                 files: None,
                 signed: false,
+                database_file: None,
+                files_file: None,
             }],
             previous: None,
             changes: String::new(),
             changed_files: 0,
+            aur_bases: 0,
         };
         let pkg = Item {
             repo: "core".into(),

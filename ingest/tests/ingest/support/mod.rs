@@ -1,2 +1,3 @@
 pub mod fixture;
+pub mod git;
 pub mod server;

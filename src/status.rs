@@ -150,6 +150,13 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
                 "packages       {} ({} bytes new with this snapshot)",
                 s.packages, s.new_bytes
             );
+            let (bases, sources, bytes) =
+                db.read(|c| cidmirror_schema::publisher::aur::counts(c, s.seq))?;
+            if bases > 0 {
+                println!(
+                    "aur            {bases} package bases, {sources} sources cached ({bytes} bytes)"
+                );
+            }
         }
     }
     match db.read(|c| syncs::recent(c, 1))?.first() {

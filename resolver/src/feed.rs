@@ -191,6 +191,27 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         }
         state.metrics().sync_held(held.map_or(0, |h| h.syncs));
     }
+    if let Some(cur) = state.snapshots().current() {
+        let counts = match (&cur.follow, state.snapshots().db().cloned()) {
+            (Some(view), _) => view.listing.aur().fold((0, 0, 0), |(b, n, s), e| {
+                (
+                    b + 1,
+                    n + e.base.sources.len() as u64,
+                    s + e.base.sources.iter().map(|x| x.file.size).sum::<u64>(),
+                )
+            }),
+            (None, Some(db)) => {
+                let seq = cur.seq;
+                tokio::task::spawn_blocking(move || {
+                    db.read(|c| cidmirror_schema::publisher::aur::counts(c, seq))
+                })
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))??
+            }
+            (None, None) => (0, 0, 0),
+        };
+        state.metrics().aur(counts);
+    }
     let mut resp = state.metrics().encode().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -64,6 +64,7 @@ struct Inner {
     snapshot_age: Gauge<i64, std::sync::atomic::AtomicI64>,
     syncs: Family<OutcomeLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
     sync_held: IGauge,
+    aur: Family<WhatLabel, IGauge>,
     connections: Gauge<i64, std::sync::atomic::AtomicI64>,
     follow: Family<WhatLabel, IGauge>,
     integrity: Family<WhatLabel, IGauge>,
@@ -136,6 +137,13 @@ impl Metrics {
             "Consecutive syncs the sanity gate has held a shrinking upstream state back (0: none held)",
             sync_held.clone(),
         );
+        let aur = Family::<WhatLabel, IGauge>::default();
+        registry.register(
+            "aur",
+            "AUR package bases and their cached sources in the current snapshot: bases, \
+             sources, source_bytes",
+            aur.clone(),
+        );
         let connections = Gauge::default();
         registry.register(
             "http_connections",
@@ -206,6 +214,7 @@ impl Metrics {
                 snapshot_age,
                 syncs,
                 sync_held,
+                aur,
                 integrity,
                 connections,
                 follow,
@@ -292,6 +301,22 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sets what the current snapshot holds of the AUR: bases, sources, their bytes.
+    pub fn aur(&self, (bases, sources, bytes): (u64, u64, u64)) {
+        for (what, n) in [
+            ("bases", bases),
+            ("sources", sources),
+            ("source_bytes", bytes),
+        ] {
+            self.inner
+                .aur
+                .get_or_create(&WhatLabel {
+                    what: what.to_string(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Sets how many consecutive syncs have held a shrink back (0: none is held).

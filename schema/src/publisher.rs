@@ -1010,6 +1010,26 @@ pub mod aur {
         Ok(())
     }
 
+    /// Snapshot `seq`'s bases, sources and source bytes.
+    pub fn counts(conn: &Connection, seq: u64) -> Result<(u64, u64, u64), Error> {
+        let seq = i64_of(seq, "seq")?;
+        let bases: i64 = conn.query_row(
+            "SELECT count(*) FROM aur_bases WHERE seq = ?1",
+            [seq],
+            |r| r.get(0),
+        )?;
+        let (sources, bytes): (i64, i64) = conn.query_row(
+            "SELECT count(*), coalesce(sum(size), 0) FROM aur_sources WHERE seq = ?1",
+            [seq],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((
+            u64_of(bases, "bases")?,
+            u64_of(sources, "sources")?,
+            u64_of(bytes, "bytes")?,
+        ))
+    }
+
     /// The bases of snapshot `seq`: (pkgbase, JSON body), by pkgbase.
     pub fn bases(conn: &Connection, seq: u64) -> Result<Vec<(String, String)>, Error> {
         let mut stmt = conn.prepare_cached(

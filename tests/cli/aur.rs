@@ -119,6 +119,24 @@ fn aur_sources_are_found_by_every_hash_and_by_url_on_publisher_and_follower() {
         assert_eq!(v["sha256"], s256.as_str());
     };
     check(&publisher, &v1, "demo-1.0.tar.gz", true);
+    let status = pubd.ok_text(&["status"]);
+    assert!(
+        status.contains(&format!(
+            "aur            1 package bases, 1 sources cached ({} bytes)",
+            v1.len()
+        )),
+        "{status}"
+    );
+    for srv in [&publisher, &follower] {
+        let m = srv.get("/metrics").text();
+        for want in [
+            "cidmirror_aur{what=\"bases\"} 1".to_string(),
+            "cidmirror_aur{what=\"sources\"} 1".to_string(),
+            format!("cidmirror_aur{{what=\"source_bytes\"}} {}", v1.len()),
+        ] {
+            assert!(m.contains(&want), "{} /metrics lacks {want}", srv.base());
+        }
+    }
     check(&follower, &v1, "demo-1.0.tar.gz", true);
     // Bad requests get short answers.
     for srv in [&publisher, &follower] {

@@ -1,5 +1,6 @@
-//! `cidmirror dlagent URL OUTPUT`: makepkg's download agent for http and https sources,
-//! and `cidmirror aur-conf`, which prints the `DLAGENTS` lines that install it.
+//! `cidmirror dlagent URL OUTPUT`: makepkg's download agent for http and https sources;
+//! `cidmirror aur-conf`, which prints the `DLAGENTS` lines that install it; and
+//! `cidmirror aur-prefetch`, which fills `SRCDEST` before any helper runs makepkg.
 //!
 //! makepkg runs the agent as `<agent> %u %o` in `$SRCDEST`; `%o` is `<file>.part`, which
 //! makepkg renames to `<file>` on success and then checks against every sum of the
@@ -154,18 +155,33 @@ async fn from_gateway(args: &Args) -> anyhow::Result<Option<(String, u64)>> {
     else {
         anyhow::bail!("resolve named no SHA-256");
     };
-    let url = args.gateway.join(&format!("by-hash/sha256/{sha}"))?;
+    by_hash(&client, &args.gateway, &sha, found.size, &args.output).await?;
+    Ok(Some((sha, found.size)))
+}
+
+/// `/by-hash/sha256/<sha>` from the gateway into `out`: written to a temp file beside it,
+/// checked against `size` and `sha` while it arrives, synced, then renamed.
+async fn by_hash(
+    client: &reqwest::Client,
+    gateway: &url::Url,
+    sha: &str,
+    size: u64,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let url = gateway.join(&format!("by-hash/sha256/{sha}"))?;
     let resp = client.get(url).send().await?;
     if !resp.status().is_success() {
         anyhow::bail!("by-hash answered {}", resp.status());
     }
-    let out = &args.output;
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // 0644 like curl's output under the usual umask (tempfile's default is 0600): a
+    // source in a shared SRCDEST is read by whoever builds.
     let mut tmp = tempfile::Builder::new()
         .prefix(".cidmirror-dlagent.")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&dir)
         .with_context(|| format!("a temporary file in {}", dir.display()))?;
     let mut h = sha2::Sha256::new();
@@ -174,22 +190,18 @@ async fn from_gateway(args: &Args) -> anyhow::Result<Option<(String, u64)>> {
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
         n += chunk.len() as u64;
-        if n > found.size {
-            anyhow::bail!("more than the {} bytes resolve named", found.size);
+        if n > size {
+            anyhow::bail!("more than the {size} bytes the gateway named");
         }
         h.update(&chunk);
         tmp.write_all(&chunk)?;
     }
     let got = hex::encode(h.finalize());
-    if n != found.size || got != sha {
-        anyhow::bail!(
-            "{n} bytes with sha256 {got}, expected {} bytes with {sha}",
-            found.size
-        );
+    if n != size || got != sha {
+        anyhow::bail!("{n} bytes with sha256 {got}, expected {size} bytes with {sha}");
     }
     tmp.as_file().sync_all()?;
-    persist(tmp, out)?;
-    Ok(Some((sha, n)))
+    persist(tmp, out)
 }
 
 /// Moves the checked temp file to its final name.
@@ -197,4 +209,114 @@ fn persist(tmp: tempfile::NamedTempFile, out: &Path) -> anyhow::Result<()> {
     tmp.persist(out)
         .map_err(|e| anyhow::anyhow!("{}: {}", out.display(), e.error))?;
     Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PrefetchArgs {
+    /// Package bases, or package directories holding a .SRCINFO (its pkgbase is used).
+    #[arg(required = true)]
+    what: Vec<PathBuf>,
+
+    /// makepkg's source directory to fill (default: $SRCDEST, else the current directory).
+    #[arg(long, env = "SRCDEST")]
+    srcdest: Option<PathBuf>,
+
+    /// The gateway to fetch from.
+    #[arg(long, default_value = DEFAULT_GATEWAY, env = "CIDMIRROR_GATEWAY")]
+    gateway: url::Url,
+}
+
+/// `cidmirror aur-prefetch`: fills `SRCDEST` with every cached source of the given bases
+/// from the gateway (makepkg then finds them there and downloads nothing), each checked
+/// against its size and SHA-256 before it gets its name. A file already there with the
+/// right hash is left alone.
+pub async fn prefetch(args: PrefetchArgs) -> anyhow::Result<ExitCode> {
+    let srcdest = match args.srcdest {
+        Some(d) => d,
+        None => std::env::current_dir()?,
+    };
+    std::fs::create_dir_all(&srcdest).with_context(|| format!("{}", srcdest.display()))?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .read_timeout(Duration::from_secs(60))
+        .no_proxy()
+        .build()?;
+    let current = small(&client, args.gateway.join("api/v1/snapshot/current")?).await?;
+    #[derive(serde::Deserialize)]
+    struct Current {
+        root: String,
+    }
+    let root = serde_json::from_slice::<Current>(&current)
+        .context("the gateway's current snapshot")?
+        .root;
+    let mut failed = 0;
+    for what in &args.what {
+        let pkgbase = if what.is_dir() {
+            let path = what.join(".SRCINFO");
+            let text = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+            cidmirror_ingest::aur::parse(&text, &path.display().to_string())?.pkgbase
+        } else {
+            what.display().to_string()
+        };
+        let shown = cidmirror_schema::text::printable(&pkgbase);
+        if !cidmirror_listing::layout::is_component(&pkgbase) {
+            anyhow::bail!("{shown:?} is not a package base");
+        }
+        let index = args.gateway.join(&format!(
+            "ipfs/{root}/{}",
+            cidmirror_listing::aur::index_path(&pkgbase)
+        ))?;
+        let base = match small(&client, index).await {
+            Ok(b) => cidmirror_listing::aur::AurBase::parse_index(&b, &format!("aur/{shown}"))?,
+            Err(e) => {
+                eprintln!("cidmirror: aur/{shown}: not in the gateway's snapshot ({e:#})");
+                failed += 1;
+                continue;
+            }
+        };
+        for s in &base.sources {
+            let out = srcdest.join(&s.file_name);
+            let sha = s.file.sha256.to_hex();
+            if std::fs::read(&out).is_ok_and(|b| hex::encode(sha2::Sha256::digest(&b)) == sha) {
+                eprintln!("cidmirror: {}: already there", out.display());
+                continue;
+            }
+            match by_hash(&client, &args.gateway, &sha, s.file.size, &out).await {
+                Ok(()) => eprintln!(
+                    "cidmirror: {}: {} bytes from the gateway",
+                    out.display(),
+                    s.file.size
+                ),
+                Err(e) => {
+                    eprintln!("cidmirror: {}: {e:#}", out.display());
+                    failed += 1;
+                }
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A small answer (at most 1 MiB) of the gateway.
+async fn small(client: &reqwest::Client, url: url::Url) -> anyhow::Result<Vec<u8>> {
+    let resp = client
+        .get(url.clone())
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        anyhow::bail!("{url}: {}", resp.status());
+    }
+    if resp.content_length().is_some_and(|n| n > 1 << 20) {
+        anyhow::bail!("{url}: more than 1 MiB");
+    }
+    let body = resp.bytes().await?;
+    if body.len() > 1 << 20 {
+        anyhow::bail!("{url}: more than 1 MiB");
+    }
+    Ok(body.to_vec())
 }

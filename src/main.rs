@@ -85,6 +85,8 @@ enum Command {
     Dlagent(dlagent::Args),
     /// Print the makepkg.conf DLAGENTS lines that install `cidmirror dlagent`.
     AurConf(dlagent::ConfArgs),
+    /// Fill makepkg's SRCDEST with the cached sources of AUR package bases, from the gateway.
+    AurPrefetch(dlagent::PrefetchArgs),
     /// IPFS Cluster helpers: `cluster follower-config` writes the file volunteers running
     /// `ipfs-cluster-follow` start from.
     #[command(subcommand)]
@@ -142,6 +144,7 @@ fn main() -> ExitCode {
             Command::Resolve(a) => resolve::run(&ctx, a).await,
             Command::Dlagent(a) => dlagent::run(a).await,
             Command::AurConf(a) => dlagent::conf(a),
+            Command::AurPrefetch(a) => dlagent::prefetch(a).await,
             Command::Cluster(c) => cluster::run(&ctx, c).await,
         }
     });

@@ -378,6 +378,46 @@ fn makepkg_builds_from_the_gateway_when_the_source_server_changed_its_bytes_or_d
             "{case}: the agent made no request to the source server"
         );
     }
+    // Without the agent but with SRCDEST filled beforehand by `aur-prefetch` (from the
+    // package directory's .SRCINFO), makepkg finds the source and downloads nothing.
+    let pre = t.path("src-prefetched");
+    open_dir(&pre);
+    std::fs::write(build.join(".SRCINFO"), &printed.stdout).expect(".SRCINFO");
+    let o = fold.run(&[
+        "aur-prefetch",
+        build.to_str().expect("UTF-8"),
+        "--srcdest",
+        pre.to_str().expect("UTF-8"),
+        "--gateway",
+        &follower.base(),
+    ]);
+    assert!(o.status.success(), "aur-prefetch: {}", stderr(&o));
+    let o = makepkg(&build, &conf, &pre, &verify);
+    assert!(o.status.success(), "makepkg after aur-prefetch: {o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Found demo-1.0.tar.gz")
+            || String::from_utf8_lossy(&o.stderr).contains("Found demo-1.0.tar.gz"),
+        "makepkg used the prefetched file: {o:?}"
+    );
+    let o = fold.run(&[
+        "aur-prefetch",
+        "no-such-base",
+        "--srcdest",
+        pre.to_str().expect("UTF-8"),
+        "--gateway",
+        &follower.base(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a base the snapshot lacks: {}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("aur/no-such-base: not in the gateway's snapshot"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Waits until nothing accepts connections on `port` any more.

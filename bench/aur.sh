@@ -95,9 +95,13 @@ mirror() {
     --upstream "$WORK/upstream" --repo extra --concurrency 4 \
     --aur-packages "$WORK/aur/bases" --aur-repos "$WORK/aur/repos" \
     --aur-allow-address 127.0.0.1 >"$WORK/mirror.out" 2>"$WORK/mirror.err" || {
-    echo "mirror failed:" >&2
-    tail -20 "$WORK/mirror.err" >&2
-    exit 1
+    # 3: nothing new (the unchanged resync).
+    local rc=$?
+    if [ "$rc" -ne 3 ]; then
+      echo "mirror failed ($rc):" >&2
+      tail -n 20 "$WORK/mirror.err" "$WORK/mirror.out" >&2
+      exit 1
+    fi
   }
 }
 
@@ -111,17 +115,17 @@ for r in $(seq "$RUNS"); do
   rm -rf "$WORK/data"
   l=$(log_lines)
   mirror "$WORK/data"
-  read -r first_s first_kib <"$WORK/time"
+  read -r first_s first_kib < <(tail -n 1 "$WORK/time")
   read -r first_n first_b < <(requests_since "$l")
   grep -q '^published snapshot ' "$WORK/mirror.out" || { echo "run $r: nothing published" >&2; exit 1; }
   l=$(log_lines)
   mirror "$WORK/data"
-  read -r same_s _ <"$WORK/time"
+  read -r same_s _ < <(tail -n 1 "$WORK/time")
   read -r same_n _ < <(requests_since "$l")
   python3 "$ROOT/bench/gen_aur.py" bump --dir "$WORK/aur" --port "$PORT" --count "$CHANGED" >"$WORK/bump"
   l=$(log_lines)
   mirror "$WORK/data"
-  read -r bump_s bump_kib <"$WORK/time"
+  read -r bump_s bump_kib < <(tail -n 1 "$WORK/time")
   read -r bump_n bump_b < <(requests_since "$l")
   echo "$r $curl_s $first_s $first_kib $first_n $first_b $same_s $same_n $bump_s $bump_kib $bump_n $bump_b" >>"$WORK/res"
   printf '  run %d: curl %.1f s; first sync %.1f s, %d MiB peak RSS, %d source requests (%.1f MB); unchanged resync %.2f s, %d requests; %d bases changed: %.2f s, %d requests (%.1f MB), %d MiB\n' \

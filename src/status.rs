@@ -150,12 +150,28 @@ pub async fn run(ctx: &Context) -> anyhow::Result<ExitCode> {
                 "packages       {} ({} bytes new with this snapshot)",
                 s.packages, s.new_bytes
             );
-            let (bases, sources, bytes) =
+            let (bases, sources, bytes, skipped) =
                 db.read(|c| cidmirror_schema::publisher::aur::counts(c, s.seq))?;
             if bases > 0 {
                 println!(
-                    "aur            {bases} package bases, {sources} sources cached ({bytes} bytes)"
+                    "aur            {bases} package bases, {sources} sources cached ({bytes} \
+                     bytes), {skipped} not cached (SKIP, VCS, local, other schemes or hosts)"
                 );
+            }
+            let failed = db
+                .read(|c| {
+                    cidmirror_schema::publisher::settings::get(
+                        c,
+                        cidmirror_schema::publisher::aur::FAILED_KEY,
+                    )
+                })?
+                .unwrap_or_default();
+            let failed: Vec<&str> = failed.lines().filter(|l| !l.is_empty()).collect();
+            if !failed.is_empty() {
+                println!("aur failed     {} at the last sync:", failed.len());
+                for f in failed.iter().take(10) {
+                    println!("  {}", printable(f));
+                }
             }
         }
     }

@@ -185,6 +185,8 @@ struct AurSync {
     previous: Vec<AurBase>,
     /// What failed, for the outcome's warnings.
     warnings: Vec<String>,
+    /// Sources not cached, by base.
+    skipped: HashMap<String, u64>,
 }
 
 /// AUR bases read at once.
@@ -552,17 +554,26 @@ impl Publisher {
             return Ok(AurSync::default());
         };
         self.progress.phase("reading AUR package bases");
-        let previous: Vec<AurBase> = match current {
+        let previous: Vec<(AurBase, u64)> = match current {
             None => Vec::new(),
             Some(c) => self
                 .db
                 .read(|conn| aur_rows::bases(conn, c.seq))?
                 .into_iter()
-                .map(|(name, body)| {
-                    AurBase::parse_index(body.as_bytes(), &format!("the record of aur/{name}"))
+                .map(|(name, body, skipped)| {
+                    let b = AurBase::parse_index(
+                        body.as_bytes(),
+                        &format!("the record of aur/{name}"),
+                    )?;
+                    Ok((b, skipped))
                 })
-                .collect::<std::result::Result<_, _>>()?,
+                .collect::<std::result::Result<Vec<_>, cidmirror_listing::Error>>()?,
         };
+        let before_skipped: HashMap<String, u64> = previous
+            .iter()
+            .map(|(b, s)| (b.pkgbase.clone(), *s))
+            .collect();
+        let previous: Vec<AurBase> = previous.into_iter().map(|(b, _)| b).collect();
         let put = self.session_put(None);
         let read: Vec<_> = futures::stream::iter(packages)
             .map(|name| {
@@ -581,6 +592,7 @@ impl Publisher {
             .await;
         let mut out = AurSync::default();
         for (name, prev, r) in read {
+            let kept_skipped = before_skipped.get(name).copied().unwrap_or(0);
             let kept = || {
                 if prev.is_some() {
                     "the published version stays"
@@ -589,17 +601,22 @@ impl Publisher {
                 }
             };
             match r {
-                Ok(None) => out.bases.extend(prev.cloned()),
+                Ok(None) => {
+                    out.bases.extend(prev.cloned());
+                    out.skipped.insert(name.clone(), kept_skipped);
+                }
                 Ok(Some(pkg)) => {
                     for (what, why) in &pkg.skipped {
                         tracing::info!("aur/{name}: {} not cached: {why}", printable(what));
                     }
+                    out.skipped.insert(name.clone(), pkg.skipped.len() as u64);
                     let srcinfo = self.put_archive(Bytes::from(pkg.srcinfo.clone())).await?;
                     match pkg.to_base(srcinfo) {
                         Ok(b) => out.bases.push(b),
                         Err(e) => {
                             out.warnings.push(format!("aur/{name}: {e}; {}", kept()));
                             out.bases.extend(prev.cloned());
+                            out.skipped.insert(name.clone(), kept_skipped);
                         }
                     }
                 }
@@ -608,10 +625,15 @@ impl Publisher {
                     tracing::warn!("{w}");
                     out.warnings.push(w);
                     out.bases.extend(prev.cloned());
+                    out.skipped.insert(name.clone(), kept_skipped);
                 }
             }
         }
         out.previous = previous;
+        // What failed this sync, for `status` and /metrics, whatever the outcome.
+        let failed = out.warnings.join("\n");
+        self.db
+            .write(|tx| settings::set(tx, aur_rows::FAILED_KEY, &failed))?;
         Ok(out)
     }
 
@@ -1540,7 +1562,8 @@ impl Publisher {
         for b in &aur.bases {
             let body = String::from_utf8(b.index_bytes()?)
                 .map_err(|e| Error::Config(format!("aur/{}: {e}", b.pkgbase)))?;
-            aur_bodies.push((b.pkgbase.clone(), body));
+            let skipped = aur.skipped.get(&b.pkgbase).copied().unwrap_or(0);
+            aur_bodies.push((b.pkgbase.clone(), body, skipped));
             aur_sources.extend(b.sources.iter().map(|s| AurSourceRow {
                 pkgbase: b.pkgbase.clone(),
                 file_name: s.file_name.clone(),

@@ -192,25 +192,51 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         state.metrics().sync_held(held.map_or(0, |h| h.syncs));
     }
     if let Some(cur) = state.snapshots().current() {
+        use cidmirror_schema::publisher::{aur, settings};
         let counts = match (&cur.follow, state.snapshots().db().cloned()) {
-            (Some(view), _) => view.listing.aur().fold((0, 0, 0), |(b, n, s), e| {
-                (
-                    b + 1,
-                    n + e.base.sources.len() as u64,
-                    s + e.base.sources.iter().map(|x| x.file.size).sum::<u64>(),
-                )
-            }),
+            (Some(view), _) => {
+                let (b, n, s) = view.listing.aur().fold((0, 0, 0), |(b, n, s), e| {
+                    (
+                        b + 1,
+                        n + e.base.sources.len() as u64,
+                        s + e.base.sources.iter().map(|x| x.file.size).sum::<u64>(),
+                    )
+                });
+                crate::metrics::AurCounts {
+                    bases: b,
+                    sources: n,
+                    bytes: s,
+                    skipped: None,
+                    failed: None,
+                }
+            }
             (None, Some(db)) => {
                 let seq = cur.seq;
-                tokio::task::spawn_blocking(move || {
-                    db.read(|c| cidmirror_schema::publisher::aur::counts(c, seq))
+                let (c, failed) = tokio::task::spawn_blocking(move || {
+                    Ok::<_, cidmirror_schema::Error>((
+                        db.read(|c| aur::counts(c, seq))?,
+                        db.read(|c| settings::get(c, aur::FAILED_KEY))?,
+                    ))
                 })
                 .await
-                .map_err(|e| ApiError::Internal(e.to_string()))??
+                .map_err(|e| ApiError::Internal(e.to_string()))??;
+                crate::metrics::AurCounts {
+                    bases: c.0,
+                    sources: c.1,
+                    bytes: c.2,
+                    skipped: Some(c.3),
+                    failed: Some(
+                        failed
+                            .unwrap_or_default()
+                            .lines()
+                            .filter(|l| !l.is_empty())
+                            .count() as u64,
+                    ),
+                }
             }
-            (None, None) => (0, 0, 0),
+            (None, None) => crate::metrics::AurCounts::default(),
         };
-        state.metrics().aur(counts);
+        state.metrics().aur(&counts);
     }
     let mut resp = state.metrics().encode().into_response();
     resp.headers_mut().insert(

@@ -48,6 +48,21 @@ struct WhatLabel {
 
 type IGauge = Gauge<i64, std::sync::atomic::AtomicI64>;
 
+/// What `/metrics` says of the AUR.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AurCounts {
+    /// Package bases in the current snapshot.
+    pub bases: u64,
+    /// Their cached sources.
+    pub sources: u64,
+    /// Those sources' bytes.
+    pub bytes: u64,
+    /// Sources not cached (publisher only).
+    pub skipped: Option<u64>,
+    /// Bases whose new version failed at the last sync (publisher only).
+    pub failed: Option<u64>,
+}
+
 /// The server's counters. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -141,7 +156,8 @@ impl Metrics {
         registry.register(
             "aur",
             "AUR package bases and their cached sources in the current snapshot: bases, \
-             sources, source_bytes",
+             sources, source_bytes; on the publisher also skipped (sources not cached: SKIP, \
+             VCS, local) and failed (bases whose new version failed at the last sync)",
             aur.clone(),
         );
         let connections = Gauge::default();
@@ -303,19 +319,25 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// Sets what the current snapshot holds of the AUR: bases, sources, their bytes.
-    pub fn aur(&self, (bases, sources, bytes): (u64, u64, u64)) {
-        for (what, n) in [
-            ("bases", bases),
-            ("sources", sources),
-            ("source_bytes", bytes),
-        ] {
-            self.inner
-                .aur
-                .get_or_create(&WhatLabel {
-                    what: what.to_string(),
-                })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+    /// Sets what the current snapshot holds of the AUR (and, on the publisher, what it
+    /// does not cache and what failed at the last sync).
+    pub fn aur(&self, c: &AurCounts) {
+        let all = [
+            ("bases", Some(c.bases)),
+            ("sources", Some(c.sources)),
+            ("source_bytes", Some(c.bytes)),
+            ("skipped", c.skipped),
+            ("failed", c.failed),
+        ];
+        for (what, n) in all {
+            if let Some(n) = n {
+                self.inner
+                    .aur
+                    .get_or_create(&WhatLabel {
+                        what: what.to_string(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
     }
 

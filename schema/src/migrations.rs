@@ -237,6 +237,8 @@ pub const PUBLISHER: &[&str] = &[
         seq     INTEGER NOT NULL REFERENCES snapshots(seq),
         pkgbase TEXT    NOT NULL,
         body    TEXT    NOT NULL,
+        -- Sources not cached: SKIP-only, ck-only, VCS, local files, other schemes or hosts.
+        skipped INTEGER NOT NULL DEFAULT 0 CHECK (skipped >= 0),
         PRIMARY KEY (seq, pkgbase)
     ) WITHOUT ROWID;
     CREATE TABLE aur_sources (

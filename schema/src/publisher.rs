@@ -976,19 +976,20 @@ pub mod aur {
         }
     }
 
-    /// Records the bases of snapshot `seq` (pkgbase, JSON body) and their sources, in the
-    /// caller's transaction (the one that publishes the snapshot).
+    /// Records the bases of snapshot `seq` (pkgbase, JSON body, sources skipped) and their
+    /// sources, in the caller's transaction (the one that publishes the snapshot).
     pub fn put(
         tx: &WriteTx<'_>,
         seq: u64,
-        bases: &[(String, String)],
+        bases: &[(String, String, u64)],
         sources: &[AurSourceRow],
     ) -> Result<(), Error> {
         let seq = i64_of(seq, "seq")?;
-        let mut stmt =
-            tx.prepare_cached("INSERT INTO aur_bases (seq, pkgbase, body) VALUES (?1, ?2, ?3)")?;
-        for (pkgbase, body) in bases {
-            stmt.execute(params![seq, pkgbase, body])?;
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO aur_bases (seq, pkgbase, body, skipped) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (pkgbase, body, skipped) in bases {
+            stmt.execute(params![seq, pkgbase, body, i64_of(*skipped, "skipped")?])?;
         }
         let mut stmt = tx.prepare_cached(
             "INSERT INTO aur_sources (seq, pkgbase, file_name, url, size, sha256, sha512, b2, cid)
@@ -1010,13 +1011,13 @@ pub mod aur {
         Ok(())
     }
 
-    /// Snapshot `seq`'s bases, sources and source bytes.
-    pub fn counts(conn: &Connection, seq: u64) -> Result<(u64, u64, u64), Error> {
+    /// Snapshot `seq`'s bases, sources and source bytes, and the sources it does not cache.
+    pub fn counts(conn: &Connection, seq: u64) -> Result<(u64, u64, u64, u64), Error> {
         let seq = i64_of(seq, "seq")?;
-        let bases: i64 = conn.query_row(
-            "SELECT count(*) FROM aur_bases WHERE seq = ?1",
+        let (bases, skipped): (i64, i64) = conn.query_row(
+            "SELECT count(*), coalesce(sum(skipped), 0) FROM aur_bases WHERE seq = ?1",
             [seq],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let (sources, bytes): (i64, i64) = conn.query_row(
             "SELECT count(*), coalesce(sum(size), 0) FROM aur_sources WHERE seq = ?1",
@@ -1027,17 +1028,31 @@ pub mod aur {
             u64_of(bases, "bases")?,
             u64_of(sources, "sources")?,
             u64_of(bytes, "bytes")?,
+            u64_of(skipped, "skipped")?,
         ))
     }
 
-    /// The bases of snapshot `seq`: (pkgbase, JSON body), by pkgbase.
-    pub fn bases(conn: &Connection, seq: u64) -> Result<Vec<(String, String)>, Error> {
+    /// The bases of snapshot `seq`: (pkgbase, JSON body, sources skipped), by pkgbase.
+    pub fn bases(conn: &Connection, seq: u64) -> Result<Vec<(String, String, u64)>, Error> {
         let mut stmt = conn.prepare_cached(
-            "SELECT pkgbase, body FROM aur_bases WHERE seq = ?1 ORDER BY pkgbase",
+            "SELECT pkgbase, body, skipped FROM aur_bases WHERE seq = ?1 ORDER BY pkgbase",
         )?;
-        let rows = stmt.query_map([i64_of(seq, "seq")?], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map([i64_of(seq, "seq")?], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (p, b, s) = r?;
+            Ok((p, b, u64_of(s, "skipped")?))
+        })
+        .collect()
     }
+
+    /// The settings key under which the last sync's AUR failures are kept (one per line).
+    pub const FAILED_KEY: &str = "aur_failed";
 
     const COLUMNS: &str = "pkgbase, file_name, url, size, sha256, sha512, b2, cid";
 

@@ -122,7 +122,7 @@ fn aur_sources_are_found_by_every_hash_and_by_url_on_publisher_and_follower() {
     let status = pubd.ok_text(&["status"]);
     assert!(
         status.contains(&format!(
-            "aur            1 package bases, 1 sources cached ({} bytes)",
+            "aur            1 package bases, 1 sources cached ({} bytes), 0 not cached",
             v1.len()
         )),
         "{status}"
@@ -399,6 +399,27 @@ fn makepkg_builds_from_the_gateway_when_the_source_server_changed_its_bytes_or_d
             || String::from_utf8_lossy(&o.stderr).contains("Found demo-1.0.tar.gz"),
         "makepkg used the prefetched file: {o:?}"
     );
+    // And a whole build, the source server still dead, through the agent.
+    let full = t.path("src-full");
+    open_dir(&full);
+    let o = makepkg(
+        &build,
+        &with_agent,
+        &full,
+        &["--nodeps", "--noconfirm", "--force"],
+    );
+    assert!(
+        o.status.success(),
+        "a full makepkg with the agent: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let built: Vec<String> = std::fs::read_dir(&build)
+        .expect("build dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("demo-1.0-1-any.pkg.tar"))
+        .collect();
+    assert_eq!(built.len(), 1, "one package built: {built:?}");
     let o = fold.run(&[
         "aur-prefetch",
         "no-such-base",

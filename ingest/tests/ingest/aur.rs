@@ -155,4 +155,30 @@ async fn aur_bases_are_published_with_their_verified_sources_and_kept_when_a_new
     }
     assert_eq!(publisher.current().unwrap().unwrap().root, root);
     assert_eq!(requests.load(Ordering::SeqCst), 2);
+    // `status` and /metrics read what failed, and what the snapshot does not cache (the
+    // SKIP source and the git one), from the publisher's records.
+    let db = cidmirror_ingest::publish::open_state(data.path()).unwrap();
+    let failed = db
+        .read(|c| {
+            cidmirror_schema::publisher::settings::get(
+                c,
+                cidmirror_schema::publisher::aur::FAILED_KEY,
+            )
+        })
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        failed.starts_with("aur/demo: ")
+            && failed.contains(&format!(
+                "b2: expected {b2}, got {}",
+                digest("b2sum", b"the same URL, other bytes")
+            ))
+            && failed.contains("the published version stays"),
+        "{failed}"
+    );
+    let seq = first.seq;
+    let counts = db
+        .read(|c| cidmirror_schema::publisher::aur::counts(c, seq))
+        .unwrap();
+    assert_eq!(counts, (1, 1, tarball.len() as u64, 2));
 }

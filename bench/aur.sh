@@ -86,7 +86,7 @@ for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break;
 requests_since() {
   tail -n +"$(($1 + 1))" "$WORK/http.log" | grep -oE '"GET /[^ ]+' | sed 's|"GET /||' |
     while read -r f; do stat -c %s "$WORK/aur/sources/$f" 2>/dev/null || echo 0; done |
-    awk '{n++; b+=$1} END {printf "%d %d\n", n, b}'
+    awk '{n++; b+=$1} END {printf "%d %.0f\n", n, b}'
 }
 log_lines() { wc -l <"$WORK/http.log"; }
 

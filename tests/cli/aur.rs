@@ -119,6 +119,16 @@ fn aur_sources_are_found_by_every_hash_and_by_url_on_publisher_and_follower() {
         assert_eq!(v["sha256"], s256.as_str());
     };
     check(&publisher, &v1, "demo-1.0.tar.gz", true);
+    // `cidmirror resolve` answers the same on the publisher's data directory.
+    let printed = pubd.ok_text(&["resolve", "--b2", &digest("b2sum", &v1)]);
+    assert!(
+        printed.contains(&format!("sha256    {}", digest("sha256sum", &v1)))
+            && printed.contains("path      aur/demo/demo-1.0.tar.gz"),
+        "{printed}"
+    );
+    let bad = pubd.run(&["resolve", "--sha512", "abc"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("128 hex digits"), "{}", stderr(&bad));
     let status = pubd.ok_text(&["status"]);
     assert!(
         status.contains(&format!(

@@ -22,9 +22,15 @@ fn srcinfo(port: u16, sha256: &str, b2: &str) -> String {
          \tsource = git+https://example.org/demo.git\n\
          \tsha256sums = {sha256}\n\tsha256sums = SKIP\n\tsha256sums = SKIP\n\
          \tb2sums = {b2}\n\tb2sums = SKIP\n\tb2sums = SKIP\n\
+         \tsource_x86_64 = demo-x86_64.bin::http://127.0.0.1:{port}/arch.bin\n\
+         \tsha256sums_x86_64 = {ARCH_SHA256}\n\
          \npkgname = demo\n"
     )
 }
+
+/// The bytes of the x86_64-only source, and their SHA-256 (`printf ... | sha256sum`).
+const ARCH_BYTES: &[u8] = b"an x86_64-only helper binary";
+const ARCH_SHA256: &str = "10cc65ae60c5a72b0e16dc9948aaa2f9cd901f1a3387ae5bd6bbe3fdabcf68c3";
 
 #[tokio::test]
 async fn aur_bases_are_published_with_their_verified_sources_and_kept_when_a_new_one_fails() {
@@ -41,7 +47,8 @@ async fn aur_bases_are_published_with_their_verified_sources_and_kept_when_a_new
                 async move { body }
             }),
         )
-        .route("/notes.txt", get(|| async { "not cached: SKIP" }));
+        .route("/notes.txt", get(|| async { "not cached: SKIP" }))
+        .route("/arch.bin", get(|| async { ARCH_BYTES }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -102,7 +109,12 @@ async fn aur_bases_are_published_with_their_verified_sources_and_kept_when_a_new
         .into_iter()
         .map(|l| l.name)
         .collect();
-    assert_eq!(names, [".SRCINFO", "demo-1.0.tar.gz"]);
+    assert_eq!(names, [".SRCINFO", "demo-1.0.tar.gz", "demo-x86_64.bin"]);
+    assert_eq!(
+        cat(&store, &root, "aur/demo/demo-x86_64.bin").await,
+        ARCH_BYTES
+    );
+    assert_eq!(digest("sha256sum", ARCH_BYTES), ARCH_SHA256);
     let manifest: serde_json::Value =
         serde_json::from_slice(&cat(&store, &root, "manifest.json").await).unwrap();
     assert_eq!(
@@ -180,5 +192,5 @@ async fn aur_bases_are_published_with_their_verified_sources_and_kept_when_a_new
     let counts = db
         .read(|c| cidmirror_schema::publisher::aur::counts(c, seq))
         .unwrap();
-    assert_eq!(counts, (1, 1, tarball.len() as u64, 2));
+    assert_eq!(counts, (1, 2, (tarball.len() + ARCH_BYTES.len()) as u64, 2));
 }

@@ -71,7 +71,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             None => println!("snapshot  none (kept from an earlier snapshot)"),
         }
         for p in &r.paths {
-            println!("path      {p}");
+            println!("path      {}", cidmirror_schema::text::printable(p));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -103,11 +103,12 @@ pub struct AurBase {
 
 impl AurBase {
     /// Checks what becomes paths and lookups: the base and every file name one path
-    /// component, no file named `.SRCINFO`, no name twice, at most [`MAX_SOURCES`] sources,
+    /// component without control characters, no file named `.SRCINFO`, no name twice, at most [`MAX_SOURCES`] sources,
     /// URLs printable and at most [`MAX_URL`] bytes. `what` names the base's origin in errors.
     pub fn check(&self, what: &str) -> Result<()> {
         let bad = |detail: String| Error::invalid(what, detail);
-        if !is_component(&self.pkgbase) {
+        let plain = |n: &str| is_component(n) && !n.chars().any(char::is_control);
+        if !plain(&self.pkgbase) {
             return Err(bad(format!(
                 "package base {:?} is not a file name",
                 self.pkgbase
@@ -127,7 +128,7 @@ impl AurBase {
         }
         let mut names = std::collections::HashSet::new();
         for s in &self.sources {
-            if !is_component(&s.file_name) || s.file_name == SRCINFO {
+            if !plain(&s.file_name) || s.file_name == SRCINFO {
                 return Err(bad(format!(
                     "source file name {:?} is refused",
                     s.file_name
@@ -263,6 +264,9 @@ mod tests {
         cases.push((c, "file name"));
         let mut c = b.clone();
         c.sources[0].file_name = SRCINFO.into();
+        cases.push((c, "file name"));
+        let mut c = b.clone();
+        c.sources[0].file_name = "x\u{1b}[2J".into();
         cases.push((c, "file name"));
         let mut c = b.clone();
         c.sources[1].file_name = c.sources[0].file_name.clone();

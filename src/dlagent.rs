@@ -10,6 +10,12 @@
 //! If the gateway is down, does not have the URL or sends bytes that fail the check, the
 //! agent runs makepkg's own default instead (`curl -qgb "" -fLC - --retry 3 --retry-delay 3
 //! -o OUTPUT URL`), so a build never depends on the gateway.
+//!
+//! Trust: the gateway is the user's own (it checks the publisher's signature of every
+//! snapshot and every block against its CID); the agent checks what the gateway sends
+//! against what the gateway said, not against the signed snapshot, so a gateway URL on
+//! another machine is trusted as a mirror is. makepkg's own checksums are the last word in
+//! every case, as with any download agent.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -89,6 +95,17 @@ pub fn conf(args: ConfArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shown = cidmirror_schema::text::printable(&args.url);
+    // makepkg installs this agent for http and https only; anything else (an argument that
+    // curl would read as an option, say) is refused before either path runs.
+    if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
+        anyhow::bail!("{shown}: not an http or https URL");
+    }
+    if args.output.as_os_str() == "-" || args.output.as_os_str().is_empty() {
+        anyhow::bail!(
+            "the output must be a file name (makepkg's %o), not {:?}",
+            args.output
+        );
+    }
     match from_gateway(&args).await {
         Ok(Some((sha, size))) => {
             eprintln!(
@@ -108,6 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .args(CURL)
         .arg("-o")
         .arg(&args.output)
+        .arg("--")
         .arg(&args.url)
         .status()
         .context("running curl")?;

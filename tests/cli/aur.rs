@@ -430,6 +430,20 @@ fn makepkg_builds_from_the_gateway_when_the_source_server_changed_its_bytes_or_d
         .filter(|n| n.starts_with("demo-1.0-1-any.pkg.tar"))
         .collect();
     assert_eq!(built.len(), 1, "one package built: {built:?}");
+    // The agent takes http and https URLs only (nothing curl would read as an option).
+    for (url, out) in [
+        ("-K/etc/passwd", "x"),
+        ("file:///etc/passwd", "x"),
+        ("http://127.0.0.1:1/x", "-"),
+    ] {
+        let o = fold.run(&["dlagent", "--gateway", &follower.base(), "--", url, out]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "dlagent {url} {out}: {}",
+            stderr(&o)
+        );
+    }
     let o = fold.run(&[
         "aur-prefetch",
         "no-such-base",

@@ -44,6 +44,8 @@ use crate::{Error, Result};
 
 /// Local files are read in buffers of this size.
 const LOCAL_CHUNK: usize = 1 << 20;
+/// Local files up to this long are read whole when opened, on the same blocking thread.
+const LOCAL_WHOLE: u64 = 256 << 10;
 
 /// The longest wait between two attempts, however many failed before.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -1000,19 +1002,13 @@ impl Local {
     /// The file a checked relative path names, with every link followed; `None` when it
     /// does not exist. Links that lead out of the root are refused.
     async fn resolve(&self, rel: &str) -> Result<Option<PathBuf>> {
-        let path = self.root.join(rel);
-        match tokio::fs::canonicalize(&path).await {
-            Ok(real) if real.starts_with(&self.root) => Ok(Some(real)),
-            Ok(real) => Err(Error::Transfer {
-                url: path.display().to_string(),
-                detail: format!(
-                    "refusing a symbolic link out of the upstream directory (to {})",
-                    real.display()
-                ),
-            }),
-            Err(e) if is_absent(&e) => Ok(None),
-            Err(source) => Err(Error::Io { path, source }),
-        }
+        let (root, rel) = (self.root.clone(), rel.to_string());
+        tokio::task::spawn_blocking(move || resolve_in(&root, &rel))
+            .await
+            .map_err(|e| Error::Transfer {
+                url: e.to_string(),
+                detail: "the file lookup's task failed".into(),
+            })?
     }
 
     /// Opens a regular file: its name for messages, the file and its length. Anything else
@@ -1020,42 +1016,42 @@ impl Local {
     /// directory) is refused without reading from it; the whole step is bounded by the
     /// stall timeout.
     async fn open_file(&self, rel: &str) -> Result<Option<(String, tokio::fs::File, u64)>> {
-        let name = self.root.join(rel);
-        let shown = name.display().to_string();
-        tokio::time::timeout(self.stall_timeout, self.open_regular(rel, &name))
-            .await
-            .map_err(|_| self.stalled(&shown))?
-            .map(|found| found.map(|(file, len)| (shown, file, len)))
+        Ok(self
+            .open_reading(rel, 0)
+            .await?
+            .map(|(shown, o)| (shown, tokio::fs::File::from_std(o.file), o.len)))
     }
 
-    async fn open_regular(&self, rel: &str, name: &Path) -> Result<Option<(tokio::fs::File, u64)>> {
-        let Some(real) = self.resolve(rel).await? else {
-            return Ok(None);
-        };
-        let io_error = |source| Error::Io {
-            path: name.to_path_buf(),
-            source,
-        };
-        // Looked at before opening (opening a device can do things), and again through the
-        // open file, which O_NONBLOCK keeps from waiting should it have become a FIFO since.
-        match tokio::fs::metadata(&real).await {
-            Ok(meta) => not_regular(&meta).map_or(Ok(()), |e| Err(io_error(e)))?,
-            Err(e) if is_absent(&e) => return Ok(None),
-            Err(e) => return Err(io_error(e)),
-        }
-        let file = match tokio::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(&real)
+    /// [`Local::open_file`], with the whole file read at once when it is at most
+    /// `whole_up_to` bytes long.
+    async fn open_reading(&self, rel: &str, whole_up_to: u64) -> Result<Option<(String, Opened)>> {
+        let name = self.root.join(rel);
+        let shown = name.display().to_string();
+        tokio::time::timeout(
+            self.stall_timeout,
+            self.open_regular(rel, &name, whole_up_to),
+        )
+        .await
+        .map_err(|_| self.stalled(&shown))?
+        .map(|found| found.map(|o| (shown, o)))
+    }
+
+    /// One trip to a blocking thread: the lookup, both looks, the open (and the read of a
+    /// small file: one trip instead of three for most packages).
+    async fn open_regular(
+        &self,
+        rel: &str,
+        name: &Path,
+        whole_up_to: u64,
+    ) -> Result<Option<Opened>> {
+        let (root, rel, name) = (self.root.clone(), rel.to_string(), name.to_path_buf());
+        let shown = name.display().to_string();
+        tokio::task::spawn_blocking(move || open_regular_in(&root, &rel, &name, whole_up_to))
             .await
-        {
-            Ok(file) => file,
-            Err(e) if is_absent(&e) => return Ok(None),
-            Err(e) => return Err(io_error(e)),
-        };
-        let meta = file.metadata().await.map_err(io_error)?;
-        not_regular(&meta).map_or(Ok(()), |e| Err(io_error(e)))?;
-        Ok(Some((file, meta.len())))
+            .map_err(|e| Error::Transfer {
+                url: shown,
+                detail: format!("the open's task failed: {e}"),
+            })?
     }
 
     async fn get(&self, rel: &str, max: u64) -> Result<Option<Bytes>> {
@@ -1101,9 +1097,10 @@ impl Local {
     }
 
     async fn download(&self, rel: &str, expected_len: Option<u64>) -> Result<Option<Download>> {
-        let Some((name, file, len)) = self.open_file(rel).await? else {
+        let Some((name, opened)) = self.open_reading(rel, LOCAL_WHOLE).await? else {
             return Ok(None);
         };
+        let Opened { file, len, whole } = opened;
         if let Some(expected) = expected_len {
             if len > expected {
                 return Err(Error::TooLarge {
@@ -1120,7 +1117,8 @@ impl Local {
         }
         let stats = Arc::new(DownloadStats::default());
         let reader = LocalRead {
-            file,
+            file: tokio::fs::File::from_std(file),
+            whole: whole.map(Some),
             stall_timeout: self.stall_timeout,
             name: name.clone(),
             expected_len,
@@ -1171,6 +1169,79 @@ impl Local {
     }
 }
 
+/// [`Local::resolve`], blocking.
+fn resolve_in(root: &Path, rel: &str) -> Result<Option<PathBuf>> {
+    let path = root.join(rel);
+    match std::fs::canonicalize(&path) {
+        Ok(real) if real.starts_with(root) => Ok(Some(real)),
+        Ok(real) => Err(Error::Transfer {
+            url: path.display().to_string(),
+            detail: format!(
+                "refusing a symbolic link out of the upstream directory (to {})",
+                real.display()
+            ),
+        }),
+        Err(e) if is_absent(&e) => Ok(None),
+        Err(source) => Err(Error::Io { path, source }),
+    }
+}
+
+/// A local file opened for reading.
+struct Opened {
+    file: std::fs::File,
+    len: u64,
+    /// All of it (up to one byte more than `len`, should it have grown), when small.
+    whole: Option<BytesMut>,
+}
+
+/// [`Local::open_regular`], blocking.
+fn open_regular_in(
+    root: &Path,
+    rel: &str,
+    name: &Path,
+    whole_up_to: u64,
+) -> Result<Option<Opened>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(real) = resolve_in(root, rel)? else {
+        return Ok(None);
+    };
+    let io_error = |source| Error::Io {
+        path: name.to_path_buf(),
+        source,
+    };
+    // Looked at before opening (opening a device can do things), and again through the
+    // open file, which O_NONBLOCK keeps from waiting should it have become a FIFO since.
+    match std::fs::metadata(&real) {
+        Ok(meta) => not_regular(&meta).map_or(Ok(()), |e| Err(io_error(e)))?,
+        Err(e) if is_absent(&e) => return Ok(None),
+        Err(e) => return Err(io_error(e)),
+    }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&real)
+    {
+        Ok(file) => file,
+        Err(e) if is_absent(&e) => return Ok(None),
+        Err(e) => return Err(io_error(e)),
+    };
+    let meta = file.metadata().map_err(io_error)?;
+    not_regular(&meta).map_or(Ok(()), |e| Err(io_error(e)))?;
+    let len = meta.len();
+    let whole = if len <= whole_up_to {
+        let mut bytes = Vec::with_capacity(len as usize + 1);
+        (&file)
+            .take(len + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_error)?;
+        Some(BytesMut::from(&bytes[..]))
+    } else {
+        None
+    };
+    Ok(Some(Opened { file, len, whole }))
+}
+
 /// "No such file" in its forms (`a/b` where `a` is a file is absent too).
 fn is_absent(e: &io::Error) -> bool {
     matches!(
@@ -1205,6 +1276,8 @@ fn not_regular(meta: &std::fs::Metadata) -> Option<io::Error> {
 /// The state of one local file being streamed.
 struct LocalRead {
     file: tokio::fs::File,
+    /// The whole file, read when it was opened (`Some(None)` once delivered).
+    whole: Option<Option<BytesMut>>,
     stall_timeout: Duration,
     name: String,
     expected_len: Option<u64>,
@@ -1226,8 +1299,11 @@ impl LocalRead {
     }
 
     async fn read(&mut self) -> io::Result<Option<Bytes>> {
-        let mut chunk = BytesMut::with_capacity(LOCAL_CHUNK);
-        while chunk.len() < LOCAL_CHUNK {
+        let mut chunk = match &mut self.whole {
+            Some(whole) => whole.take().unwrap_or_default(),
+            None => BytesMut::with_capacity(LOCAL_CHUNK),
+        };
+        while self.whole.is_none() && chunk.len() < LOCAL_CHUNK {
             let read = tokio::time::timeout(self.stall_timeout, self.file.read_buf(&mut chunk));
             match read.await {
                 Err(_) => {

@@ -321,7 +321,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many `put_file` calls the store would like in flight for each one the caller
     /// would otherwise run: a store that commits files waiting beside each other together
-    /// (the kubo and cluster stores) does better with more of them. Callers bound their
+    /// (all of them) does better with more of them. Callers bound their
     /// downloads separately. 1 by default.
     fn put_fanout(&self) -> usize {
         1

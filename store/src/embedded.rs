@@ -49,6 +49,7 @@ use crate::pb;
 use crate::unixfs;
 use crate::{Error, Result};
 
+mod commit;
 mod integrity;
 pub use integrity::{IntegrityStats, Scrubbed, TrustedFile};
 
@@ -76,6 +77,8 @@ struct Inner {
     checks: integrity::CheckGates,
     /// Woken when a corrupt file is quarantined (the scrub then repairs it at once).
     corruption_found: tokio::sync::Notify,
+    /// Imported files waiting to be committed together.
+    committer: commit::Committer,
 }
 
 /// What [`EmbeddedStore::verify`] found.
@@ -125,6 +128,7 @@ impl EmbeddedStore {
                 durable_shards: std::sync::Mutex::new(HashSet::new()),
                 checks: Default::default(),
                 corruption_found: tokio::sync::Notify::new(),
+                committer: Default::default(),
             }),
         };
         s.clean_temp()?;
@@ -189,7 +193,8 @@ impl EmbeddedStore {
     // -----------------------------------------------------------------------------------
     // Writing
 
-    /// Imports a file from a reader (blocking).
+    /// Imports a file from a reader (blocking). Its commit is shared with the files that
+    /// other threads are committing at the same time (see [`commit`]).
     pub fn put_reader(&self, reader: impl Read + Send, opts: &PutOptions) -> Result<ImportedFile> {
         let tmp = TempFile::create(&self.tmp_dir())?;
         let mut sink = FileSink {
@@ -205,78 +210,23 @@ impl EmbeddedStore {
         tmp.file
             .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
             .map_err(|e| Error::io(&tmp.path, e))?;
-        tmp.file.sync_all().map_err(|e| Error::io(&tmp.path, e))?;
-        let pin = opts.pin.as_ref().map(|r| (r, opts.pin_expires_at));
-        self.commit_file(tmp, &imported, rows, pin)?;
+        let synced = imported.size >= commit::SELF_SYNC_BYTES;
+        if synced {
+            tmp.file.sync_all().map_err(|e| Error::io(&tmp.path, e))?;
+        }
+        self.commit_pending(commit::Pending {
+            tmp,
+            imported,
+            rows,
+            pin: opts.pin.clone().map(|r| (r, opts.pin_expires_at)),
+            synced,
+        })?;
         Ok(imported)
     }
 
     /// Imports a local file (blocking).
     pub fn put_path(&self, path: &Path, opts: &PutOptions) -> Result<ImportedFile> {
         importer::from_path(path, |f| self.put_reader(f, opts))
-    }
-
-    fn commit_file(
-        &self,
-        tmp: TempFile,
-        imported: &ImportedFile,
-        rows: Vec<SinkRow>,
-        pin: Option<(&PinReason, Option<SystemTime>)>,
-    ) -> Result<()> {
-        let final_path = self.file_path(&imported.sha256);
-        let lock = self.writing()?;
-        let now = UnixTime::now();
-        let mut tmp = tmp;
-        let res = self.inner.db.write(|tx| -> Result<()> {
-            // The kept copy is kept only if provably unchanged since it last hashed to its
-            // name; otherwise (absent, never checked, changed on disk) the copy just
-            // verified replaces it: a bad copy is repaired, never trusted.
-            let keep = files::get(tx, &imported.sha256)?
-                .is_some_and(|row| row.size == imported.size && self.known_good(&row));
-            files::touch(tx, &imported.sha256, now)?;
-            let mut checked = None;
-            if !keep {
-                let parent = final_path.parent().unwrap_or(&self.inner.root);
-                if !parent.exists() {
-                    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-                }
-                tmp.rename_to(&final_path)?;
-                sync_dir(parent)?;
-                // The shard directory itself must be durable in `files/` too: once per
-                // shard and process (an earlier, failed commit may have created it unsynced).
-                self.shard_durable(parent)?;
-                let m = fs::metadata(&final_path).map_err(|e| Error::io(&final_path, e))?;
-                checked = Some(integrity::stamp_of(&m));
-            }
-            let id = files::upsert(tx, &imported.sha256, imported.size, now)?;
-            if let Some(stamp) = &checked {
-                files::set_checked(tx, id, stamp, now)?;
-            }
-            for row in &rows {
-                let loc = match &row.inline {
-                    Some(block) => InsertLocation::Inline(block),
-                    None if row.pb_leaf => InsertLocation::PbFileLeaf {
-                        file: id,
-                        offset: row.offset,
-                        length: row.length,
-                    },
-                    None => InsertLocation::Raw {
-                        file: id,
-                        offset: row.offset,
-                        length: row.length,
-                    },
-                };
-                blocks::insert(tx, &row.cid, loc, now)?;
-            }
-            roots::insert(tx, &imported.cid, id)?;
-            if let Some((reason, exp)) = pin {
-                pins::add(tx, &imported.cid, reason.as_str(), now, exp.map(to_unix))?;
-            }
-            Ok(())
-        });
-        drop(lock);
-        drop(tmp);
-        res
     }
 
     /// Keeps blocks inline after checking each against its CID (blocking).
@@ -1036,6 +986,11 @@ impl Store for EmbeddedStore {
     async fn put_blocks(&self, blocks: Vec<Block>) -> Result<BlocksWritten> {
         let s = self.clone();
         blocking(move || s.put_blocks_sync(&blocks)).await
+    }
+
+    /// Files committed together share their fsyncs and transaction (see [`commit`]).
+    fn put_fanout(&self) -> usize {
+        commit::PUT_FANOUT
     }
 
     async fn import_car(

@@ -38,6 +38,14 @@ pub type ByteStream = StdPin<Box<dyn Stream<Item = Result<Bytes>> + Send + 'stat
 pub enum FileSource {
     /// A local file, read directly.
     Path(PathBuf),
+    /// A file already open (e.g. an upstream file checked as it was opened), read directly
+    /// on the store's thread: no stream in between. `path` names it in errors.
+    Open {
+        /// The file, positioned at its start.
+        file: std::fs::File,
+        /// Its name.
+        path: PathBuf,
+    },
     /// Any byte stream (an HTTP body, stdin).
     Reader(Box<dyn AsyncRead + Send + Unpin>),
     /// Buffers pushed as they arrive (e.g. the chunks of a download).
@@ -52,6 +60,7 @@ impl FileSource {
     pub fn into_async_read(self) -> Option<Box<dyn AsyncRead + Send + Unpin>> {
         match self {
             FileSource::Path(_) => None,
+            FileSource::Open { file, .. } => Some(Box::new(tokio::fs::File::from_std(file))),
             FileSource::Reader(r) => Some(r),
             FileSource::Chunks(c) => Some(Box::new(tokio_util::io::StreamReader::new(c))),
         }
@@ -62,6 +71,7 @@ impl fmt::Debug for FileSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FileSource::Path(p) => write!(f, "Path({})", p.display()),
+            FileSource::Open { path, .. } => write!(f, "Open({})", path.display()),
             FileSource::Reader(_) => f.write_str("Reader(..)"),
             FileSource::Chunks(_) => f.write_str("Chunks(..)"),
         }

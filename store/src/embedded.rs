@@ -197,12 +197,14 @@ impl EmbeddedStore {
     /// other threads are committing at the same time (see [`commit`]).
     pub fn put_reader(&self, reader: impl Read + Send, opts: &PutOptions) -> Result<ImportedFile> {
         let tmp = TempFile::create(&self.tmp_dir())?;
+        let large = opts.expect.is_some_and(|e| e.size >= DIRECT_MIN);
         let mut sink = FileSink {
             file: &tmp.file,
             path: &tmp.path,
             rows: Vec::new(),
             written: 0,
             progress: opts.progress.as_deref(),
+            direct: if large { Direct::Wanted } else { Direct::Never },
         };
         let imported = importer::import_expecting(reader, &opts.params, opts.expect, &mut sink)?;
         let rows = sink.rows;
@@ -913,6 +915,25 @@ struct SinkRow {
     inline: Option<Vec<u8>>,
 }
 
+/// Files expected to be at least this large are written with direct I/O where they can be.
+const DIRECT_MIN: u64 = 4 << 20;
+
+/// Whether the temp file's bytes go to the disk directly (`O_DIRECT`): no copy into the
+/// page cache, which for large files cost more CPU than one of their two SHA-256 passes.
+/// Only whole aligned chunks go that way (the importer aligns a large file's chunks in
+/// memory); the first chunk and the tail are written through the page cache, and anything
+/// the filesystem refuses (tmpfs has no direct I/O) falls back to it for good. The commit's
+/// fsync covers both kinds of write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direct {
+    /// Small or unknown size, or refused: through the page cache.
+    Never,
+    /// Large: direct for the next aligned chunk.
+    Wanted,
+    /// The file descriptor has `O_DIRECT` set.
+    On,
+}
+
 /// Writes file bytes to the temp file and remembers where each block is.
 struct FileSink<'a> {
     file: &'a File,
@@ -920,13 +941,62 @@ struct FileSink<'a> {
     rows: Vec<SinkRow>,
     written: u64,
     progress: Option<&'a (dyn Fn(u64) + Send + Sync)>,
+    direct: Direct,
+}
+
+impl FileSink<'_> {
+    /// Sets or clears `O_DIRECT` on the file; a refusal means never again for this file.
+    fn set_direct(&mut self, on: bool) {
+        use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+        let set = fcntl_getfl(self.file).and_then(|flags| {
+            let flags = if on {
+                flags | OFlags::DIRECT
+            } else {
+                flags - OFlags::DIRECT
+            };
+            fcntl_setfl(self.file, flags)
+        });
+        self.direct = match (set, on) {
+            (Ok(()), true) => Direct::On,
+            (Ok(()), false) => Direct::Wanted,
+            (Err(e), _) => {
+                // Not clearable (never seen): an unaligned write then fails, loudly.
+                tracing::debug!(path = %self.path.display(), on, error = %e, "O_DIRECT not changed");
+                Direct::Never
+            }
+        };
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        let aligned = data.as_ptr().align_offset(importer::IO_ALIGN) == 0
+            && data.len().is_multiple_of(importer::IO_ALIGN)
+            && self.written.is_multiple_of(importer::IO_ALIGN as u64);
+        match (self.direct, aligned) {
+            (Direct::Wanted, true) => self.set_direct(true),
+            (Direct::On, false) => self.set_direct(false),
+            _ => {}
+        }
+        match self.file.write_all_at(data, self.written) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if self.direct == Direct::On
+                    && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+            {
+                // Stricter alignment than assumed: the page cache for the rest.
+                self.set_direct(false);
+                self.direct = Direct::Never;
+                self.file
+                    .write_all_at(data, self.written)
+                    .map_err(|e| Error::io(self.path, e))
+            }
+            Err(e) => Err(Error::io(self.path, e)),
+        }
+    }
 }
 
 impl BlockSink for FileSink<'_> {
     fn leaf(&mut self, leaf: &Leaf<'_>) -> Result<()> {
-        let mut f = self.file;
-        f.write_all(leaf.data)
-            .map_err(|e| Error::io(self.path, e))?;
+        self.write(leaf.data)?;
         self.written += leaf.data.len() as u64;
         let (pb_leaf, inline) = match leaf.form {
             LeafForm::Raw => (false, None),
@@ -973,6 +1043,9 @@ impl Store for EmbeddedStore {
         let s = self.clone();
         match source {
             FileSource::Path(p) => blocking(move || s.put_path(&p, &opts)).await,
+            FileSource::Open { file, path } => {
+                blocking(move || importer::from_file(file, &path, |f| s.put_reader(f, &opts))).await
+            }
             other => {
                 let r = other
                     .into_async_read()

@@ -151,13 +151,29 @@ pub fn import_with_meta<R: Read + Send>(
     meta: &FileMeta,
     sink: &mut dyn BlockSink,
 ) -> Result<ImportedFile> {
+    import_sized(reader, params, meta, sink, None)
+}
+
+/// [`import_with_meta`], told how large the file must be (when known): reading fails with
+/// `FileTooLarge` as soon as there are more bytes, and a large file's chunks are aligned
+/// from the first one on.
+fn import_sized<R: Read + Send>(
+    reader: R,
+    params: &ImportParams,
+    meta: &FileMeta,
+    sink: &mut dyn BlockSink,
+    size: Option<u64>,
+) -> Result<ImportedFile> {
     params.validate()?;
     std::thread::scope(|scope| {
+        let mut chunks = Chunker::new(reader, params.chunk_size, scope);
+        chunks.align_first = size.is_some_and(|s| s >= 2 * params.chunk_size as u64);
+        chunks.left = size;
         let mut b = Builder {
             params,
             meta,
             sink,
-            chunks: Chunker::new(reader, params.chunk_size, scope),
+            chunks,
         };
         let root = match params.layout {
             Layout::Balanced => b.balanced()?,
@@ -184,18 +200,16 @@ pub(crate) fn import_expecting<R: Read + Send>(
     expect: Option<crate::Expected>,
     sink: &mut dyn BlockSink,
 ) -> Result<ImportedFile> {
-    let reader = Limited {
-        inner: reader,
-        left: expect.map(|e| e.size),
-    };
-    let imported = import(reader, params, sink).map_err(|e| match e {
-        Error::Stream { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => {
-            Error::TooLong {
-                expected_size: expect.map_or(0, |x| x.size),
+    let size = expect.map(|e| e.size);
+    let imported =
+        import_sized(reader, params, &FileMeta::default(), sink, size).map_err(|e| match e {
+            Error::Stream { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => {
+                Error::TooLong {
+                    expected_size: expect.map_or(0, |x| x.size),
+                }
             }
-        }
-        other => other,
-    })?;
+            other => other,
+        })?;
     if let Some(exp) = expect
         && (exp.size != imported.size || exp.sha256 != imported.sha256)
     {
@@ -216,6 +230,15 @@ pub(crate) fn from_path<T>(
     import: impl FnOnce(std::fs::File) -> Result<T>,
 ) -> Result<T> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    from_file(f, path, import)
+}
+
+/// [`from_path`] for a file already open.
+pub(crate) fn from_file<T>(
+    f: std::fs::File,
+    path: &std::path::Path,
+    import: impl FnOnce(std::fs::File) -> Result<T>,
+) -> Result<T> {
     let meta = f.metadata().map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
         return Err(Error::IsADirectory(path.display().to_string()));
@@ -224,33 +247,6 @@ pub(crate) fn from_path<T>(
         Error::Stream { source, .. } => Error::io(path, source),
         other => other,
     })
-}
-
-/// A reader that fails with `FileTooLarge` as soon as it yields more than `left` bytes.
-struct Limited<R> {
-    inner: R,
-    left: Option<u64>,
-}
-
-impl<R: Read> Read for Limited<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let Some(left) = self.left else {
-            return self.inner.read(buf);
-        };
-        // Ask for one byte more than allowed, so a longer input is noticed at once.
-        let cap = usize::try_from(left.saturating_add(1))
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = self.inner.read(&mut buf[..cap])?;
-        if n as u64 > left {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::FileTooLarge,
-                "more bytes than expected",
-            ));
-        }
-        self.left = Some(left - n as u64);
-        Ok(n)
-    }
 }
 
 /// The CID of a dag-pb node under `params`.
@@ -467,9 +463,14 @@ enum LeafType {
     Trickle,
 }
 
-/// One chunk of the file, shared with the whole-file hasher thread.
+/// From a file's second chunk on, a chunk's bytes start at a multiple of this in memory, so
+/// that a sink can hand them to the kernel for direct I/O (`O_DIRECT`) without a copy.
+pub(crate) const IO_ALIGN: usize = 4096;
+
+/// One chunk of the file, shared with the whole-file hasher thread: `buf[start..]`.
 struct Chunk {
     buf: Arc<Vec<u8>>,
+    start: usize,
     offset: u64,
 }
 
@@ -477,12 +478,13 @@ impl Chunk {
     fn empty() -> Chunk {
         Chunk {
             buf: Arc::new(Vec::new()),
+            start: 0,
             offset: 0,
         }
     }
 
     fn bytes(&self) -> &[u8] {
-        &self.buf
+        &self.buf[self.start..]
     }
 }
 
@@ -504,7 +506,7 @@ fn give_back(pool: &Pool, buf: Arc<Vec<u8>>) {
 enum WholeHash<'scope> {
     Inline(sha2::Sha256),
     Thread {
-        tx: SyncSender<Arc<Vec<u8>>>,
+        tx: SyncSender<(Arc<Vec<u8>>, usize)>,
         handle: ScopedJoinHandle<'scope, sha2::Sha256>,
     },
     Done,
@@ -522,6 +524,11 @@ struct Chunker<'scope, 'env, R> {
     whole: WholeHash<'scope>,
     scope: &'scope Scope<'scope, 'env>,
     pool: Pool,
+    /// Align the first chunk too (the file is known to be large).
+    align_first: bool,
+    /// Bytes the file may still have, when bounded. Checked here rather than by a wrapping
+    /// reader: a wrapper without `read_buf` would make every read zero its buffer first.
+    left: Option<u64>,
 }
 
 impl<'scope, 'env, R: Read> Chunker<'scope, 'env, R> {
@@ -536,6 +543,8 @@ impl<'scope, 'env, R: Read> Chunker<'scope, 'env, R> {
             whole: WholeHash::Inline(sha2::Sha256::new()),
             scope,
             pool: Arc::new(Mutex::new(Vec::new())),
+            align_first: false,
+            left: None,
         }
     }
 
@@ -568,43 +577,67 @@ impl<'scope, 'env, R: Read> Chunker<'scope, 'env, R> {
         // read_to_end fills spare capacity without zeroing it first: a 2 KiB file costs
         // 2 KiB, not a 1 MiB memset.
         buf.clear();
-        if let Err(source) = (&mut self.reader)
-            .take(self.chunk_size as u64)
-            .read_to_end(&mut buf)
-        {
+        // A file with a second chunk is large: its chunks start aligned (a few bytes of
+        // padding first), for sinks that write large files with direct I/O.
+        let mut start = 0;
+        if self.count >= 1 || self.align_first {
+            buf.reserve_exact(self.chunk_size + IO_ALIGN);
+            start = buf.as_ptr().align_offset(IO_ALIGN);
+            if start >= IO_ALIGN {
+                start = 0;
+            }
+            buf.resize(start, 0);
+        }
+        // Asked for one byte more than allowed, so a longer input is noticed at once.
+        let want = match self.left {
+            Some(left) => left.saturating_add(1).min(self.chunk_size as u64),
+            None => self.chunk_size as u64,
+        };
+        if let Err(source) = (&mut self.reader).take(want).read_to_end(&mut buf) {
             return Err(Error::Stream {
                 what: "reading input",
                 source,
             });
         }
-        let filled = buf.len();
+        let filled = buf.len() - start;
+        if let Some(left) = &mut self.left {
+            *left = left
+                .checked_sub(filled as u64)
+                .ok_or_else(|| Error::Stream {
+                    what: "reading input",
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::FileTooLarge,
+                        "more bytes than expected",
+                    ),
+                })?;
+        }
         if filled < self.chunk_size {
             self.eof = true;
         }
         if filled == 0 {
             return Ok(None);
         }
-        buf.truncate(filled);
         let chunk = Chunk {
             buf: Arc::new(buf),
+            start,
             offset: self.offset,
         };
         self.offset += filled as u64;
         self.count += 1;
-        self.hash_whole(&chunk.buf)?;
+        self.hash_whole(&chunk.buf, start)?;
         Ok(Some(chunk))
     }
 
-    fn hash_whole(&mut self, buf: &Arc<Vec<u8>>) -> Result<()> {
+    fn hash_whole(&mut self, buf: &Arc<Vec<u8>>, start: usize) -> Result<()> {
         if self.count == 2 {
             // A second chunk: the file is large enough to give the whole-file hash a core.
             if let WholeHash::Inline(h) = std::mem::replace(&mut self.whole, WholeHash::Done) {
-                let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(HASH_QUEUE);
+                let (tx, rx) = sync_channel::<(Arc<Vec<u8>>, usize)>(HASH_QUEUE);
                 let pool = self.pool.clone();
                 let handle = self.scope.spawn(move || {
                     let mut h = h;
-                    for b in rx {
-                        h.update(b.as_slice());
+                    for (b, start) in rx {
+                        h.update(&b[start..]);
                         give_back(&pool, b);
                     }
                     h
@@ -613,9 +646,9 @@ impl<'scope, 'env, R: Read> Chunker<'scope, 'env, R> {
             }
         }
         match &mut self.whole {
-            WholeHash::Inline(h) => h.update(buf.as_slice()),
+            WholeHash::Inline(h) => h.update(&buf[start..]),
             WholeHash::Thread { tx, .. } => tx
-                .send(buf.clone())
+                .send((buf.clone(), start))
                 .map_err(|_| Error::Task("whole-file hasher stopped".into()))?,
             WholeHash::Done => return Err(Error::Task("whole-file hash already finished".into())),
         }

@@ -882,6 +882,10 @@ impl Store for KuboStore {
             FileSource::Path(p) => {
                 blocking(move || importer::from_path(&p, |f| s.import_to_car(f, &opts))).await?
             }
+            FileSource::Open { file, path } => {
+                blocking(move || importer::from_file(file, &path, |f| s.import_to_car(f, &opts)))
+                    .await?
+            }
             other => {
                 let r = other
                     .into_async_read()

@@ -24,7 +24,7 @@
 //! answers with strings and needs a runtime, and these commits run on blocking threads.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -127,8 +127,8 @@ impl EmbeddedStore {
             // Final names first, then bytes and names made durable, then the rows that
             // mention them.
             let mut stamps = Vec::with_capacity(batch.len());
-            let mut moved: Vec<usize> = Vec::new();
-            for p in batch.iter_mut() {
+            let mut moved: Vec<(usize, PathBuf)> = Vec::new();
+            for (i, p) in batch.iter_mut().enumerate() {
                 let final_path = self.file_path(&p.imported.sha256);
                 // The kept copy is kept only if provably unchanged since it last hashed to
                 // its name; otherwise (absent, never checked, changed on disk) the copy
@@ -151,7 +151,7 @@ impl EmbeddedStore {
                 }
                 let m = std::fs::metadata(&final_path).map_err(|e| Error::io(&final_path, e))?;
                 stamps.push(Some(integrity::stamp_of(&m)));
-                moved.push(stamps.len() - 1);
+                moved.push((i, final_path));
             }
             self.make_durable(batch, &moved)?;
             for (p, stamp) in batch.iter().zip(&stamps) {
@@ -189,14 +189,13 @@ impl EmbeddedStore {
     /// file, an fsync of it (unless its writer did) and of its shard directory (and, once
     /// per shard and process, of the shard's entry in `files/`: an earlier, failed commit
     /// may have created it unsynced); for several, one `syncfs`.
-    fn make_durable(&self, batch: &[Pending], moved: &[usize]) -> Result<()> {
+    fn make_durable(&self, batch: &[Pending], moved: &[(usize, PathBuf)]) -> Result<()> {
         match moved {
             [] => Ok(()),
-            [one] => {
+            [(one, path)] => {
                 let p = &batch[*one];
-                let path = self.file_path(&p.imported.sha256);
                 if !p.synced {
-                    p.tmp.file.sync_all().map_err(|e| Error::io(&path, e))?;
+                    p.tmp.file.sync_all().map_err(|e| Error::io(path, e))?;
                 }
                 let parent = path.parent().unwrap_or(&self.inner.root);
                 sync_dir(parent)?;
@@ -207,8 +206,7 @@ impl EmbeddedStore {
                 let dir = File::open(&files).map_err(|e| Error::io(&files, e))?;
                 syncfs(&dir, &files)?;
                 let mut known = lock(&self.inner.durable_shards);
-                for &i in moved {
-                    let path = self.file_path(&batch[i].imported.sha256);
+                for (_, path) in moved {
                     if let Some(parent) = path.parent() {
                         known.insert(parent.to_path_buf());
                     }

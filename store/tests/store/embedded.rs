@@ -525,3 +525,65 @@ fn concurrent_imports_are_committed_together_and_each_is_kept() {
     assert_eq!(pins.len(), 48, "one pin per distinct root: {pins:?}");
     assert!(store.verify(true, false).unwrap().problems.is_empty());
 }
+
+/// Large files (written with direct I/O where the filesystem allows: aligned chunks go
+/// past the page cache, the first chunk and the tail through it) are kept byte for byte and
+/// give the CIDs of an in-memory import, on a disk filesystem and on tmpfs (which refuses
+/// direct I/O, so everything goes through the page cache).
+#[test]
+fn large_files_are_kept_whole_with_and_without_direct_io() {
+    let mut dirs = vec![tempfile::tempdir().unwrap()];
+    if std::path::Path::new("/dev/shm").is_dir() {
+        dirs.push(tempfile::tempdir_in("/dev/shm").unwrap());
+    }
+    for dir in &dirs {
+        let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
+        for (i, len) in [
+            4 << 20,
+            (4 << 20) + 1,
+            (6 << 20) + 3 * 4096 + 17,
+            (5 << 20) - 4096,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for profile in [Profile::UnixfsV1_2025, Profile::UnixfsV0_2015] {
+                let data = pseudo_random(&format!("direct-{i}"), len);
+                let expect = cidmirror_store::Expected {
+                    size: len as u64,
+                    sha256: cidmirror_store::Sha256(sha2::Sha256::digest(&data).into()),
+                };
+                let opts = PutOptions {
+                    params: profile.params(),
+                    expect: Some(expect),
+                    ..Default::default()
+                };
+                let f = store.put_reader(&data[..], &opts).unwrap();
+                let mut sink = VecSink::default();
+                let want = importer::import(&data[..], &profile.params(), &mut sink).unwrap();
+                assert_eq!(
+                    f,
+                    want,
+                    "{len} bytes, {profile:?}, in {}",
+                    dir.path().display()
+                );
+                let (path, size) = store.whole_file(&f.cid).unwrap().expect("kept whole");
+                assert_eq!(size, len as u64);
+                assert!(
+                    fs::read(&path).unwrap() == data,
+                    "{} differs",
+                    path.display()
+                );
+                for (cid, block) in &sink.0 {
+                    let held = store
+                        .get_block_sync(cid)
+                        .unwrap()
+                        .expect("every block held");
+                    assert!(&held == block, "block {cid} differs");
+                }
+            }
+        }
+        let rep = store.verify(true, false).unwrap();
+        assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    }
+}

@@ -35,6 +35,7 @@ pub mod pacman;
 pub mod publish;
 pub mod repair;
 pub mod spool;
+mod tee;
 pub mod upstream;
 
 pub use error::{Error, Result};

@@ -410,6 +410,30 @@ pub fn parse_files_db_each(
     parse_archive(repo, file, bytes, MAX_DB_UNPACKED, true, each)
 }
 
+/// [`parse_files_db_each`] of an archive read from a stream, never held whole (Arch's
+/// `extra.files` is about 60 MB): memory stays at the decoder's buffers and the parsed
+/// packages.
+pub fn parse_files_db_from(
+    repo: &RepoName,
+    file: &str,
+    mut input: impl Read,
+    each: &mut dyn FnMut(&mut Package) -> Result<()>,
+) -> Result<RepoDb> {
+    // Enough to recognise every format (a plain tar's magic is at 257, an empty one is
+    // 1024 zero bytes).
+    let mut head = Vec::with_capacity(1024);
+    (&mut input)
+        .take(1024)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::Db {
+            repo: repo.to_string(),
+            file: file.to_owned(),
+            detail: format!("reading the archive: {e}"),
+        })?;
+    let stream = io::BufReader::new(io::Cursor::new(head.clone()).chain(input));
+    parse_stream(repo, file, &head, stream, MAX_DB_UNPACKED, true, each)
+}
+
 /// The members of one entry directory, in archive order.
 struct RawEntry {
     name: String,
@@ -446,18 +470,32 @@ fn parse_archive(
     want_files: bool,
     each: &mut dyn FnMut(&mut Package) -> Result<()>,
 ) -> Result<RepoDb> {
+    parse_stream(repo, file, bytes, bytes, limit, want_files, each)
+}
+
+/// Reads a database archive: `head` is its first bytes (for the compression), `archive`
+/// all of it from the start.
+fn parse_stream(
+    repo: &RepoName,
+    file: &str,
+    head: &[u8],
+    archive: impl io::BufRead,
+    limit: u64,
+    want_files: bool,
+    each: &mut dyn FnMut(&mut Package) -> Result<()>,
+) -> Result<RepoDb> {
     let db_err = |detail: String| Error::Db {
         repo: repo.to_string(),
         file: file.to_owned(),
         detail,
     };
-    let compression = Compression::detect(bytes).ok_or_else(|| {
+    let compression = Compression::detect(head).ok_or_else(|| {
         db_err(
             "not a pacman database: neither a tar archive nor gzip/zstd/xz/bzip2 compressed".into(),
         )
     })?;
     let decoder = compression
-        .decoder(bytes)
+        .decoder_of(archive)
         .map_err(|e| db_err(format!("cannot start decompression: {e}")))?;
     let mut input = Bounded {
         inner: decoder,

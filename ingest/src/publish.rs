@@ -48,7 +48,7 @@ use crate::config::MirrorOptions;
 use crate::keys::PublisherKey;
 use crate::pacman::{self, Arch, Package, RepoName};
 use crate::spool::Spool;
-use crate::upstream::Upstream;
+use crate::upstream::{self, Upstream};
 use crate::{Error, Result};
 use cidmirror_listing::aur::AurBase;
 use cidmirror_listing::{self as listing, FileRef, Item, ItemKind, ListingInput, RepoSummary};
@@ -203,7 +203,8 @@ struct RepoFetch {
     descs: Vec<DirEntry>,
     db_file: NamedBytes,
     db_sig: Option<Bytes>,
-    files_file: Option<NamedBytes>,
+    /// Stored as it was checked, never held whole.
+    files_file: Option<NamedFile>,
     files_sig: Option<Bytes>,
 }
 
@@ -218,6 +219,14 @@ struct NamedBytes {
     /// The archive's own name (`core.db.tar.gz`).
     filename: String,
     /// The short name pacman asks for (`core.db`), if it differs.
+    alias: Option<String>,
+}
+
+/// A `.files` archive, in the store already.
+struct NamedFile {
+    file: FileRef,
+    /// As in [`NamedBytes`].
+    filename: String,
     alias: Option<String>,
 }
 
@@ -799,9 +808,6 @@ impl Publisher {
                 // Their CIDs are in the items.
                 r.descs = Vec::new();
                 r.db_file.bytes = Bytes::new();
-                if let Some(f) = &mut r.files_file {
-                    f.bytes = Bytes::new();
-                }
             }
             let published = self
                 .publish(
@@ -863,12 +869,12 @@ impl Publisher {
                 let got = async {
                     let db = self.get_db(repo, &dir).await?;
                     let files = format!("{dir}/{}.files", repo.as_str());
-                    Ok::<_, Error>((db, self.upstream.get(&files, MAX_DB).await?))
+                    Ok::<_, Error>((db, self.hash_download(&files, MAX_DB).await?))
                 };
                 match got.await {
                     Ok((db, files)) => {
                         hashes.push(sha256_of(&db));
-                        hashes.extend(files.map(|f| sha256_of(&f)));
+                        hashes.extend(files);
                     }
                     Err(e) => problems.push(format!("{}/{}: {e}", repo.as_str(), arch.as_str())),
                 }
@@ -879,6 +885,31 @@ impl Publisher {
         } else {
             Err(problems)
         }
+    }
+
+    /// The SHA-256 of an upstream file of at most `max` bytes, hashed as it arrives (a
+    /// `.files` archive is never held whole); `None` when it does not exist.
+    async fn hash_download(&self, rel: &str, max: u64) -> Result<Option<Sha256>> {
+        let Some(mut dl) = self.upstream.download(rel, None).await? else {
+            return Ok(None);
+        };
+        let mut h = sha2::Sha256::new();
+        let mut seen = 0u64;
+        while let Some(chunk) = dl.stream.next().await {
+            let chunk = chunk.map_err(|e| Error::Transfer {
+                url: dl.url.clone(),
+                detail: e.to_string(),
+            })?;
+            seen += chunk.len() as u64;
+            if seen > max {
+                return Err(Error::TooLarge {
+                    url: dl.url,
+                    limit: max,
+                });
+            }
+            h.update(&chunk);
+        }
+        Ok(Some(Sha256(h.finalize().into())))
     }
 
     /// `<dir>/<repo>.db` from the upstream; a missing one is an error naming it.
@@ -927,23 +958,53 @@ impl Publisher {
         let db_sig = self.upstream.get(&format!("{rel}.sig"), MAX_SIG).await?;
         let files_short = format!("{}.files", repo.as_str());
         let files_rel = format!("{dir}/{files_short}");
-        let (files_file, files_sig) = match self.upstream.get(&files_rel, MAX_DB).await? {
+        let (files_file, files_sig) = match self.upstream.download(&files_rel, None).await? {
             None => (None, None),
-            Some(fb) => {
-                // Only its list of packages is compared with the .db's: descs go at once.
-                let parsed = pacman::parse_files_db_each(repo, &files_short, &fb, &mut |p| {
-                    p.desc.release();
-                    Ok(())
+            Some(dl) => {
+                // Stored and parsed as it arrives. Only its list of packages is compared
+                // with the .db's: descs go at once.
+                let (repo_name, file) = (repo.clone(), files_short.clone());
+                let (stored, parsed) = crate::tee::store_and_read(
+                    &self.store,
+                    dl,
+                    MAX_DB,
+                    self.session_put(None),
+                    move |input| {
+                        pacman::parse_files_db_from(&repo_name, &file, input, &mut |p| {
+                            p.desc.release();
+                            Ok(())
+                        })
+                    },
+                )
+                .await
+                .map_err(|e| match e {
+                    e @ (Error::Db { .. } | Error::Entry { .. }) => e,
+                    other => Error::Db {
+                        repo: repo.as_str().to_string(),
+                        file: files_short.clone(),
+                        detail: other.to_string(),
+                    },
                 })?;
                 same_packages(repo, &short, &db, &files_short, &parsed)?;
-                let named = self
-                    .name_archive(&dir, &files_short, parsed.compression)
-                    .await?;
+                let compression = parsed.compression;
+                drop(parsed);
+                let named = self.name_archive(&dir, &files_short, compression).await?;
                 let sig = self
                     .upstream
                     .get(&format!("{files_rel}.sig"), MAX_SIG)
                     .await?;
-                (Some(NamedBytes { bytes: fb, ..named }), sig)
+                let file = FileRef::from(stored);
+                let NamedBytes {
+                    filename, alias, ..
+                } = named;
+                (
+                    Some(NamedFile {
+                        file,
+                        filename,
+                        alias,
+                    }),
+                    sig,
+                )
             }
         };
         Ok(RepoFetch {
@@ -1025,12 +1086,7 @@ impl Publisher {
     /// A small file (signature, index entry) imported into blocks collected in `sink`.
     fn small_file(&self, bytes: &[u8], sink: &mut dyn BlockSink) -> Result<FileRef> {
         let f = importer::import(bytes, &self.opts.profile.params(), sink)?;
-        Ok(FileRef {
-            size: f.size,
-            sha256: f.sha256,
-            cid: f.cid,
-            tsize: f.tsize,
-        })
+        Ok(FileRef::from(f))
     }
 
     /// Brings every file of the new state into the store: reused when already imported
@@ -1291,12 +1347,23 @@ impl Publisher {
             if !problems.is_empty() {
                 continue; // no point storing databases of a sync that will not publish
             }
+            let db_file = self.put_archive(r.db_file.bytes.clone()).await?;
+            let files_file = r.files_file.as_ref();
             for (kind, named, sig) in [
-                (ItemKind::Database, Some(&r.db_file), r.db_sig.as_ref()),
-                (ItemKind::Files, r.files_file.as_ref(), r.files_sig.as_ref()),
+                (
+                    ItemKind::Database,
+                    Some((db_file, &r.db_file.filename, &r.db_file.alias)),
+                    r.db_sig.as_ref(),
+                ),
+                (
+                    ItemKind::Files,
+                    files_file.map(|f| (f.file, &f.filename, &f.alias)),
+                    r.files_sig.as_ref(),
+                ),
             ] {
-                let Some(named) = named else { continue };
-                let file = self.put_archive(named.bytes.clone()).await?;
+                let Some((file, filename, alias)) = named else {
+                    continue;
+                };
                 let sig = match sig {
                     Some(s) => Some(self.small_file(s, &mut sidecar)?),
                     None => None,
@@ -1305,8 +1372,8 @@ impl Publisher {
                     repo: repo.clone(),
                     arch: arch.clone(),
                     kind,
-                    filename: named.filename.clone(),
-                    alias: named.alias.clone(),
+                    filename: filename.clone(),
+                    alias: alias.clone(),
                     file,
                     sig,
                     package: None,
@@ -1351,7 +1418,12 @@ impl Publisher {
             size: p.csize,
             sha256: p.sha256,
         });
-        let local = match self.store.local_file(&p.sha256).await {
+        // A local upstream is read as fast as a stored copy would be: no need to look.
+        let local = match self.upstream.is_local() {
+            true => Ok(None),
+            false => self.store.local_file(&p.sha256).await,
+        };
+        let local = match local {
             Ok(local) => local,
             Err(e) => {
                 tracing::warn!("{}: looking for a stored copy: {e}", printable(&name));
@@ -1368,12 +1440,7 @@ impl Publisher {
                 Ok(f) => {
                     self.progress.transferred(f.size);
                     self.progress.file_done(&name, true);
-                    let file = FileRef {
-                        size: f.size,
-                        sha256: f.sha256,
-                        cid: f.cid,
-                        tsize: f.tsize,
-                    };
+                    let file = FileRef::from(f);
                     return Ok((file, Arrived::FromStore));
                 }
                 Err(e) => tracing::warn!(
@@ -1384,18 +1451,11 @@ impl Publisher {
             }
         }
         let res: Result<FileRef> = async {
+            if self.upstream.is_local() {
+                return self.put_local(&rel, expect, slots).await;
+            }
             // Held until the last byte (or an error) arrives, not while the store commits.
-            let mut slot =
-                Some(
-                    slots
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| Error::Transfer {
-                            url: format!("{}{rel}", self.upstream.url()),
-                            detail: "download slots closed".into(),
-                        })?,
-                );
+            let mut slot = Some(self.download_slot(&rel, slots).await?);
             let dl = self
                 .upstream
                 .download(&rel, Some(p.csize))
@@ -1422,17 +1482,89 @@ impl Publisher {
                     self.session_put(expect),
                 )
                 .await?;
-            Ok(FileRef {
-                size: f.size,
-                sha256: f.sha256,
-                cid: f.cid,
-                tsize: f.tsize,
-            })
+            Ok(FileRef::from(f))
         }
         .await;
         self.progress.file_done(&name, res.is_ok());
         res.map(|f| (f, Arrived::Downloaded))
             .map_err(|e| format!("{name}: {e}"))
+    }
+
+    /// One of the download slots (a closed semaphore is an error naming the file).
+    async fn download_slot(
+        &self,
+        rel: &str,
+        slots: &Arc<tokio::sync::Semaphore>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Transfer {
+                url: format!("{}{rel}", self.upstream.url()),
+                detail: "download slots closed".into(),
+            })
+    }
+
+    /// A package of a local upstream: the file opened and checked here, then read by the
+    /// store directly (no stream in between: one blocking trip to open, one to import).
+    /// The stall timeout holds as for a stream: no byte imported for that long fails it.
+    async fn put_local(
+        &self,
+        rel: &str,
+        expect: Option<Expected>,
+        slots: &Arc<tokio::sync::Semaphore>,
+    ) -> Result<FileRef> {
+        let slot = self.download_slot(rel, slots).await?;
+        let expected_len = expect.map(|e| e.size);
+        let local = self
+            .upstream
+            .open_local(rel, expected_len)
+            .await?
+            .ok_or_else(|| Error::Transfer {
+                url: format!("{}{rel}", self.upstream.url()),
+                detail: "not found upstream".into(),
+            })?;
+        let upstream::LocalFile {
+            name,
+            path,
+            file,
+            len,
+            stall_timeout,
+        } = local;
+        // The slot is given back once every byte is read, not while the store commits.
+        let moved = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let slot = std::sync::Mutex::new(Some(slot));
+        let progress = self.progress.clone();
+        let counter = Arc::clone(&moved);
+        let mut opts = self.session_put(expect);
+        opts.progress = Some(Arc::new(move |n| {
+            progress.transferred(n);
+            let total = counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+            if total >= len {
+                drop(slot.lock().ok().and_then(|mut s| s.take()));
+            }
+        }));
+        let put = self.store.put_file(FileSource::Open { file, path }, opts);
+        tokio::pin!(put);
+        let mut seen = 0;
+        let f = loop {
+            tokio::select! {
+                f = &mut put => break f?,
+                () = tokio::time::sleep(stall_timeout) => {
+                    // Every byte read: what is left is the store's commit, not a read.
+                    let now = moved.load(std::sync::atomic::Ordering::Relaxed);
+                    if now == seen && now < len {
+                        return Err(Error::Stalled {
+                            url: name,
+                            secs: stall_timeout.as_secs_f64().ceil() as u64,
+                        });
+                    }
+                    seen = now;
+                }
+            }
+        };
+        Ok(FileRef::from(f))
     }
 
     /// The package's detached signature, if upstream has one. It must agree with the
@@ -1813,8 +1945,10 @@ fn name_collisions(repos: &[RepoFetch]) -> Vec<String> {
     let mut problems = Vec::new();
     for r in repos {
         let mut reserved: BTreeSet<String> = BTreeSet::new();
-        for named in std::iter::once(&r.db_file).chain(r.files_file.as_ref()) {
-            for n in std::iter::once(&named.filename).chain(named.alias.as_ref()) {
+        let names = std::iter::once((&r.db_file.filename, &r.db_file.alias))
+            .chain(r.files_file.as_ref().map(|f| (&f.filename, &f.alias)));
+        for (filename, alias) in names {
+            for n in std::iter::once(filename).chain(alias.as_ref()) {
                 reserved.insert(n.clone());
                 reserved.insert(format!("{n}.sig"));
             }
@@ -1892,7 +2026,7 @@ fn derived_state(repos: &[RepoFetch]) -> String {
     let mut hashes = Vec::new();
     for r in repos {
         hashes.push(sha256_of(&r.db_file.bytes));
-        hashes.extend(r.files_file.as_ref().map(|f| sha256_of(&f.bytes)));
+        hashes.extend(r.files_file.as_ref().map(|f| f.file.sha256));
     }
     derived_of(&hashes)
 }

@@ -4,7 +4,9 @@
 //! checked before use: a name taken from a repository database can never leave the mirror.
 //! Small files (lastupdate, databases, signatures) are read whole with [`Upstream::get`];
 //! packages are streamed with [`Upstream::download`] straight into the store
-//! (`FileSource::Chunks`), resuming interrupted transfers on the way.
+//! (`FileSource::Chunks`), resuming interrupted transfers on the way. A local directory's
+//! package is opened and checked by [`Upstream::open_local`] and then read by the store
+//! itself (`FileSource::Open`): no stream and no thread hand-off per buffer.
 //!
 //! Timeouts are per phase, never per transfer: connecting plus receiving the response
 //! headers, and then every single body chunk, must each make progress within
@@ -198,6 +200,25 @@ impl Upstream {
         }
     }
 
+    /// For a local directory: the file opened for reading, after the checks of
+    /// [`Upstream::download`] (a regular file inside the directory, of `expected_len` bytes
+    /// when given), so that the store can read it directly. Over HTTP: an error (use
+    /// [`Upstream::download`]).
+    pub async fn open_local(
+        &self,
+        rel: &str,
+        expected_len: Option<u64>,
+    ) -> Result<Option<LocalFile>> {
+        self.check(rel)?;
+        match &self.source {
+            Source::Http(_) => Err(Error::Transfer {
+                url: self.url(),
+                detail: format!("{rel}: not a local directory"),
+            }),
+            Source::Local(local) => local.open_local(rel, expected_len).await,
+        }
+    }
+
     /// For a local directory: the target's name when `rel` is a symbolic link to another
     /// file of the same directory (repo-add makes `core.db -> core.db.tar.gz`). `None` for
     /// HTTP, for files that are not links and for links that point anywhere else.
@@ -245,6 +266,21 @@ fn unsafe_path(rel: &str) -> Option<&'static str> {
             _ => None,
         })
     }
+}
+
+/// A file of a local upstream, open for reading ([`Upstream::open_local`]).
+#[derive(Debug)]
+pub struct LocalFile {
+    /// Its name for messages.
+    pub name: String,
+    /// Its path (inside the upstream directory).
+    pub path: PathBuf,
+    /// The open file, at its start.
+    pub file: std::fs::File,
+    /// Its length when it was opened.
+    pub len: u64,
+    /// How long a read may wait for bytes: whoever reads the file enforces it.
+    pub stall_timeout: Duration,
 }
 
 /// A file being streamed from the upstream.
@@ -1003,27 +1039,19 @@ impl Local {
     /// does not exist. Links that lead out of the root are refused.
     async fn resolve(&self, rel: &str) -> Result<Option<PathBuf>> {
         let (root, rel) = (self.root.clone(), rel.to_string());
+        let shown = self.root.join(&rel).display().to_string();
         tokio::task::spawn_blocking(move || resolve_in(&root, &rel))
             .await
             .map_err(|e| Error::Transfer {
-                url: e.to_string(),
-                detail: "the file lookup's task failed".into(),
+                url: shown,
+                detail: format!("the file lookup's task failed: {e}"),
             })?
     }
 
-    /// Opens a regular file: its name for messages, the file and its length. Anything else
-    /// (a FIFO, whose open or read would wait for a writer forever, a socket, a device, a
-    /// directory) is refused without reading from it; the whole step is bounded by the
-    /// stall timeout.
-    async fn open_file(&self, rel: &str) -> Result<Option<(String, tokio::fs::File, u64)>> {
-        Ok(self
-            .open_reading(rel, 0)
-            .await?
-            .map(|(shown, o)| (shown, tokio::fs::File::from_std(o.file), o.len)))
-    }
-
-    /// [`Local::open_file`], with the whole file read at once when it is at most
-    /// `whole_up_to` bytes long.
+    /// Opens a regular file: its name for messages, the file and its length, and the whole
+    /// file read at once when it is at most `whole_up_to` bytes long. Anything else (a FIFO,
+    /// whose open or read would wait for a writer forever, a socket, a device, a directory)
+    /// is refused without reading from it; the whole step is bounded by the stall timeout.
     async fn open_reading(&self, rel: &str, whole_up_to: u64) -> Result<Option<(String, Opened)>> {
         let name = self.root.join(rel);
         let shown = name.display().to_string();
@@ -1055,16 +1083,24 @@ impl Local {
     }
 
     async fn get(&self, rel: &str, max: u64) -> Result<Option<Bytes>> {
-        let Some((name, file, len)) = self.open_file(rel).await? else {
+        // A small file (a signature) is read in the same blocking trip as its open.
+        let Some((name, opened)) = self.open_reading(rel, max.min(LOCAL_WHOLE)).await? else {
             return Ok(None);
         };
         let too_large = || Error::TooLarge {
             url: name.clone(),
             limit: max,
         };
-        if len > max {
+        if opened.len > max {
             return Err(too_large());
         }
+        if let Some(whole) = opened.whole {
+            if whole.len() as u64 > max {
+                return Err(too_large());
+            }
+            return Ok(Some(whole.freeze()));
+        }
+        let (file, len) = (tokio::fs::File::from_std(opened.file), opened.len);
         let mut body = BytesMut::with_capacity(len as usize);
         let mut file = file.take(max.saturating_add(1));
         loop {
@@ -1101,20 +1137,7 @@ impl Local {
             return Ok(None);
         };
         let Opened { file, len, whole } = opened;
-        if let Some(expected) = expected_len {
-            if len > expected {
-                return Err(Error::TooLarge {
-                    url: name,
-                    limit: expected,
-                });
-            }
-            if len < expected {
-                return Err(Error::Transfer {
-                    url: name,
-                    detail: format!("{len} bytes, expected {expected}"),
-                });
-            }
-        }
+        check_len(&name, len, expected_len)?;
         let stats = Arc::new(DownloadStats::default());
         let reader = LocalRead {
             file: tokio::fs::File::from_std(file),
@@ -1135,6 +1158,20 @@ impl Local {
             content_length: Some(len),
             stream: Box::pin(stream),
             stats,
+        }))
+    }
+
+    async fn open_local(&self, rel: &str, expected_len: Option<u64>) -> Result<Option<LocalFile>> {
+        let Some((name, opened)) = self.open_reading(rel, 0).await? else {
+            return Ok(None);
+        };
+        check_len(&name, opened.len, expected_len)?;
+        Ok(Some(LocalFile {
+            name,
+            path: self.root.join(rel),
+            file: opened.file,
+            len: opened.len,
+            stall_timeout: self.stall_timeout,
         }))
     }
 
@@ -1166,6 +1203,21 @@ impl Local {
             (Some(Component::Normal(name)), None) => name.to_str().map(str::to_owned),
             _ => None,
         })
+    }
+}
+
+/// A local file's length against the one the index gave.
+fn check_len(name: &str, len: u64, expected: Option<u64>) -> Result<()> {
+    match expected {
+        Some(expected) if len > expected => Err(Error::TooLarge {
+            url: name.to_string(),
+            limit: expected,
+        }),
+        Some(expected) if len < expected => Err(Error::Transfer {
+            url: name.to_string(),
+            detail: format!("{len} bytes, expected {expected}"),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -1235,7 +1287,8 @@ fn open_regular_in(
             .take(len + 1)
             .read_to_end(&mut bytes)
             .map_err(io_error)?;
-        Some(BytesMut::from(&bytes[..]))
+        // Bytes -> BytesMut of a Vec's bytes takes the allocation over: no copy.
+        Some(BytesMut::from(Bytes::from(bytes)))
     } else {
         None
     };

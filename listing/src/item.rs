@@ -21,6 +21,17 @@ pub struct FileRef {
     pub tsize: u64,
 }
 
+impl From<cidmirror_store::ImportedFile> for FileRef {
+    fn from(f: cidmirror_store::ImportedFile) -> Self {
+        FileRef {
+            size: f.size,
+            sha256: f.sha256,
+            cid: f.cid,
+            tsize: f.tsize,
+        }
+    }
+}
+
 /// How a [`FileRef`] reads in JSON: `{"size", "sha256" (hex), "cid" (string), "tsize"}`.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct FileRefJson {

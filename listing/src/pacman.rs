@@ -76,16 +76,21 @@ impl Compression {
     }
     /// A streaming decoder of `bytes` (xz bounded to 256 MiB of decoder memory).
     pub fn decoder(self, bytes: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+        self.decoder_of(bytes)
+    }
+
+    /// [`Compression::decoder`] of any buffered stream (an archive not held whole).
+    pub fn decoder_of<'a, R: io::BufRead + 'a>(self, input: R) -> io::Result<Box<dyn Read + 'a>> {
         Ok(match self {
-            Self::None => Box::new(bytes),
-            Self::Gzip => Box::new(flate2::bufread::GzDecoder::new(bytes)),
-            Self::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(bytes)?),
+            Self::None => Box::new(input),
+            Self::Gzip => Box::new(flate2::bufread::GzDecoder::new(input)),
+            Self::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
             Self::Xz => {
                 let stream = liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
                     .map_err(io::Error::other)?;
-                Box::new(liblzma::bufread::XzDecoder::new_stream(bytes, stream))
+                Box::new(liblzma::bufread::XzDecoder::new_stream(input, stream))
             }
-            Self::Bzip2 => Box::new(bzip2::bufread::BzDecoder::new(bytes)),
+            Self::Bzip2 => Box::new(bzip2::bufread::BzDecoder::new(input)),
         })
     }
 

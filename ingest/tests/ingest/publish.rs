@@ -774,6 +774,40 @@ async fn a_files_database_from_another_state_is_refused() {
     assert_eq!(current(&e).unwrap().root, first);
 }
 
+/// The `.files` archive is checked as it streams into the store (never held whole): a
+/// truncated one, or an error page in its place, fails the sync naming it, and the
+/// previous snapshot stays current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_or_foreign_files_database_is_refused_naming_it() {
+    let mirror = standard_mirror();
+    let up = TestUpstream::start(mirror.root()).await;
+    let e = env(&up.url);
+    let first = published(&e).await.root;
+    change_standard_mirror(&mirror);
+    let path = mirror.repo_dir("core", "x86_64").join("core.files.tar.gz");
+    let whole = std::fs::read(&path).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 2] = [
+        (
+            "truncated",
+            whole[..whole.len() / 2].to_vec(),
+            "reading the archive",
+        ),
+        (
+            "an HTML page",
+            b"<html><body>502 Bad Gateway</body></html>".to_vec(),
+            "not a pacman database",
+        ),
+    ];
+    for (what, bytes, why) in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        let problems = failed(&e).await;
+        assert_problem(&problems, &["core", "core.files", why]);
+        assert_eq!(current(&e).unwrap().root, first, "{what}");
+    }
+    std::fs::write(&path, &whole).unwrap();
+    assert_eq!(published(&e).await.seq, 2, "the good archive publishes");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_named_like_a_database_is_refused_before_any_download() {
     let mirror = standard_mirror();

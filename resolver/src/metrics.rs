@@ -75,6 +75,7 @@ struct Inner {
     bytes: Family<RouteLabel, Counter>,
     store_hits: Counter,
     store_misses: Counter,
+    sendfile_bytes: Counter,
     snapshot_seq: Gauge<i64, std::sync::atomic::AtomicI64>,
     snapshot_age: Gauge<i64, std::sync::atomic::AtomicI64>,
     syncs: Family<OutcomeLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
@@ -121,6 +122,12 @@ impl Metrics {
             "store_hits",
             "Files served whole from the store's kept files",
             store_hits.clone(),
+        );
+        let sendfile_bytes = Counter::default();
+        registry.register(
+            "sendfile_bytes",
+            "Bytes of kept files the kernel sent from the page cache (sendfile), of all bytes served",
+            sendfile_bytes.clone(),
         );
         let store_misses = Counter::default();
         registry.register(
@@ -226,6 +233,7 @@ impl Metrics {
                 bytes,
                 store_hits,
                 store_misses,
+                sendfile_bytes,
                 snapshot_seq,
                 snapshot_age,
                 syncs,
@@ -264,6 +272,11 @@ impl Metrics {
                 route: route.to_string(),
             })
             .inc_by(n);
+    }
+
+    /// Bytes announced to go out by `sendfile` (counted as served too).
+    pub fn sendfile_bytes(&self, n: u64) {
+        self.inner.sendfile_bytes.inc_by(n);
     }
 
     /// A file served from a kept file.

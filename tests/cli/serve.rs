@@ -4,7 +4,9 @@
 //! pacman that requires package signatures. Then the upstream moves on, the publisher
 //! publishes again, and `pacman -Syu` upgrades through the gateway.
 
+use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::mirror::fixture::{self, Mirror};
 use crate::mirror::server::TestUpstream;
@@ -592,4 +594,93 @@ fn a_download_survives_a_snapshot_switch_and_a_graceful_shutdown() {
         .expect("exit after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", srv.log());
     let _ = sent_before;
+}
+
+/// A kept file's middle leaves by sendfile (the kernel sends it from the page cache; the
+/// first piece and the checked tail are read and sent as bytes): large files come out
+/// whole and in ranges that start and end in each of those parts, several on one
+/// keep-alive connection, and the metrics count the bytes sendfile sent.
+#[test]
+fn large_kept_files_go_out_by_sendfile_whole_and_in_ranges_on_one_connection() {
+    let t = TestDir::new();
+    let d = t.data("data");
+    let len = 5 * 1024 * 1024 + 12345;
+    let data = crate::support::chacha_bytes("sendfile", len);
+    let path = t.write("big.bin", &data);
+    let cid = d
+        .add(&[], &[s(&path)])
+        .into_values()
+        .next()
+        .expect("one CID");
+    let srv = Server::serve(&d, &[]);
+    let target = format!("/ipfs/{cid}");
+    let before = sendfile_bytes(&srv);
+    let ranges: [Option<(usize, usize)>; 7] = [
+        None,
+        Some((0, len - 1)),
+        Some((10, 20_000)),         // first piece into the middle
+        Some((70_000, 3_000_000)),  // middle only
+        Some((2_000_000, len - 1)), // middle through the tail
+        Some((len - 100, len - 1)), // the tail alone
+        None,
+    ];
+    let mut conn = std::net::TcpStream::connect(srv.addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    for r in ranges {
+        let range = r
+            .map(|(a, b)| format!("Range: bytes={a}-{b}\r\n"))
+            .unwrap_or_default();
+        write!(conn, "GET {target} HTTP/1.1\r\nHost: x\r\n{range}\r\n").unwrap();
+        let (status, body) = read_response(&mut reader);
+        let (want_status, want) = match r {
+            None => (200, &data[..]),
+            Some((a, b)) => (206, &data[a..=b]),
+        };
+        assert_eq!(status, want_status, "{r:?}");
+        assert!(
+            body == want,
+            "{r:?}: {} bytes differ from the file's",
+            body.len()
+        );
+    }
+    let sent = sendfile_bytes(&srv) - before;
+    assert!(
+        sent >= 2 * (len as u64 - 64 * 1024),
+        "sendfile sent {sent} bytes: the whole downloads did not go that way"
+    );
+}
+
+/// The `cidmirror_sendfile_bytes_total` counter.
+fn sendfile_bytes(srv: &Server) -> u64 {
+    let text = request(srv.addr, "GET", "/metrics", &[]).text();
+    text.lines()
+        .find(|l| l.starts_with("cidmirror_sendfile_bytes_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no sendfile counter in {text}"))
+}
+
+/// One response of a keep-alive connection: status and body (by Content-Length).
+fn read_response(r: &mut impl std::io::BufRead) -> (u16, Vec<u8>) {
+    let mut status = 0;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("response head");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(code) = line.strip_prefix("HTTP/1.1 ") {
+            status = code[..3].parse().expect("status");
+        } else if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().expect("length");
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).expect("body");
+    (status, body)
 }

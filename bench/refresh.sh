@@ -509,6 +509,10 @@ printf '  %-46s %.1f s (min %.1f, max %.1f)\n' "commit -> F1 refresh finished, m
   "$(col "$P" done | sort -g | head -1)" "$(col "$P" done | sort -g | tail -1)"
 printf '  %-46s %.1f s (min %.1f, max %.1f)\n' "F1 CPU time per round (user + system), median" "$(med "$P" cpu)" \
   "$(col "$P" cpu | sort -g | head -1)" "$(col "$P" cpu | sort -g | tail -1)"
+# Peak resident memory over F1's whole life: its first sync (a walk of the whole listing),
+# every refresh and the serving in between.
+printf '  %-46s %s\n' "F1 peak RSS (VmHWM), first sync included" \
+  "$(awk '/^VmHWM:/ {printf "%.1f MiB", $2 / 1024}' "/proc/$F1_PID/status" 2>/dev/null || echo '?')"
 
 # ---------------------------------------------------------------------------------------
 echo

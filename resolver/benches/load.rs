@@ -14,7 +14,7 @@
 //! files dealt out over the clients (to fill a cache, or just the page cache).
 //!
 //! Every response is checked: status 200, `Content-Length` and the bytes received equal the
-//! file's size, and the body starts with the file's first bytes. A failed request is counted
+//! file's size, and the body has the file's bytes at its start, middle and end (16 each). A failed request is counted
 //! (and its bytes are not), the client reconnects and goes on. A request whose reused
 //! connection the server closed before answering (an idle keep-alive connection closed as
 //! the request went out) is sent once more on a new connection, as curl and pacman do, and
@@ -131,7 +131,8 @@ fn parse_args() -> Args {
 struct File {
     name: String,
     size: u64,
-    prefix: Vec<u8>,
+    /// (offset, bytes there): the start, the middle and the end of the file.
+    samples: Vec<(u64, Vec<u8>)>,
 }
 
 fn list_files(dir: &std::path::Path) -> std::io::Result<Vec<File>> {
@@ -143,10 +144,20 @@ fn list_files(dir: &std::path::Path) -> std::io::Result<Vec<File>> {
             continue;
         }
         let size = e.metadata()?.len();
-        let mut prefix = vec![0; PREFIX.min(size as usize)];
-        use std::io::Read as _;
-        std::fs::File::open(e.path())?.read_exact(&mut prefix)?;
-        files.push(File { name, size, prefix });
+        use std::os::unix::fs::FileExt as _;
+        let file = std::fs::File::open(e.path())?;
+        let len = PREFIX.min(size as usize);
+        let mut samples = Vec::new();
+        for at in [0, size / 2, size - len as u64] {
+            let mut bytes = vec![0; len];
+            file.read_exact_at(&mut bytes, at)?;
+            samples.push((at, bytes));
+        }
+        files.push(File {
+            name,
+            size,
+            samples,
+        });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
@@ -294,15 +305,18 @@ async fn fetch(
         if first.is_none() {
             first = Some(t0.elapsed());
         }
-        // The file's first bytes, across frames if the first is shorter.
-        if (n as usize) < f.prefix.len() {
-            let from = n as usize;
-            let k = (f.prefix.len() - from).min(data.len());
-            if data[..k] != f.prefix[from..from + k] {
-                return Err(format!("{}: wrong bytes at offset {from}", f.name).into());
+        // The samples this frame covers (in part, if a sample spans frames).
+        let end = n + data.len() as u64;
+        for (at, want) in &f.samples {
+            let (a, b) = ((*at).max(n), (at + want.len() as u64).min(end));
+            if a < b
+                && data[(a - n) as usize..(b - n) as usize]
+                    != want[(a - at) as usize..(b - at) as usize]
+            {
+                return Err(format!("{}: wrong bytes at offset {a}", f.name).into());
             }
         }
-        n += data.len() as u64;
+        n = end;
     }
     if n != f.size {
         return Err(format!("{}: got {n} bytes, expected {}", f.name, f.size).into());

@@ -374,7 +374,8 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(HTTP1_BUF_MAX)
         // Body chunks queued as they are, never copied together: what lets markers
-        // through to SendfileIo (see sendfile.rs).
+        // through to SendfileIo (see sendfile.rs). Never add `pipeline_flush(true)` here:
+        // it makes hyper copy bodies into one buffer.
         .writev(true)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());

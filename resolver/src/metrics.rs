@@ -126,7 +126,7 @@ impl Metrics {
         let sendfile_bytes = Counter::default();
         registry.register(
             "sendfile_bytes",
-            "Bytes of kept files the kernel sent from the page cache (sendfile), of all bytes served",
+            "Bytes of kept files handed to sendfile (the kernel sends them from the page cache), of all bytes served",
             sendfile_bytes.clone(),
         );
         let store_misses = Counter::default();

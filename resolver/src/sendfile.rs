@@ -17,11 +17,28 @@
 //! `serve` accepted (a handler called without one, or an HTTP/2 stream, whose service runs
 //! on a task of its own, finds none and reads the file with `pread`).
 //!
+//! What the tail check means here: `sendfile` hands the socket references to page-cache
+//! pages, so the bytes still unsent (up to `UNSENT_MAX`, plus what is in flight) are read
+//! from the file when they go out, after the body's last check that the file is unchanged.
+//! Kept files are never written after they are kept (read-only, named by their hash, and
+//! replaced by rename, which leaves an open file as it was); an edit in place by someone
+//! with write access to the store during those last bytes would go unnoticed by that
+//! download (the next open or the scrub finds it). The `pread` path copied the bytes first.
+//!
+//! This relies on hyper queueing body chunks as they are: `writev(true)` and no
+//! `pipeline_flush` (which makes hyper copy everything into one buffer), and no layer that
+//! copies bodies (TLS, compression) between hyper and [`SendfileIo`]. Were a marker ever
+//! copied, its bytes would not reach the socket as a marker: the queue would not drain, and
+//! the download would stall and be cut rather than sent as zeroes.
+//!
 //! Written by hand because no crate does this for hyper; the system call is rustix's.
+//! Where `sendfile` is refused (a filesystem without splice), the connection sends spans
+//! with `pread` and `write` instead.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice};
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -49,7 +66,7 @@ pub(crate) fn is_marker(slice: &[u8]) -> bool {
 
 /// A span of a file that a marker stands for.
 struct Span {
-    file: Arc<File>,
+    file: Arc<cidmirror_store::TrustedFile>,
     offset: u64,
     left: usize,
 }
@@ -74,7 +91,7 @@ impl SendQueue {
     }
 
     /// Announces the span the next marker (of `len` bytes) stands for.
-    pub(crate) fn push(&self, file: Arc<File>, offset: u64, len: usize) {
+    pub(crate) fn push(&self, file: Arc<cidmirror_store::TrustedFile>, offset: u64, len: usize) {
         self.lock().spans.push_back(Span {
             file,
             offset,
@@ -123,11 +140,17 @@ pub(crate) async fn with_queue<F: std::future::Future>(queue: Arc<SendQueue>, f:
 pub(crate) struct SendfileIo {
     stream: TcpStream,
     queue: Arc<SendQueue>,
+    /// `sendfile` was refused once (a filesystem without it): spans are copied instead.
+    no_sendfile: bool,
 }
 
 impl SendfileIo {
     pub(crate) fn new(stream: TcpStream, queue: Arc<SendQueue>) -> SendfileIo {
-        SendfileIo { stream, queue }
+        SendfileIo {
+            stream,
+            queue,
+            no_sendfile: false,
+        }
     }
 
     /// Sends (part of) the span the marker `slice` stands for.
@@ -150,40 +173,83 @@ impl SendfileIo {
                 }
             }
         };
+        if self.no_sendfile {
+            return self.poll_copy_span(cx, &file.file, offset, left);
+        }
         loop {
             ready!(self.stream.poll_write_ready(cx))?;
             let mut at = offset;
             match self.stream.try_io(Interest::WRITABLE, || {
-                rustix::fs::sendfile(&self.stream, &*file, Some(&mut at), left)
+                rustix::fs::sendfile(&self.stream, file.file.as_fd(), Some(&mut at), left)
                     .map_err(io::Error::from)
             }) {
-                Ok(0) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "sendfile: the file ended before its span did",
-                    )));
+                Ok(n) => return Poll::Ready(self.sent(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if unsupported(&e) => {
+                    // A filesystem that cannot splice: read and write, for good.
+                    tracing::debug!("sendfile refused ({e}): reading kept files instead");
+                    self.no_sendfile = true;
+                    return self.poll_copy_span(cx, &file.file, offset, left);
                 }
-                Ok(n) => {
-                    let mut q = self.queue.lock();
-                    if let Some(front) = q.spans.front_mut() {
-                        front.offset += n as u64;
-                        front.left -= n;
-                        if front.left == 0 {
-                            q.spans.pop_front();
-                            if q.spans.is_empty()
-                                && let Some(w) = q.drained.take()
-                            {
-                                w.wake();
-                            }
-                        }
-                    }
-                    return Poll::Ready(Ok(n));
-                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// The span sent by `pread` and `write`, up to 64 KiB at a time (where `sendfile` is
+    /// refused); bytes read but not taken by the socket are read again next time.
+    fn poll_copy_span(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &File,
+        offset: u64,
+        left: usize,
+    ) -> Poll<io::Result<usize>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0; left.min(64 << 10)];
+        loop {
+            // Read once the socket takes bytes, so a full socket costs no read.
+            ready!(self.stream.poll_write_ready(cx))?;
+            let got = file.read_at(&mut buf, offset)?;
+            match self.stream.try_write(&buf[..got]) {
+                Ok(n) => return Poll::Ready(self.sent(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
+
+    /// `n` bytes of the front span went out (none: the file ended before its span did).
+    fn sent(&self, n: usize) -> io::Result<usize> {
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "sendfile: the file ended before its span did",
+            ));
+        }
+        let mut q = self.queue.lock();
+        if let Some(front) = q.spans.front_mut() {
+            front.offset += n as u64;
+            front.left -= n.min(front.left);
+            if front.left == 0 {
+                q.spans.pop_front();
+                if q.spans.is_empty()
+                    && let Some(w) = q.drained.take()
+                {
+                    w.wake();
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Errors that mean "no sendfile from this file", not "the connection failed".
+fn unsupported(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::INVAL, Errno::NOSYS, Errno::OPNOTSUPP]
+        .iter()
+        .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
 }
 
 impl AsyncRead for SendfileIo {

@@ -597,9 +597,10 @@ fn a_download_survives_a_snapshot_switch_and_a_graceful_shutdown() {
 }
 
 /// A kept file's middle leaves by sendfile (the kernel sends it from the page cache; the
-/// first piece and the checked tail are read and sent as bytes): large files come out
-/// whole and in ranges that start and end in each of those parts, several on one
-/// keep-alive connection, and the metrics count the bytes sendfile sent.
+/// first piece and the checked tail are read and sent as bytes): large files come out whole
+/// and in ranges (through the middle, from inside the first piece, into the tail; short
+/// ones in pieces), one after the other and pipelined on one keep-alive connection, and the
+/// metrics count the bytes given to sendfile.
 #[test]
 fn large_kept_files_go_out_by_sendfile_whole_and_in_ranges_on_one_connection() {
     let t = TestDir::new();
@@ -618,25 +619,26 @@ fn large_kept_files_go_out_by_sendfile_whole_and_in_ranges_on_one_connection() {
     let ranges: [Option<(usize, usize)>; 7] = [
         None,
         Some((0, len - 1)),
-        Some((10, 20_000)),         // first piece into the middle
-        Some((70_000, 3_000_000)),  // middle only
-        Some((2_000_000, len - 1)), // middle through the tail
-        Some((len - 100, len - 1)), // the tail alone
+        Some((10, 20_000)),         // short: in pieces
+        Some((70_000, 3_000_000)),  // the middle only
+        Some((2_000_000, len - 1)), // the middle through the tail
+        Some((len - 100, len - 1)), // short: in pieces
         None,
     ];
     let mut conn = std::net::TcpStream::connect(srv.addr).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
-    for r in ranges {
+    let ask = |r: &Option<(usize, usize)>| {
         let range = r
             .map(|(a, b)| format!("Range: bytes={a}-{b}\r\n"))
             .unwrap_or_default();
-        write!(conn, "GET {target} HTTP/1.1\r\nHost: x\r\n{range}\r\n").unwrap();
-        let (status, body) = read_response(&mut reader);
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\n{range}\r\n")
+    };
+    let check = |r: &Option<(usize, usize)>, (status, body): (u16, Vec<u8>)| {
         let (want_status, want) = match r {
             None => (200, &data[..]),
-            Some((a, b)) => (206, &data[a..=b]),
+            Some((a, b)) => (206, &data[*a..=*b]),
         };
         assert_eq!(status, want_status, "{r:?}");
         assert!(
@@ -644,10 +646,20 @@ fn large_kept_files_go_out_by_sendfile_whole_and_in_ranges_on_one_connection() {
             "{r:?}: {} bytes differ from the file's",
             body.len()
         );
+    };
+    for r in &ranges {
+        conn.write_all(ask(r).as_bytes()).unwrap();
+        check(r, read_response(&mut reader));
+    }
+    // Pipelined: every request sent before any answer is read.
+    let all: String = ranges.iter().map(ask).collect();
+    conn.write_all(all.as_bytes()).unwrap();
+    for r in &ranges {
+        check(r, read_response(&mut reader));
     }
     let sent = sendfile_bytes(&srv) - before;
     assert!(
-        sent >= 2 * (len as u64 - 64 * 1024),
+        sent >= 8 * (len as u64 - 64 * 1024),
         "sendfile sent {sent} bytes: the whole downloads did not go that way"
     );
 }

@@ -17,7 +17,8 @@ pub struct Args {
     #[arg(value_name = "CID[/PATH]")]
     target: String,
 
-    /// Write to this file (atomically: a failed export leaves no file) instead of stdout.
+    /// Write to this file (atomically: a failed export leaves no file) instead of stdout. A
+    /// device or pipe that exists (`/dev/null`, a FIFO) is written to, never replaced.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
 }
@@ -47,12 +48,33 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Writes the CAR to a unique temp file beside `out`, fsyncs it and renames it into place:
-/// a failed or concurrent export never leaves a partial file under `out`.
+/// a failed or concurrent export never leaves a partial file under `out`. When `out` is a
+/// device or a pipe, the CAR is written into it instead (renaming over `/dev/null` would
+/// replace the device with a file).
 async fn export_to_file(
     store: &cidmirror_store::EmbeddedStore,
     cid: &cidmirror_store::Cid,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
+    match std::fs::metadata(out) {
+        Ok(m) if m.is_dir() => anyhow::bail!("{}: is a directory", out.display()),
+        Ok(m) if !m.is_file() => {
+            let f = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(out)
+                .await
+                .with_context(|| format!("opening {}", out.display()))?;
+            let mut w = tokio::io::BufWriter::new(f);
+            export_car(store, cid, &mut w)
+                .await
+                .with_context(|| format!("exporting {cid} to {}", out.display()))?;
+            return w
+                .flush()
+                .await
+                .with_context(|| format!("writing {}", out.display()));
+        }
+        _ => {}
+    }
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

@@ -250,3 +250,53 @@ fn export_then_import_into_a_fresh_store_round_trips() {
         }
     }
 }
+
+/// `export -o` onto a pipe (or a device such as `/dev/null`) writes into it: the atomic
+/// temp-file-and-rename of a regular file would replace the pipe or device with a file (a
+/// root `export -o /dev/null` once turned the machine's `/dev/null` into a regular file).
+#[test]
+fn export_into_a_fifo_writes_through_it_and_leaves_it_a_fifo() {
+    use std::os::unix::fs::FileTypeExt;
+    let t = TestDir::new();
+    t.write("planets/mars.txt", b"Hello Mars!\n");
+    let src = t.data("source");
+    let cid = src.add(&[], &["planets"])["planets"].clone();
+    let fifo = t.path("out.fifo");
+    let c_path = std::ffi::CString::new(s(&fifo)).expect("path");
+    // SAFETY: mkfifo on a NUL-terminated path this test owns.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    // The reader blocks in open() until a writer comes: bounded by the channel's timeout
+    // (a replaced FIFO never gets one; the blocked thread then ends with the test binary).
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || tx.send(std::fs::read(&fifo)));
+    }
+    src.ok(&["export", "-o", s(&fifo), &cid]);
+    let got = rx
+        .recv_timeout(TIMEOUT)
+        .expect("nothing came through the FIFO")
+        .expect("reading the FIFO");
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .expect("still there")
+            .file_type()
+            .is_fifo(),
+        "the FIFO was replaced"
+    );
+    let secs = assert_car_blocks_verify(&got, "export into a FIFO");
+    assert!(
+        secs.iter().any(|s| s.cid.to_string() == cid),
+        "the CAR lacks its root"
+    );
+    let entries: Vec<_> = std::fs::read_dir(t.root())
+        .expect("test dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(".cidmirror-export-")
+        })
+        .collect();
+    assert!(entries.is_empty(), "temp files left: {entries:?}");
+}

@@ -152,6 +152,7 @@ pub fn publish(input: &ListingInput<'_>, sink: &mut dyn BlockSink) -> Result<Pub
         &aur_refs,
         &params,
         sink,
+        &mut Vec::new(),
     )?;
     Ok(Published {
         root,
@@ -165,6 +166,8 @@ pub fn publish(input: &ListingInput<'_>, sink: &mut dyn BlockSink) -> Result<Pub
 /// The tree of a listing: the root with `manifest.json` and `changes.jsonl`, every
 /// repository's `<repo>/os/<arch>` and `index/<repo>/<arch>` (even when empty),
 /// `by-sha256/`, and with AUR bases `aur/`, `index/aur/`, `by-sha512/` and `by-b2/`.
+/// Every `index/<repo>/<arch>` directory's CID is added to `index_dirs`.
+#[allow(clippy::too_many_arguments)]
 fn tree<I: Borrow<Item>>(
     manifest: DirEntry,
     changes: DirEntry,
@@ -173,6 +176,7 @@ fn tree<I: Borrow<Item>>(
     aur: &[&AurEntry],
     params: &ImportParams,
     sink: &mut dyn BlockSink,
+    index_dirs: &mut Vec<Cid>,
 ) -> Result<DirEntry> {
     let mut t = Tree::new();
     t.insert(layout::MANIFEST, manifest)?;
@@ -190,6 +194,7 @@ fn tree<I: Borrow<Item>>(
     );
     for (repo, arch) in keys {
         let (os, index) = repo_dirs(items, repo, arch, params, sink)?;
+        index_dirs.push(index.cid);
         t.insert(&layout::os_dir(repo, arch), os)?;
         t.insert(&layout::index_dir(repo, arch), index)?;
     }
@@ -482,10 +487,17 @@ impl Listing {
 
     /// Builds every directory of the listing, each block handed to `sink`; returns the root.
     pub fn build(&self, sink: &mut dyn BlockSink) -> Result<DirEntry> {
+        Ok(self.build_indexed(sink)?.0)
+    }
+
+    /// [`Listing::build`], with the CID of every `index/<repo>/<arch>` directory (what holds
+    /// all the repository's desc entries: a follower pins those, not each entry).
+    pub fn build_indexed(&self, sink: &mut dyn BlockSink) -> Result<(DirEntry, Vec<Cid>)> {
         let params = self.manifest.profile()?.params();
         let items: Vec<&Item> = self.items.values().collect();
         let aur: Vec<&AurEntry> = self.aur.values().collect();
-        tree(
+        let mut index_dirs = Vec::new();
+        let root = tree(
             self.manifest_entry,
             self.changes_entry,
             &self.manifest.repos,
@@ -493,7 +505,9 @@ impl Listing {
             &aur,
             &params,
             sink,
-        )
+            &mut index_dirs,
+        )?;
+        Ok((root, index_dirs))
     }
 
     /// The listing a follower reads back from a walk of its directories: `leaves` is every

@@ -746,3 +746,46 @@ fn feed_down_falls_back_to_polling() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.body == zeta.bytes());
 }
+
+/// The follower keeps every desc entry of its snapshots through one recursive pin of each
+/// `index/<repo>/<arch>` directory (not one pin per entry): a gc that spares nothing
+/// unpinned leaves the whole index in its store, before and after a refresh by delta, while
+/// the packages it never fetched are not there.
+#[test]
+fn a_followers_gc_keeps_the_whole_index_by_its_directory_pins() {
+    let t = TestDir::in_tmp();
+    let m = fixture::standard_mirror();
+    let pd = t.data("publisher");
+    let p = publisher(&pd, &m);
+    let key = key_of(&pd);
+    let fd = t.data("follower");
+    let f = follower(&fd, &p.base(), &key, &["--poll-every", "1s"]);
+    let root_of = |snap: &Value| snap["root"].as_str().expect("root").to_string();
+    let car = t.path("export.car");
+    let export = |target: &str| {
+        let mut c = fd.cmd(["export", "-o", s(&car), target]);
+        c.stdout(std::process::Stdio::null());
+        run_cmd(c)
+    };
+    let one = root_of(&f.wait_for_snapshot(1));
+    fd.ok(&["gc", "--grace", "0s"]);
+    let o = export(&format!("{one}/index"));
+    assert_ok(&o, "export of snapshot 1's index after a gc");
+    assert!(
+        !export(&one).status.success(),
+        "the whole snapshot (packages included) is not held: export should fail"
+    );
+
+    change_keeping_gamma(&m);
+    mirror_once(&pd, path_of(&m));
+    let two = root_of(&f.wait_for_snapshot(2));
+    let st = wait_status(&fd, "snapshot 2 by delta", |st| {
+        st["current"][0] == 2 && num(&st["refreshes_delta"]) >= 1
+    });
+    assert_eq!(num(&st["refreshes_walk"]), 1, "{st}");
+    fd.ok(&["gc", "--grace", "0s"]);
+    for root in [&two, &one] {
+        let o = export(&format!("{root}/index"));
+        assert_ok(&o, &format!("export of {root}/index after the second gc"));
+    }
+}

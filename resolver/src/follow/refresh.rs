@@ -344,19 +344,21 @@ impl Follower {
     }
 
     /// Pins what the follower keeps of a snapshot whatever the budget: the directories
-    /// (direct pins, so that no package they name is kept by them), `index/`, the
-    /// manifest, changes and the databases.
+    /// (direct pins, so that no package they name is kept by them), each repository's
+    /// `index/<repo>/<arch>` (one recursive pin for all its desc entries), the manifest,
+    /// changes and the databases.
     async fn pin_listing(&self, seq: u64, view: &View) -> Result<(), FollowError> {
-        let dirs: Vec<Cid> = if view.dirs.is_empty() {
-            view.build()?.1.into_iter().map(|b| b.0).collect()
+        let (dirs, index_dirs): (Vec<Cid>, Vec<Cid>) = if view.dirs.is_empty() {
+            let (_, blocks, index_dirs) = view.build()?;
+            (blocks.into_iter().map(|b| b.0).collect(), index_dirs)
         } else {
-            view.dirs.clone()
+            (view.dirs.clone(), view.index_dirs.clone())
         };
         let direct = reason(&format!("direct:follow:{seq}"))?;
         self.store.pin_all(&dirs, &direct, None).await?;
         let l = &view.listing;
         let mut keep = vec![l.manifest_entry.cid, l.changes_entry.cid];
-        keep.extend(view.desc_cids());
+        keep.extend(index_dirs);
         for e in l.aur() {
             keep.push(e.index.cid);
             keep.push(e.base.srcinfo.cid);

@@ -55,6 +55,9 @@ pub struct View {
     pub since: HashMap<String, std::time::SystemTime>,
     /// The CIDs of the listing's directory blocks, once [`View::built`] made them.
     pub dirs: Vec<Cid>,
+    /// The `index/<repo>/<arch>` directories among them (each holds a repository's desc
+    /// entries), likewise.
+    pub index_dirs: Vec<Cid>,
     /// Every file of the repository directories by path (names, aliases, signatures).
     paths: HashMap<String, Resolved>,
 }
@@ -86,6 +89,7 @@ impl View {
             local: HashMap::new(),
             since: HashMap::new(),
             dirs: Vec::new(),
+            index_dirs: Vec::new(),
             paths,
         }
     }
@@ -124,27 +128,20 @@ impl View {
         Ok(View::new(root, listing))
     }
 
-    /// Builds the listing's directories: the root entry and every directory block.
-    pub fn build(&self) -> Result<(DirEntry, Blocks), FollowError> {
+    /// Builds the listing's directories: the root entry, every directory block, and which
+    /// of them are the `index/<repo>/<arch>` directories.
+    pub fn build(&self) -> Result<(DirEntry, Blocks, Vec<Cid>), FollowError> {
         let mut sink = VecSink::default();
-        let root = self.listing.build(&mut sink)?;
-        Ok((root, sink.0))
+        let (root, index_dirs) = self.listing.build_indexed(&mut sink)?;
+        Ok((root, sink.0, index_dirs))
     }
 
     /// [`View::build`], keeping the directories' CIDs in the view (what the follower pins).
     pub fn built(mut self) -> Result<(View, DirEntry, Blocks), FollowError> {
-        let (root, blocks) = self.build()?;
+        let (root, blocks, index_dirs) = self.build()?;
         self.dirs = blocks.iter().map(|b| b.0).collect();
+        self.index_dirs = index_dirs;
         Ok((self, root, blocks))
-    }
-
-    /// Every CID a follower keeps for this snapshot whatever the budget: the desc entries
-    /// (the databases are rebuilt from them).
-    pub fn desc_cids(&self) -> BTreeSet<Cid> {
-        self.listing
-            .items()
-            .filter_map(|i| i.package.as_ref().map(|p| p.1.cid))
-            .collect()
     }
 
     /// Every file CID the snapshot references (packages, signatures, databases, and the
@@ -252,7 +249,11 @@ mod tests {
             v.lookup("core", "x86_64", "core.db"),
             Some(Resolved::Other(fref("rebuilt").cid))
         );
-        assert_eq!(v.desc_cids().len(), 1);
         assert_eq!(v.file_cids().len(), 4);
+        // What the follower pins for the desc entries: the one index directory.
+        let (v, _, blocks) = v.built().unwrap();
+        assert_eq!(v.index_dirs.len(), 1);
+        assert!(blocks.iter().any(|b| b.0 == v.index_dirs[0]));
+        assert_eq!(v.dirs.len(), blocks.len());
     }
 }

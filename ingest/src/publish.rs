@@ -1419,9 +1419,10 @@ impl Publisher {
             sha256: p.sha256,
         });
         // A local upstream is read as fast as a stored copy would be: no need to look.
-        let local = match self.upstream.is_local() {
-            true => Ok(None),
-            false => self.store.local_file(&p.sha256).await,
+        let local = if self.upstream.is_local() {
+            Ok(None)
+        } else {
+            self.store.local_file(&p.sha256).await
         };
         let local = match local {
             Ok(local) => local,
@@ -1460,10 +1461,7 @@ impl Publisher {
                 .upstream
                 .download(&rel, Some(p.csize))
                 .await?
-                .ok_or_else(|| Error::Transfer {
-                    url: format!("{}{rel}", self.upstream.url()),
-                    detail: "not found upstream".into(),
-                })?;
+                .ok_or_else(|| self.transfer_error(&rel, "not found upstream"))?;
             let progress = self.progress.clone();
             let mut inner = dl.stream;
             let stream = futures::stream::poll_fn(move |cx| {
@@ -1500,10 +1498,15 @@ impl Publisher {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| Error::Transfer {
-                url: format!("{}{rel}", self.upstream.url()),
-                detail: "download slots closed".into(),
-            })
+            .map_err(|_| self.transfer_error(rel, "download slots closed"))
+    }
+
+    /// A transfer problem with the upstream's file `rel`.
+    fn transfer_error(&self, rel: &str, detail: &str) -> Error {
+        Error::Transfer {
+            url: format!("{}{rel}", self.upstream.url()),
+            detail: detail.into(),
+        }
     }
 
     /// A package of a local upstream: the file opened and checked here, then read by the
@@ -1521,10 +1524,7 @@ impl Publisher {
             .upstream
             .open_local(rel, expected_len)
             .await?
-            .ok_or_else(|| Error::Transfer {
-                url: format!("{}{rel}", self.upstream.url()),
-                detail: "not found upstream".into(),
-            })?;
+            .ok_or_else(|| self.transfer_error(rel, "not found upstream"))?;
         let upstream::LocalFile {
             name,
             path,

@@ -168,6 +168,14 @@ pub mod files {
         Ok(n > 0)
     }
 
+    /// Number of kept files and their bytes.
+    pub fn totals(conn: &Connection) -> Result<(u64, u64), Error> {
+        let (n, bytes): (i64, i64) = conn
+            .prepare_cached("SELECT count(*), coalesce(sum(size), 0) FROM files")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((to_u64(n, "file count")?, to_u64(bytes, "file bytes")?))
+    }
+
     /// Every kept file.
     pub fn all(conn: &Connection) -> Result<Vec<FileRow>, Error> {
         let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM files f ORDER BY f.id"))?;
@@ -522,6 +530,22 @@ pub mod pins {
     /// Removes every pin with this reason; returns how many.
     pub fn remove_reason(tx: &WriteTx<'_>, reason: &str) -> Result<usize, Error> {
         Ok(tx.execute("DELETE FROM pins WHERE reason = ?1", [reason])?)
+    }
+
+    /// Every reason some pin has, expired or not, in order (one row each, however many
+    /// pins share it: a follower drops old snapshots' pins by reason).
+    pub fn reasons(conn: &Connection) -> Result<Vec<String>, Error> {
+        let mut stmt = conn.prepare_cached("SELECT DISTINCT reason FROM pins ORDER BY reason")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Number of pins, and of those with `reason`, expired or not.
+    pub fn count(conn: &Connection, reason: &str) -> Result<(u64, u64), Error> {
+        let (all, with): (i64, i64) = conn
+            .prepare_cached("SELECT count(*), count(*) FILTER (WHERE reason = ?1) FROM pins")?
+            .query_row([reason], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((to_u64(all, "pin count")?, to_u64(with, "pin count")?))
     }
 
     /// Every pin, expired or not, ordered by reason then CID.

@@ -748,7 +748,7 @@ impl Store for ClusterStore {
         let expires = opts.pin_expires_at.take();
         let f = self.inner.blocks.put_file(source, opts).await?;
         match pin {
-            Some(reason) if !reason.is_direct() && identity_data(&f.cid).is_none() => {
+            Some(reason) if reason.is_recursive() && identity_data(&f.cid).is_none() => {
                 let item = ToPin {
                     cid: f.cid,
                     tsize: f.tsize,

@@ -80,6 +80,9 @@ pub enum Error {
         /// The multicodec code.
         code: u64,
     },
+    /// A pin this store cannot keep (a directories-only pin on a Kubo or Cluster store).
+    #[error("pin reason {0:?}: directories-only pins are kept by the embedded store only")]
+    UnsupportedPin(String),
     /// Import parameters that cannot be used together.
     #[error("invalid import parameters: {0}")]
     InvalidParams(String),

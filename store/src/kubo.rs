@@ -775,7 +775,7 @@ impl KuboStore {
         let mut members: Vec<(Cid, u64)> = Vec::new();
         let mut seen = HashSet::new();
         for q in batch {
-            let deep = q.pin.as_ref().is_some_and(|(r, _)| !r.is_direct());
+            let deep = q.pin.as_ref().is_some_and(|(r, _)| r.is_recursive());
             if deep
                 && identity_data(&q.root).is_none()
                 && seen.insert(q.root)
@@ -916,7 +916,7 @@ impl Store for KuboStore {
         // Uploads run side by side; only the ledger step is one at a time. A recursive
         // reason is pinned by the import itself; a `gc` before the ledger records it spares
         // the blocks anyway (no collection within the grace period after a write).
-        let deep = size <= PIN_IN_IMPORT_MAX && pin.as_ref().is_some_and(|r| !r.is_direct());
+        let deep = size <= PIN_IN_IMPORT_MAX && pin.as_ref().is_some_and(|r| r.is_recursive());
         self.upload(tmp, size, deep.then_some(imported.cid)).await?;
         drop(slot);
         if let Some(reason) = pin {

@@ -69,6 +69,14 @@ pub(crate) fn from_unix(t: UnixTime) -> SystemTime {
 
 /// A pin as the store API gives it, from its row in the pin table (every store that keeps
 /// pins in the schema's table: the embedded store and the ledger).
+/// A node keeps pins recursive or direct; a directories-only pin has no form there.
+fn refuse_dirs(reason: &PinReason) -> Result<()> {
+    if reason.is_dirs() {
+        return Err(Error::UnsupportedPin(reason.as_str().to_string()));
+    }
+    Ok(())
+}
+
 pub(crate) fn pin_of(p: pins::Pin) -> Result<Pin> {
     Ok(Pin {
         cid: p.cid,
@@ -127,6 +135,7 @@ impl Ledger {
         reason: &PinReason,
         expires_at: Option<SystemTime>,
     ) -> Result<Vec<Change>> {
+        refuse_dirs(reason)?;
         let now = UnixTime::now();
         let exp = expires_at.map(to_unix);
         Ok(self
@@ -139,6 +148,9 @@ impl Ledger {
 
     /// Adds (or renews) each pin in one transaction: (root, reason, expiry).
     pub fn add_each(&self, rows: &[(Cid, &PinReason, Option<SystemTime>)]) -> Result<Vec<Change>> {
+        for (_, r, _) in rows {
+            refuse_dirs(r)?;
+        }
         let now = UnixTime::now();
         Ok(self.db.write(|tx| -> Result<_, cidmirror_schema::Error> {
             let mut out: Vec<Change> = Vec::new();

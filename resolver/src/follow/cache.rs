@@ -90,11 +90,7 @@ impl Cache {
     /// What it holds.
     pub async fn report(&self, store: &EmbeddedStore) -> CacheReport {
         let used = store.stats().map(|s| s.file_bytes).unwrap_or(0);
-        let cached = store
-            .pins()
-            .await
-            .map(|p| p.iter().filter(|p| p.reason == cache_reason()).count() as u64)
-            .unwrap_or(0);
+        let cached = store.pins_with(&cache_reason()).unwrap_or(0);
         let (evicted_files, evicted_bytes) =
             *self.evicted.lock().unwrap_or_else(|e| e.into_inner());
         CacheReport {
@@ -107,11 +103,12 @@ impl Cache {
     }
 
     /// Evicts cached files until the store's files fit the budget (see the module doc).
-    /// `kept` are the files the current and previous snapshots reference.
+    /// `kept` gives the files the current and previous snapshots reference (asked only
+    /// when the store is over the budget).
     pub async fn enforce(
         &self,
         store: &EmbeddedStore,
-        kept: &BTreeSet<Cid>,
+        kept: impl FnOnce() -> BTreeSet<Cid>,
     ) -> cidmirror_store::Result<u64> {
         let Some(budget) = self.budget else {
             return Ok(0);
@@ -120,6 +117,7 @@ impl Cache {
         if used <= budget {
             return Ok(0);
         }
+        let kept = kept();
         let cache = cache_reason();
         let pins = store.pins().await?;
         let in_use = self
@@ -243,7 +241,7 @@ mod tests {
         // `a` is being served; `d` is not referenced by any kept snapshot.
         let serving = cache.serving(a);
         let kept: BTreeSet<Cid> = [a, b, c].into_iter().collect();
-        let freed = cache.enforce(&store, &kept).await.unwrap();
+        let freed = cache.enforce(&store, || kept.clone()).await.unwrap();
         assert_eq!(freed, 2 * mb as u64, "two files over the budget");
         let held = |x: Cid| store.whole_file(&x).unwrap().is_some();
         assert!(held(a), "being served");
@@ -255,7 +253,7 @@ mod tests {
         assert!(r.used <= r.budget.unwrap());
         drop(serving);
         // Within budget now: nothing more goes.
-        assert_eq!(cache.enforce(&store, &kept).await.unwrap(), 0);
+        assert_eq!(cache.enforce(&store, || kept.clone()).await.unwrap(), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! upstream signs are fetched verbatim; unsigned ones are rebuilt from `index/`. Only then
 //! does the snapshot become current, in one step. A failed refresh is retried with backoff.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Cursor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -322,16 +322,18 @@ impl Follower {
             })?;
         // Keep the pins of this snapshot and the one before.
         let keep: BTreeSet<u64> = std::iter::once(ev.seq).chain(keep_prev).collect();
-        // One unpin per reason (a snapshot's pins are thousands of rows under one reason).
-        let stale: BTreeSet<cidmirror_store::PinReason> = self
-            .store
-            .pins()
-            .await?
+        // One unpin per reason (`direct:follow:` pins: one per directory block, as kept
+        // before directories-only pins).
+        let store = self.store.clone();
+        let reasons = tokio::task::spawn_blocking(move || store.pin_reasons())
+            .await
+            .map_err(fetch_err)??;
+        let stale: Vec<PinReason> = reasons
             .into_iter()
-            .map(|p| p.reason)
             .filter(|r| {
                 let s = r.as_str();
-                s.strip_prefix("direct:follow:")
+                s.strip_prefix("dirs:follow:")
+                    .or_else(|| s.strip_prefix("direct:follow:"))
                     .or_else(|| s.strip_prefix("follow:"))
                     .and_then(|n| n.parse::<u64>().ok())
                     .is_some_and(|n| !keep.contains(&n))
@@ -344,18 +346,17 @@ impl Follower {
     }
 
     /// Pins what the follower keeps of a snapshot whatever the budget: the directories
-    /// (direct pins, so that no package they name is kept by them), each repository's
-    /// `index/<repo>/<arch>` (one recursive pin for all its desc entries), the manifest,
-    /// changes and the databases.
+    /// (one directories-only pin of the root, so that no package they name is kept by
+    /// them), each repository's `index/<repo>/<arch>` (one recursive pin for all its desc
+    /// entries), the manifest, changes and the databases.
     async fn pin_listing(&self, seq: u64, view: &View) -> Result<(), FollowError> {
-        let (dirs, index_dirs): (Vec<Cid>, Vec<Cid>) = if view.dirs.is_empty() {
-            let (_, blocks, index_dirs) = view.build()?;
-            (blocks.into_iter().map(|b| b.0).collect(), index_dirs)
+        let index_dirs = if view.dirs.is_empty() {
+            view.build()?.2
         } else {
-            (view.dirs.clone(), view.index_dirs.clone())
+            view.index_dirs.clone()
         };
-        let direct = reason(&format!("direct:follow:{seq}"))?;
-        self.store.pin_all(&dirs, &direct, None).await?;
+        let dirs = PinReason::dirs(&format!("follow:{seq}"));
+        self.store.pin(&view.root, &dirs, None).await?;
         let l = &view.listing;
         let mut keep = vec![l.manifest_entry.cid, l.changes_entry.cid];
         keep.extend(index_dirs);
@@ -817,19 +818,22 @@ impl Follower {
 
     /// Evicts cached files over the budget, keeping those being served.
     pub(crate) async fn enforce_budget(&self) {
-        let mut kept = BTreeSet::new();
-        if let Some(v) = self.snapshots.current().and_then(|c| c.follow.clone()) {
-            kept.extend(v.file_cids());
-        }
-        if let Some(v) = self
-            .previous
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            kept.extend(v.file_cids());
-        }
-        if let Err(e) = self.cache.enforce(&self.store, &kept).await {
+        let kept = || {
+            let mut kept = BTreeSet::new();
+            if let Some(v) = self.snapshots.current().and_then(|c| c.follow.clone()) {
+                kept.extend(v.file_cids());
+            }
+            if let Some(v) = self
+                .previous
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                kept.extend(v.file_cids());
+            }
+            kept
+        };
+        if let Err(e) = self.cache.enforce(&self.store, kept).await {
             tracing::warn!("enforcing the cache budget: {e}");
         }
     }
@@ -876,9 +880,12 @@ pub(crate) async fn apply_delta<S: Store + Clone>(
         &format!("manifest.json of {root}"),
     )?;
     let changes = read_all(store, &c_entry.cid).await?;
-    let (view, built, blocks) = prev
+    let (view, built, mut blocks) = prev
         .next(root, manifest, m_entry, c_entry, &changes)?
         .built()?;
+    // The previous snapshot's directory blocks are held: only new ones need storing.
+    let held: HashSet<&Cid> = prev.dirs.iter().collect();
+    blocks.retain(|(c, _)| !held.contains(c));
     if built.cid != root {
         return Err(FollowError::Invalid {
             what: format!("delta of snapshot {seq}"),

@@ -459,6 +459,98 @@ fn a_direct_pin_keeps_its_block_but_not_what_it_links_to() {
     assert!(rep.problems.is_empty(), "{:?}", rep.problems);
 }
 
+/// What a follower keeps of a listing: a `dirs:` pin keeps every directory and shard under
+/// its root, through nested and sharded directories, and none of the files they name.
+#[tokio::test]
+async fn a_dirs_pin_keeps_every_directory_below_but_no_file() {
+    use cidmirror_store::PinReason;
+    use cidmirror_store::dir::{DirEntry, Tree};
+    let (_dir, store) = temp_store();
+    let small = store
+        .put_reader(
+            &pseudo_random("dirs-pin-small", 900)[..],
+            &PutOptions::default(),
+        )
+        .unwrap();
+    let big = store
+        .put_reader(
+            &pseudo_random("dirs-pin-big", 3 << 20)[..],
+            &PutOptions::default(),
+        )
+        .unwrap();
+    let entry = |f: &cidmirror_store::ImportedFile| DirEntry {
+        cid: f.cid,
+        tsize: f.tsize,
+    };
+    // `a/` is sharded (thousands of names), `a/b/` basic, both naming the files.
+    let mut t = Tree::new();
+    for i in 0..8000 {
+        t.insert(&format!("a/pkg-{i:05}"), entry(&small)).unwrap();
+    }
+    t.insert("a/b/big", entry(&big)).unwrap();
+    t.insert("a/b/small", entry(&small)).unwrap();
+    let mut sink = VecSink::default();
+    let params = Profile::UnixfsV1_2025.params();
+    let root = t.build(&params, &mut sink).unwrap().cid;
+    let dirs: Vec<cid::Cid> = sink.0.iter().map(|b| b.0).collect();
+    assert!(dirs.len() > 3, "a sharded directory: {} blocks", dirs.len());
+    let blocks: Vec<cidmirror_store::Block> = sink
+        .0
+        .into_iter()
+        .map(|(cid, data)| cidmirror_store::Block {
+            cid,
+            data: data.into(),
+        })
+        .collect();
+    store.put_blocks_sync(&blocks).unwrap();
+
+    let r = PinReason::dirs("follow:1");
+    assert_eq!(r.as_str(), "dirs:follow:1");
+    assert!(r.is_dirs() && !r.is_direct());
+    assert!(!PinReason::direct("follow:1").is_dirs());
+    store.pin_sync(&root, &r, None).unwrap();
+    let rep = gc_now(&store);
+    for d in &dirs {
+        assert!(store.has_sync(d).unwrap(), "directory block {d} stays");
+    }
+    for f in [&small, &big] {
+        assert!(!store.has_sync(&f.cid).unwrap(), "file {} goes", f.cid);
+    }
+    assert!(kept_files(&store).is_empty(), "{rep:?}");
+    assert_eq!(rep.files_removed, 2, "{rep:?}");
+    assert_eq!(
+        store.pins_with(&r).unwrap(),
+        1,
+        "one row for the whole tree"
+    );
+    assert!(store.pin_reasons().unwrap().contains(&r));
+
+    // Beside a recursive pin of a subdirectory, that subdirectory's files stay.
+    let small = store
+        .put_reader(
+            &pseudo_random("dirs-pin-small", 900)[..],
+            &PutOptions::default(),
+        )
+        .unwrap();
+    let b = cidmirror_store::unixfs::resolve(&store, &root, "a/b")
+        .await
+        .unwrap();
+    let deep: PinReason = "follow-index:1".parse().unwrap();
+    store.pin_sync(&b, &deep, None).unwrap();
+    gc_now(&store);
+    assert!(store.has_sync(&small.cid).unwrap());
+    for d in &dirs {
+        assert!(store.has_sync(d).unwrap());
+    }
+    // Unpinned, everything goes.
+    assert_eq!(store.unpin_all_sync(&r).unwrap(), 1);
+    assert_eq!(store.unpin_all_sync(&deep).unwrap(), 1);
+    gc_now(&store);
+    assert!(!store.has_sync(&root).unwrap());
+    let rep = store.verify(true, false).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+}
+
 #[test]
 fn direct_pin_reasons_are_always_valid() {
     use cidmirror_store::PinReason;

@@ -50,6 +50,11 @@ async fn kubo_store_passes_the_conformance_suite_on_a_real_node() {
     assert!(store.unpin(&f.cid, &deep).await.unwrap());
     let (_, ls) = rpc(&node, &format!("pin/ls?arg={}", f.cid)).await;
     assert!(ls.contains("direct") && !ls.contains("recursive"), "{ls}");
+    // A directories-only pin has no form on a node: refused, nothing recorded.
+    let dirs = PinReason::dirs("follow:1");
+    let e = store.pin(&f.cid, &dirs, None).await.unwrap_err();
+    assert!(e.to_string().contains("dirs:follow:1"), "{e}");
+    assert!(store.pins().await.unwrap().iter().all(|p| p.reason != dirs));
     assert_eq!(store.unpin_all(&shallow).await.unwrap(), 1);
     let (code, ls) = rpc(&node, &format!("pin/ls?arg={}", f.cid)).await;
     assert!(

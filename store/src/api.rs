@@ -140,7 +140,6 @@ impl fmt::Debug for PutOptions {
 /// follower holds of a snapshot's listing, in one pin instead of one direct pin per
 /// directory block (85,000 rows per snapshot at 60,000 packages). Only the embedded store
 /// has such pins; the others refuse them ([`Error::UnsupportedPin`]).
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PinReason(String);
 

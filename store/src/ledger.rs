@@ -67,8 +67,6 @@ pub(crate) fn from_unix(t: UnixTime) -> SystemTime {
     }
 }
 
-/// A pin as the store API gives it, from its row in the pin table (every store that keeps
-/// pins in the schema's table: the embedded store and the ledger).
 /// A node keeps pins recursive or direct; a directories-only pin has no form there.
 fn refuse_dirs(reason: &PinReason) -> Result<()> {
     if reason.is_dirs() {
@@ -77,6 +75,8 @@ fn refuse_dirs(reason: &PinReason) -> Result<()> {
     Ok(())
 }
 
+/// A pin as the store API gives it, from its row in the pin table (every store that keeps
+/// pins in the schema's table: the embedded store and the ledger).
 pub(crate) fn pin_of(p: pins::Pin) -> Result<Pin> {
     Ok(Pin {
         cid: p.cid,

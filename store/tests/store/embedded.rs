@@ -371,6 +371,12 @@ fn dir_over(store: &EmbeddedStore, name: &str, f: &cidmirror_store::ImportedFile
         .build(&Profile::UnixfsV1_2025.params(), &mut sink)
         .unwrap()
         .cid;
+    put_sunk(store, sink);
+    root
+}
+
+/// Puts into `store` the blocks a builder wrote to `sink`.
+fn put_sunk(store: &EmbeddedStore, sink: VecSink) {
     let blocks: Vec<cidmirror_store::Block> = sink
         .0
         .into_iter()
@@ -380,7 +386,6 @@ fn dir_over(store: &EmbeddedStore, name: &str, f: &cidmirror_store::ImportedFile
         })
         .collect();
     store.put_blocks_sync(&blocks).unwrap();
-    root
 }
 
 fn gc_now(store: &EmbeddedStore) -> cidmirror_store::GcReport {
@@ -494,15 +499,7 @@ async fn a_dirs_pin_keeps_every_directory_below_but_no_file() {
     let root = t.build(&params, &mut sink).unwrap().cid;
     let dirs: Vec<cid::Cid> = sink.0.iter().map(|b| b.0).collect();
     assert!(dirs.len() > 3, "a sharded directory: {} blocks", dirs.len());
-    let blocks: Vec<cidmirror_store::Block> = sink
-        .0
-        .into_iter()
-        .map(|(cid, data)| cidmirror_store::Block {
-            cid,
-            data: data.into(),
-        })
-        .collect();
-    store.put_blocks_sync(&blocks).unwrap();
+    put_sunk(&store, sink);
 
     let r = PinReason::dirs("follow:1");
     assert_eq!(r.as_str(), "dirs:follow:1");

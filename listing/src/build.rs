@@ -3,20 +3,20 @@
 //! [`Listing::build`]; both end in the same function, so their roots agree whenever their
 //! items do.
 
-use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{Seek, Write};
 use std::path::Path;
 
 use cid::Cid;
 use cidmirror_schema::Sha256;
-use cidmirror_store::dir::{self, DirEntry, Tree};
+use cidmirror_store::dir::{DirEntry, Tree};
 use cidmirror_store::importer::{self, BlockSink};
 use cidmirror_store::{ImportParams, Profile};
 
 use crate::aur::{self, AurBase, AurEntry};
 use crate::changes::{self, Changed, Op};
 use crate::layout::{self, FORMAT_AUR, FORMAT_PACMAN};
+use crate::live::LiveDirs;
 use crate::manifest::created_of;
 use crate::{Error, FileRef, Item, ItemKind, Key, Manifest, RepoSummary, Result};
 
@@ -143,12 +143,19 @@ pub fn publish(input: &ListingInput<'_>, sink: &mut dyn BlockSink) -> Result<Pub
         cid: f.cid,
         tsize: f.tsize,
     };
+    let mut live = LiveDirs::new(&params)?;
+    for it in input.items {
+        live.add(it)?;
+    }
+    for e in &aur {
+        live.add_aur(e)?;
+    }
     let aur_refs: Vec<&AurEntry> = aur.iter().collect();
     let root = tree(
         manifest_entry,
         changes_entry,
         input.repos,
-        input.items,
+        &mut live,
         &aur_refs,
         &params,
         sink,
@@ -166,13 +173,15 @@ pub fn publish(input: &ListingInput<'_>, sink: &mut dyn BlockSink) -> Result<Pub
 /// The tree of a listing: the root with `manifest.json` and `changes.jsonl`, every
 /// repository's `<repo>/os/<arch>` and `index/<repo>/<arch>` (even when empty),
 /// `by-sha256/`, and with AUR bases `aur/`, `index/aur/`, `by-sha512/` and `by-b2/`.
+/// The repository and `by-sha256/` directories come from `live` (only what changed since
+/// its last build is encoded again); the rest is small and built here each time.
 /// Every `index/<repo>/<arch>` directory's CID is added to `index_dirs`.
 #[allow(clippy::too_many_arguments)]
-fn tree<I: Borrow<Item>>(
+fn tree(
     manifest: DirEntry,
     changes: DirEntry,
     repos: &[RepoSummary],
-    items: &[I],
+    live: &mut LiveDirs,
     aur: &[&AurEntry],
     params: &ImportParams,
     sink: &mut dyn BlockSink,
@@ -181,33 +190,20 @@ fn tree<I: Borrow<Item>>(
     let mut t = Tree::new();
     t.insert(layout::MANIFEST, manifest)?;
     t.insert(layout::CHANGES, changes)?;
-    // The repositories' directories are built here, straight from the items, and go into
-    // the tree by CID (see `repo_dirs`).
-    let mut keys: BTreeSet<(&str, &str)> = repos
+    let mut keys: BTreeSet<(String, String)> = repos
         .iter()
-        .map(|r| (r.repo.as_str(), r.arch.as_str()))
+        .map(|r| (r.repo.clone(), r.arch.clone()))
         .collect();
-    keys.extend(
-        items
-            .iter()
-            .map(|i| (i.borrow().repo.as_str(), i.borrow().arch.as_str())),
-    );
+    keys.extend(live.keys().map(|(r, a)| (r.to_string(), a.to_string())));
     for (repo, arch) in keys {
-        let (os, index) = repo_dirs(items, repo, arch, params, sink)?;
+        let (os, index) = live.build_repo(&repo, &arch, sink)?;
         index_dirs.push(index.cid);
-        t.insert(&layout::os_dir(repo, arch), os)?;
-        t.insert(&layout::index_dir(repo, arch), index)?;
+        t.insert(&layout::os_dir(&repo, &arch), os)?;
+        t.insert(&layout::index_dir(&repo, &arch), index)?;
     }
     t.mkdir(layout::BY_SHA256)?;
-    for it in items {
-        let it = it.borrow();
-        if it.package.is_some() {
-            // The same package in two repositories is one file.
-            match t.insert(&layout::by_sha256(&it.file.sha256), it.file.dir_entry()) {
-                Ok(()) | Err(cidmirror_store::Error::DuplicateName(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+    for (path, e) in live.build_by_sha256(sink)? {
+        t.insert(path, e)?;
     }
     if !aur.is_empty() {
         t.mkdir(layout::AUR)?;
@@ -227,67 +223,11 @@ fn tree<I: Borrow<Item>>(
         for s in &b.sources {
             let link = s.file.dir_entry();
             t.insert(&format!("{dir}/{}", s.file_name), link)?;
-            once(t.insert(&layout::by_sha256(&s.file.sha256), link))?;
             once(t.insert(&aur::by_digest(layout::BY_SHA512, &s.sha512.to_hex()), link))?;
             once(t.insert(&aur::by_digest(layout::BY_B2, &s.b2.to_hex()), link))?;
         }
     }
     Ok(t.build(params, sink)?)
-}
-
-/// One repository's `<repo>/os/<arch>` directory (files under their names and aliases,
-/// and signatures) and `index/<repo>/<arch>` (each package's desc under its name), built
-/// from its items, one after the other, from sorted vectors freed as soon as each is built:
-/// held in the [`Tree`]'s maps until the whole listing was built, a repository of 200,000
-/// packages took 96 MB (heaptrack, bench/mirror_mem.sh), the largest part of the sync's
-/// peak.
-fn repo_dirs<I: Borrow<Item>>(
-    items: &[I],
-    repo: &str,
-    arch: &str,
-    params: &ImportParams,
-    sink: &mut dyn BlockSink,
-) -> Result<(DirEntry, DirEntry)> {
-    let mine = || {
-        items
-            .iter()
-            .map(Borrow::borrow)
-            .filter(|i: &&Item| i.repo == repo && i.arch == arch)
-    };
-    let named = |dir: String| {
-        move |e: cidmirror_store::Error| match e {
-            cidmirror_store::Error::DuplicateName(n) => {
-                cidmirror_store::Error::DuplicateName(format!("{dir}/{n}"))
-            }
-            other => other,
-        }
-    };
-    let os = {
-        let mut links: Vec<(Cow<'_, str>, DirEntry)> = Vec::new();
-        for it in mine() {
-            for n in it.names() {
-                links.push((Cow::Borrowed(n), it.file.dir_entry()));
-                if let Some(sig) = &it.sig {
-                    links.push((Cow::Owned(format!("{n}.sig")), sig.dir_entry()));
-                }
-            }
-        }
-        links.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let refs: Vec<(&str, &DirEntry)> = links.iter().map(|(n, e)| (n.as_ref(), e)).collect();
-        dir::build_sorted(&refs, params, sink).map_err(named(layout::os_dir(repo, arch)))?
-    };
-    let index = {
-        let mut links: Vec<(&str, &DirEntry)> = mine()
-            .filter_map(|it| {
-                it.package
-                    .as_ref()
-                    .map(|(name, desc)| (name.as_str(), desc))
-            })
-            .collect();
-        links.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        dir::build_sorted(&links, params, sink).map_err(named(layout::index_dir(repo, arch)))?
-    };
-    Ok((os, index))
 }
 
 /// A file's size and SHA-256.
@@ -306,8 +246,10 @@ pub struct WalkedDesc {
 
 /// The items of one snapshot as a follower holds them, with the manifest and the entries
 /// of `manifest.json` and `changes.jsonl`: enough to rebuild every directory of the
-/// listing and to answer its mirror paths.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// listing and to answer its mirror paths. It keeps its large directories between builds
+/// (see the `live` module): the listing [`Listing::next`] makes shares them with this one,
+/// and its build encodes only the directory blocks that its changes touched.
+#[derive(Debug, Clone)]
 pub struct Listing {
     /// The manifest.
     pub manifest: Manifest,
@@ -317,7 +259,22 @@ pub struct Listing {
     pub changes_entry: DirEntry,
     items: BTreeMap<Key, Item>,
     aur: BTreeMap<String, AurEntry>,
+    /// The repository and hash directories, a function of `items` and `aur`.
+    live: LiveDirs,
 }
+
+/// Two listings are equal when they list the same: their directories follow.
+impl PartialEq for Listing {
+    fn eq(&self, other: &Listing) -> bool {
+        self.manifest == other.manifest
+            && self.manifest_entry == other.manifest_entry
+            && self.changes_entry == other.changes_entry
+            && self.items == other.items
+            && self.aur == other.aur
+    }
+}
+
+impl Eq for Listing {}
 
 impl Listing {
     /// A listing of `items` (two with one key are refused).
@@ -327,16 +284,18 @@ impl Listing {
         changes_entry: DirEntry,
         items: Vec<Item>,
     ) -> Result<Listing> {
-        manifest.profile()?;
+        let mut live = LiveDirs::new(&manifest.profile()?.params())?;
         let mut map = BTreeMap::new();
         for it in items {
             let key = it.owned_key();
-            if map.insert(key.clone(), it).is_some() {
+            if map.contains_key(&key) {
                 return Err(Error::invalid(
                     "listing",
                     format!("{}/{} given twice", layout::os_dir(&key.0, &key.1), key.2),
                 ));
             }
+            live.add(&it)?;
+            map.insert(key, it);
         }
         Ok(Listing {
             manifest,
@@ -344,6 +303,7 @@ impl Listing {
             changes_entry,
             items: map,
             aur: BTreeMap::new(),
+            live,
         })
     }
 
@@ -352,9 +312,11 @@ impl Listing {
         for e in aur {
             e.base.check(&aur::dir(&e.base.pkgbase))?;
             let name = e.base.pkgbase.clone();
-            if self.aur.insert(name.clone(), e).is_some() {
+            if self.aur.contains_key(&name) {
                 return Err(Error::invalid(aur::dir(&name), "given twice"));
             }
+            self.live.add_aur(&e)?;
+            self.aur.insert(name, e);
         }
         Ok(self)
     }
@@ -410,6 +372,10 @@ impl Listing {
         manifest.profile()?;
         let mut items = self.items.clone();
         let mut aur_bases = self.aur.clone();
+        // What leaves and what comes, applied to the directories once every line is read
+        // (a package's new version may be listed before its old one goes).
+        let (mut gone, mut came): (Vec<Item>, Vec<Key>) = (Vec::new(), Vec::new());
+        let (mut gone_aur, mut came_aur): (Vec<AurEntry>, Vec<String>) = (Vec::new(), Vec::new());
         for changes::Change { line, op, what } in changes::parse(changes)? {
             let item = match what {
                 Changed::File(item) => item,
@@ -419,10 +385,11 @@ impl Listing {
                     let what = format!("changes.jsonl line {line}");
                     match (op, held) {
                         (Op::Remove, true) => {
-                            aur_bases.remove(&name);
+                            gone_aur.extend(aur_bases.remove(&name));
                         }
                         (Op::Add, false) | (Op::Change, true) => {
-                            aur_bases.insert(name, e);
+                            came_aur.push(name.clone());
+                            gone_aur.extend(aur_bases.insert(name, e));
                         }
                         (Op::Add, true) => {
                             return Err(Error::invalid(
@@ -450,13 +417,11 @@ impl Listing {
             let path = || format!("{}/{}", layout::os_dir(&key.0, &key.1), key.2);
             match op {
                 Op::Remove if held => {
-                    items.remove(&key);
+                    gone.extend(items.remove(&key));
                 }
-                Op::Add if !held => {
-                    items.insert(key, item);
-                }
-                Op::Change if held => {
-                    items.insert(key, item);
+                Op::Add | Op::Change if held == (op == Op::Change) => {
+                    came.push(key.clone());
+                    gone.extend(items.insert(key, item));
                 }
                 Op::Add => {
                     return Err(Error::invalid(
@@ -476,32 +441,48 @@ impl Listing {
                 }
             }
         }
+        let mut live = self.live.clone();
+        for it in &gone {
+            live.remove(it);
+        }
+        for e in &gone_aur {
+            live.remove_aur(e);
+        }
+        for it in came.iter().filter_map(|k| items.get(k)) {
+            live.add(it)?;
+        }
+        for e in came_aur.iter().filter_map(|n| aur_bases.get(n)) {
+            live.add_aur(e)?;
+        }
         Ok(Listing {
             manifest,
             manifest_entry,
             changes_entry,
             items,
             aur: aur_bases,
+            live,
         })
     }
 
-    /// Builds every directory of the listing, each block handed to `sink`; returns the root.
-    pub fn build(&self, sink: &mut dyn BlockSink) -> Result<DirEntry> {
+    /// Builds the listing's directories and returns the root. The blocks handed to `sink`
+    /// are those encoded since this listing (or the one it was made from by
+    /// [`Listing::next`]) was last built: every block the first time, then only the
+    /// directory blocks the changes touched plus the root's small directories.
+    pub fn build(&mut self, sink: &mut dyn BlockSink) -> Result<DirEntry> {
         Ok(self.build_indexed(sink)?.0)
     }
 
     /// [`Listing::build`], with the CID of every `index/<repo>/<arch>` directory (what holds
     /// all the repository's desc entries: a follower pins those, not each entry).
-    pub fn build_indexed(&self, sink: &mut dyn BlockSink) -> Result<(DirEntry, Vec<Cid>)> {
+    pub fn build_indexed(&mut self, sink: &mut dyn BlockSink) -> Result<(DirEntry, Vec<Cid>)> {
         let params = self.manifest.profile()?.params();
-        let items: Vec<&Item> = self.items.values().collect();
         let aur: Vec<&AurEntry> = self.aur.values().collect();
         let mut index_dirs = Vec::new();
         let root = tree(
             self.manifest_entry,
             self.changes_entry,
             &self.manifest.repos,
-            &items,
+            &mut self.live,
             &aur,
             &params,
             sink,
@@ -825,7 +806,7 @@ mod tests {
         assert_eq!(m.previous, None);
         assert_eq!(m.changed_files, 3);
         // A follower's listing of the same items builds the same root.
-        let l = Listing::new(m, a.manifest_entry, a.changes_entry, items).unwrap();
+        let mut l = Listing::new(m, a.manifest_entry, a.changes_entry, items).unwrap();
         assert_eq!(l.build(&mut VecSink::default()).unwrap(), a.root);
     }
 
@@ -914,7 +895,7 @@ mod tests {
         // Single raw SHA-256 blocks (all of them here): known from the CID.
         let facts: HashMap<Cid, Facts> =
             needed.iter().map(|(_, e, f)| (e.cid, f.unwrap())).collect();
-        let l = Listing::from_walk(
+        let mut l = Listing::from_walk(
             m.clone(),
             p.manifest_entry,
             p.changes_entry,
@@ -1056,7 +1037,7 @@ mod tests {
                     .unwrap()
                     .with_aur(entries(&aur))
                     .unwrap();
-                let next = match &follower {
+                let mut next = match &follower {
                     None => scratch.clone(),
                     Some(l) => l.next(m.clone(), p.manifest_entry, p.changes_entry, &changes).unwrap(),
                 };

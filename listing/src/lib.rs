@@ -19,7 +19,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let m = Manifest::parse(br#"{"format":1,"profile":"unixfs-v1-2025","upstream":"u","repos":[]}"#, "example")?;
 //! let entry = |b: &[u8]| cidmirror_store::dir::DirEntry { cid: cidmirror_store::hash::raw_cid(cidmirror_store::hash::HashAlg::Sha2_256, b), tsize: b.len() as u64 };
-//! let empty = Listing::new(m, entry(b"m"), entry(b"c"), Vec::new())?;
+//! let mut empty = Listing::new(m, entry(b"m"), entry(b"c"), Vec::new())?;
 //! let root = empty.build(&mut VecSink::default())?;
 //! assert!(layout::is_dir_path("by-sha256"));
 //! assert_ne!(root.cid, entry(b"m").cid);
@@ -32,6 +32,7 @@ pub mod changes;
 mod error;
 mod item;
 pub mod layout;
+mod live;
 mod manifest;
 pub mod pacman;
 

@@ -19,6 +19,9 @@ use crate::params::{HamtEstimate, ImportParams};
 use crate::pb::{self, DataType, Unixfs};
 use crate::{Error, Result};
 
+mod live;
+pub use live::LiveDir;
+
 /// Multihash code of murmur3-x64-64, written into every shard.
 pub const HAMT_HASH_MURMUR3: u64 = 0x22;
 
@@ -128,20 +131,25 @@ pub fn build_sorted(
 /// Whether a directory of `links` (sorted bytewise by name, names unique) would be written
 /// as a HAMT under `params`.
 fn is_sharded(links: &[(&str, &DirEntry)], params: &ImportParams) -> bool {
-    let estimate: u64 = match params.hamt_estimate {
-        HamtEstimate::Links => links
-            .iter()
-            .map(|(n, e)| (n.len() + e.cid.encoded_len()) as u64)
-            .sum(),
-        HamtEstimate::Block => {
-            // `0a 02 08 01`: the Data field of a basic directory.
-            4 + links
-                .iter()
-                .map(|(n, e)| pb::link_len(e.cid.encoded_len(), n.len(), e.tsize) as u64)
-                .sum::<u64>()
-        }
-    };
-    estimate > params.hamt_threshold
+    let links: u64 = links.iter().map(|(n, e)| link_estimate(params, n, e)).sum();
+    base_estimate(params) + links > params.hamt_threshold
+}
+
+/// What one link adds to the size estimate that decides whether a directory is a HAMT.
+fn link_estimate(params: &ImportParams, name: &str, e: &DirEntry) -> u64 {
+    match params.hamt_estimate {
+        HamtEstimate::Links => (name.len() + e.cid.encoded_len()) as u64,
+        HamtEstimate::Block => pb::link_len(e.cid.encoded_len(), name.len(), e.tsize) as u64,
+    }
+}
+
+/// The estimate of an empty directory: `0a 02 08 01`, the Data field of a basic
+/// directory, for the block estimate.
+fn base_estimate(params: &ImportParams) -> u64 {
+    match params.hamt_estimate {
+        HamtEstimate::Links => 0,
+        HamtEstimate::Block => 4,
+    }
 }
 
 /// Writes a directory of `links` (sorted bytewise by name, names unique) to `sink`.
@@ -255,10 +263,7 @@ fn shard(
         let (a, b) = (items[0].name, items.get(1).map_or("", |i| i.name));
         return Err(Error::HashCollision(a.to_string(), b.to_string()));
     }
-    let mut bitfield = vec![0u8; (shape.fanout as usize).div_ceil(8)];
-    let mut block = Vec::with_capacity(items.len().min(shape.fanout as usize) * 60 + 48);
-    let mut tsize = 0u64;
-    let mut name = Vec::with_capacity(64);
+    let mut w = ShardWriter::new(shape, items.len());
     let mut i = 0;
     while i < items.len() {
         let bucket = shape.bucket(items[i].hash, depth);
@@ -266,37 +271,68 @@ fn shard(
         while j < items.len() && shape.bucket(items[j].hash, depth) == bucket {
             j += 1;
         }
-        // Bit `bucket` of a big-endian integer.
-        let byte = bitfield.len() - 1 - (bucket as usize / 8);
-        bitfield[byte] |= 1 << (bucket % 8);
-        name.clear();
-        shape.put_prefix(&mut name, bucket);
         if j - i == 1 {
             let it = &items[i];
-            name.extend_from_slice(it.name.as_bytes());
-            pb::put_link(&mut block, &it.entry.cid, &name, it.entry.tsize);
-            tsize += it.entry.tsize;
+            w.link(bucket, it.name, it.entry);
         } else {
             let child = shard(params, shape, &items[i..j], depth + 1, sink)?;
-            pb::put_link(&mut block, &child.cid, &name, child.tsize);
-            tsize += child.tsize;
+            w.link(bucket, "", &child);
         }
         i = j;
     }
-    let first = bitfield
-        .iter()
-        .position(|&b| b != 0)
-        .unwrap_or(bitfield.len());
-    let data = Unixfs {
-        typ: Some(DataType::HamtShard),
-        data: Some(&bitfield[first..]),
-        hash_type: Some(HAMT_HASH_MURMUR3),
-        fanout: Some(u64::from(shape.fanout)),
-        ..Default::default()
+    w.finish(params, sink)
+}
+
+/// One HAMT shard node being encoded: links in bucket order, then the bitfield.
+struct ShardWriter<'s> {
+    shape: &'s HamtShape,
+    bitfield: Vec<u8>,
+    block: Vec<u8>,
+    tsize: u64,
+    name: Vec<u8>,
+}
+
+impl<'s> ShardWriter<'s> {
+    fn new(shape: &'s HamtShape, links: usize) -> Self {
+        ShardWriter {
+            shape,
+            bitfield: vec![0u8; (shape.fanout as usize).div_ceil(8)],
+            block: Vec::with_capacity(links.min(shape.fanout as usize) * 60 + 48),
+            tsize: 0,
+            name: Vec::with_capacity(64),
+        }
     }
-    .encode();
-    pb::put_data(&mut block, &data);
-    emit(params, sink, block, tsize)
+
+    /// Links `entry` in `bucket` (buckets in increasing order): an entry under the
+    /// bucket's prefix + `name`, a sub-shard (`name` empty) under the prefix alone.
+    fn link(&mut self, bucket: u32, name: &str, entry: &DirEntry) {
+        // Bit `bucket` of a big-endian integer.
+        let byte = self.bitfield.len() - 1 - (bucket as usize / 8);
+        self.bitfield[byte] |= 1 << (bucket % 8);
+        self.name.clear();
+        self.shape.put_prefix(&mut self.name, bucket);
+        self.name.extend_from_slice(name.as_bytes());
+        pb::put_link(&mut self.block, &entry.cid, &self.name, entry.tsize);
+        self.tsize += entry.tsize;
+    }
+
+    fn finish(mut self, params: &ImportParams, sink: &mut dyn BlockSink) -> Result<DirEntry> {
+        let first = self
+            .bitfield
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(self.bitfield.len());
+        let data = Unixfs {
+            typ: Some(DataType::HamtShard),
+            data: Some(&self.bitfield[first..]),
+            hash_type: Some(HAMT_HASH_MURMUR3),
+            fanout: Some(u64::from(self.shape.fanout)),
+            ..Default::default()
+        }
+        .encode();
+        pb::put_data(&mut self.block, &data);
+        emit(params, sink, self.block, self.tsize)
+    }
 }
 
 fn emit(

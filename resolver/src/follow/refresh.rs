@@ -9,7 +9,7 @@
 //! upstream signs are fetched verbatim; unsigned ones are rebuilt from `index/`. Only then
 //! does the snapshot become current, in one step. A failed refresh is retried with backoff.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::io::Cursor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -350,16 +350,11 @@ impl Follower {
     /// them), each repository's `index/<repo>/<arch>` (one recursive pin for all its desc
     /// entries), the manifest, changes and the databases.
     async fn pin_listing(&self, seq: u64, view: &View) -> Result<(), FollowError> {
-        let index_dirs = if view.dirs.is_empty() {
-            view.build()?.2
-        } else {
-            view.index_dirs.clone()
-        };
         let dirs = PinReason::dirs(&format!("follow:{seq}"));
         self.store.pin(&view.root, &dirs, None).await?;
         let l = &view.listing;
         let mut keep = vec![l.manifest_entry.cid, l.changes_entry.cid];
-        keep.extend(index_dirs);
+        keep.extend(view.index_dirs.iter().copied());
         for e in l.aur() {
             keep.push(e.index.cid);
             keep.push(e.base.srcinfo.cid);
@@ -635,7 +630,7 @@ impl Follower {
             .try_collect()
             .await?;
         let listing = Listing::from_walk(manifest, m_entry, c_entry, &leaves, &descs, &facts, aur)?;
-        let (view, built, _) = View::new(root, listing).built()?;
+        let (view, built, _) = View::new(root, listing)?;
         if built.cid != root {
             return Err(FollowError::Invalid {
                 what: format!("walk of {root}"),
@@ -880,12 +875,8 @@ pub(crate) async fn apply_delta<S: Store + Clone>(
         &format!("manifest.json of {root}"),
     )?;
     let changes = read_all(store, &c_entry.cid).await?;
-    let (view, built, mut blocks) = prev
-        .next(root, manifest, m_entry, c_entry, &changes)?
-        .built()?;
-    // The previous snapshot's directory blocks are held: only new ones need storing.
-    let held: HashSet<&Cid> = prev.dirs.iter().collect();
-    blocks.retain(|(c, _)| !held.contains(c));
+    // Only the directory blocks the changes touched are encoded (and need storing).
+    let (view, built, blocks) = prev.next(root, manifest, m_entry, c_entry, &changes)?;
     if built.cid != root {
         return Err(FollowError::Invalid {
             what: format!("delta of snapshot {seq}"),

@@ -53,18 +53,21 @@ pub struct View {
     pub local: HashMap<String, Cid>,
     /// For database paths: since when they have had their bytes (for `Last-Modified`).
     pub since: HashMap<String, std::time::SystemTime>,
-    /// The CIDs of the listing's directory blocks, once [`View::built`] made them.
-    pub dirs: Vec<Cid>,
-    /// The `index/<repo>/<arch>` directories among them (each holds a repository's desc
-    /// entries), likewise.
+    /// The listing's `index/<repo>/<arch>` directories (each holds a repository's desc
+    /// entries).
     pub index_dirs: Vec<Cid>,
     /// Every file of the repository directories by path (names, aliases, signatures).
     paths: HashMap<String, Resolved>,
 }
 
 impl View {
-    /// The view of snapshot `root` whose listing is `listing`.
-    pub fn new(root: Cid, listing: Listing) -> View {
+    /// The view of snapshot `root` whose listing is `listing`, with the root the listing
+    /// builds to (the caller compares it with the signed root) and the directory blocks
+    /// encoded for it: all of them for a listing never built, only those its changes
+    /// touched for one [`View::next`] made.
+    pub fn new(root: Cid, mut listing: Listing) -> Result<(View, DirEntry, Blocks), FollowError> {
+        let mut sink = VecSink::default();
+        let (built, index_dirs) = listing.build_indexed(&mut sink)?;
         let mut paths = HashMap::with_capacity(listing.len() * 2);
         for it in listing.items() {
             let dir = layout::os_dir(&it.repo, &it.arch);
@@ -83,15 +86,15 @@ impl View {
                 }
             }
         }
-        View {
+        let view = View {
             root,
             listing,
             local: HashMap::new(),
             since: HashMap::new(),
-            dirs: Vec::new(),
-            index_dirs: Vec::new(),
+            index_dirs,
             paths,
-        }
+        };
+        Ok((view, built, sink.0))
     }
 
     /// The snapshot's manifest.
@@ -113,7 +116,7 @@ impl View {
     }
 
     /// The view of the next snapshot `root`: its `changes.jsonl` applied to this one's
-    /// listing, with its own manifest and entries.
+    /// listing, with its own manifest and entries; built as [`View::new`] builds.
     pub fn next(
         &self,
         root: Cid,
@@ -121,27 +124,11 @@ impl View {
         manifest_entry: DirEntry,
         changes_entry: DirEntry,
         changes: &[u8],
-    ) -> Result<View, FollowError> {
+    ) -> Result<(View, DirEntry, Blocks), FollowError> {
         let listing = self
             .listing
             .next(manifest, manifest_entry, changes_entry, changes)?;
-        Ok(View::new(root, listing))
-    }
-
-    /// Builds the listing's directories: the root entry, every directory block, and which
-    /// of them are the `index/<repo>/<arch>` directories.
-    pub fn build(&self) -> Result<(DirEntry, Blocks, Vec<Cid>), FollowError> {
-        let mut sink = VecSink::default();
-        let (root, index_dirs) = self.listing.build_indexed(&mut sink)?;
-        Ok((root, sink.0, index_dirs))
-    }
-
-    /// [`View::build`], keeping the directories' CIDs in the view (what the follower pins).
-    pub fn built(mut self) -> Result<(View, DirEntry, Blocks), FollowError> {
-        let (root, blocks, index_dirs) = self.build()?;
-        self.dirs = blocks.iter().map(|b| b.0).collect();
-        self.index_dirs = index_dirs;
-        Ok((self, root, blocks))
+        View::new(root, listing)
     }
 
     /// Every file CID the snapshot references (packages, signatures, databases, and the
@@ -222,7 +209,7 @@ mod tests {
             vec![pkg, db],
         )
         .unwrap();
-        let mut v = View::new(Cid::default(), listing);
+        let (mut v, _, blocks) = View::new(Cid::default(), listing).unwrap();
         assert_eq!(
             v.lookup("core", "x86_64", "a-1-1-x86_64.pkg.tar.zst"),
             Some(Resolved::Package {
@@ -251,9 +238,7 @@ mod tests {
         );
         assert_eq!(v.file_cids().len(), 4);
         // What the follower pins for the desc entries: the one index directory.
-        let (v, _, blocks) = v.built().unwrap();
         assert_eq!(v.index_dirs.len(), 1);
         assert!(blocks.iter().any(|b| b.0 == v.index_dirs[0]));
-        assert_eq!(v.dirs.len(), blocks.len());
     }
 }

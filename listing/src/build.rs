@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{Seek, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use cid::Cid;
 use cidmirror_schema::Sha256;
@@ -257,7 +258,9 @@ pub struct Listing {
     pub manifest_entry: DirEntry,
     /// `changes.jsonl`.
     pub changes_entry: DirEntry,
-    items: BTreeMap<Key, Item>,
+    /// Shared between the listings [`Listing::next`] makes: a copy of the map costs a
+    /// reference count per item, not its strings.
+    items: BTreeMap<Arc<Key>, Arc<Item>>,
     aur: BTreeMap<String, AurEntry>,
     /// The repository and hash directories, a function of `items` and `aur`.
     live: LiveDirs,
@@ -295,7 +298,7 @@ impl Listing {
                 ));
             }
             live.add(&it)?;
-            map.insert(key, it);
+            map.insert(Arc::new(key), Arc::new(it));
         }
         Ok(Listing {
             manifest,
@@ -328,13 +331,14 @@ impl Listing {
 
     /// Every item, by (repo, arch, file name).
     pub fn items(&self) -> impl Iterator<Item = &Item> {
-        self.items.values()
+        self.items.values().map(|i| &**i)
     }
 
     /// The item `filename` of `<repo>/os/<arch>/` (by its file name, not an alias).
     pub fn get(&self, repo: &str, arch: &str, filename: &str) -> Option<&Item> {
         self.items
             .get(&(repo.to_string(), arch.to_string(), filename.to_string()))
+            .map(|i| &**i)
     }
 
     /// The packages of one repository, in file name order.
@@ -343,8 +347,7 @@ impl Listing {
         repo: &'a str,
         arch: &'a str,
     ) -> impl Iterator<Item = &'a Item> {
-        self.items
-            .values()
+        self.items()
             .filter(move |i| i.repo == repo && i.arch == arch && i.kind == ItemKind::Package)
     }
 
@@ -374,7 +377,7 @@ impl Listing {
         let mut aur_bases = self.aur.clone();
         // What leaves and what comes, applied to the directories once every line is read
         // (a package's new version may be listed before its old one goes).
-        let (mut gone, mut came): (Vec<Item>, Vec<Key>) = (Vec::new(), Vec::new());
+        let (mut gone, mut came): (Vec<Arc<Item>>, Vec<Key>) = (Vec::new(), Vec::new());
         let (mut gone_aur, mut came_aur): (Vec<AurEntry>, Vec<String>) = (Vec::new(), Vec::new());
         for changes::Change { line, op, what } in changes::parse(changes)? {
             let item = match what {
@@ -421,7 +424,7 @@ impl Listing {
                 }
                 Op::Add | Op::Change if held == (op == Op::Change) => {
                     came.push(key.clone());
-                    gone.extend(items.insert(key, item));
+                    gone.extend(items.insert(Arc::new(key), Arc::new(item)));
                 }
                 Op::Add => {
                     return Err(Error::invalid(

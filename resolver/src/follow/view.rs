@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use cid::Cid;
-use cidmirror_listing::{ItemKind, Listing, Manifest, layout};
+use cidmirror_listing::{Item, ItemKind, Key, Listing, Manifest, layout};
 use cidmirror_store::Sha256;
 use cidmirror_store::dir::DirEntry;
 use cidmirror_store::importer::VecSink;
@@ -56,8 +56,8 @@ pub struct View {
     /// The listing's `index/<repo>/<arch>` directories (each holds a repository's desc
     /// entries).
     pub index_dirs: Vec<Cid>,
-    /// Every file of the repository directories by path (names, aliases, signatures).
-    paths: HashMap<String, Resolved>,
+    /// The file name of each alias, by (repo, arch, alias).
+    aliases: HashMap<Key, String>,
 }
 
 impl View {
@@ -68,31 +68,24 @@ impl View {
     pub fn new(root: Cid, mut listing: Listing) -> Result<(View, DirEntry, Blocks), FollowError> {
         let mut sink = VecSink::default();
         let (built, index_dirs) = listing.build_indexed(&mut sink)?;
-        let mut paths = HashMap::with_capacity(listing.len() * 2);
-        for it in listing.items() {
-            let dir = layout::os_dir(&it.repo, &it.arch);
-            for n in it.names() {
-                let file = match it.kind {
-                    ItemKind::Package => Resolved::Package {
-                        cid: it.file.cid,
-                        size: it.file.size,
-                        sha256: it.file.sha256,
-                    },
-                    ItemKind::Database | ItemKind::Files => Resolved::Other(it.file.cid),
-                };
-                paths.insert(format!("{dir}/{n}"), file);
-                if let Some(sig) = &it.sig {
-                    paths.insert(format!("{dir}/{n}.sig"), Resolved::Other(sig.cid));
-                }
-            }
-        }
+        // Aliases are few (a database's second name): the rest is looked up in the listing.
+        let aliases = listing
+            .items()
+            .filter_map(|it| {
+                let alias = it.alias.clone()?;
+                Some((
+                    (it.repo.clone(), it.arch.clone(), alias),
+                    it.filename.clone(),
+                ))
+            })
+            .collect();
         let view = View {
             root,
             listing,
             local: HashMap::new(),
             since: HashMap::new(),
             index_dirs,
-            paths,
+            aliases,
         };
         Ok((view, built, sink.0))
     }
@@ -107,12 +100,34 @@ impl View {
         self.resolve(&format!("{}/{file}", layout::os_dir(repo, arch)))
     }
 
-    /// What a path of a repository directory (`core/os/x86_64/core.db`) is.
+    /// What a path of a repository directory (`core/os/x86_64/core.db`) is: a file by its
+    /// name or alias, or the signature of one (`<name>.sig`).
     pub fn resolve(&self, path: &str) -> Option<Resolved> {
         if let Some(c) = self.local.get(path) {
             return Some(Resolved::Other(*c));
         }
-        self.paths.get(path).copied()
+        let (dir, file) = path.rsplit_once('/')?;
+        let (repo, arch) = dir.split_once("/os/")?;
+        if let Some(it) = self.item(repo, arch, file) {
+            return Some(match it.kind {
+                ItemKind::Package => Resolved::Package {
+                    cid: it.file.cid,
+                    size: it.file.size,
+                    sha256: it.file.sha256,
+                },
+                ItemKind::Database | ItemKind::Files => Resolved::Other(it.file.cid),
+            });
+        }
+        let it = self.item(repo, arch, file.strip_suffix(".sig")?)?;
+        Some(Resolved::Other(it.sig?.cid))
+    }
+
+    /// The item named `name` (its file name or alias) in `<repo>/os/<arch>/`.
+    fn item(&self, repo: &str, arch: &str, name: &str) -> Option<&Item> {
+        self.listing.get(repo, arch, name).or_else(|| {
+            let key = (repo.to_string(), arch.to_string(), name.to_string());
+            self.listing.get(repo, arch, self.aliases.get(&key)?)
+        })
     }
 
     /// The view of the next snapshot `root`: its `changes.jsonl` applied to this one's

@@ -724,12 +724,12 @@ impl Follower {
         arch: &str,
         file_name: &str,
     ) -> Result<Vec<u8>, FollowError> {
-        let pkgs: Vec<(String, Cid)> = view
-            .listing
-            .packages_of(repo, arch)
-            .filter_map(|p| p.package.as_ref().map(|(n, d)| (n.clone(), d.cid)))
-            .collect();
-        let keys: Vec<Cid> = pkgs.iter().map(|p| p.1).collect();
+        let pkgs = || {
+            view.listing
+                .packages_of(repo, arch)
+                .filter_map(|p| p.package.as_ref())
+        };
+        let keys: Vec<Cid> = pkgs().map(|(_, d)| d.cid).collect();
         let db_path = format!("{}/{file_name}", layout::os_dir(repo, arch));
         let io = |source: std::io::Error| FollowError::Io {
             path: db_path.clone().into(),
@@ -748,7 +748,11 @@ impl Follower {
                 );
             }
             let (_, db) = &dbs[&key];
-            pkgs.into_iter().filter(|(_, c)| !db.contains(c)).collect()
+            // Names copied only for what is read (a few per refresh, not every package).
+            pkgs()
+                .filter(|(_, d)| !db.contains(&d.cid))
+                .map(|(n, d)| (n.clone(), d.cid))
+                .collect()
         };
         let descs: Vec<(Cid, Desc)> = futures::stream::iter(missing)
             .map(|(name, cid)| async move {

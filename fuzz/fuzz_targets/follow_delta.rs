@@ -8,6 +8,7 @@
 use std::sync::OnceLock;
 
 use cidmirror_fuzz::{MemStore, block_on};
+use cidmirror_listing::Listing;
 use cidmirror_resolver::follow::view::View;
 use cidmirror_store::car::CarReader;
 use cidmirror_store::{Block, Store};
@@ -39,7 +40,17 @@ fuzz_target!(|data: &[u8]| {
                     && let Ok(view) = cidmirror_resolver::fuzzing::delta(&store, prev, root).await
                 {
                     assert_eq!(view.root, root);
-                    let (built, _) = view.build().expect("an accepted view builds");
+                    // Built from scratch, its listing gives the root its delta rebuilt.
+                    let l = &view.listing;
+                    let fresh = Listing::new(
+                        l.manifest.clone(),
+                        l.manifest_entry,
+                        l.changes_entry,
+                        l.items().cloned().collect(),
+                    )
+                    .and_then(|f| f.with_aur(l.aur().cloned().collect()))
+                    .expect("an accepted listing");
+                    let (_, built, _) = View::new(root, fresh).expect("an accepted view builds");
                     assert_eq!(built.cid, root, "an accepted view rebuilds to its root");
                 }
             }

@@ -190,10 +190,11 @@ pub fn previous_view() -> View {
         tsize: 0,
     };
     // An empty view: applying the first snapshot's changes (all additions) fills it.
-    let empty = View::new(
+    let (empty, _, _) = View::new(
         first.root(),
         Listing::new(manifest, none, none, Vec::new()).expect("an empty listing"),
-    );
+    )
+    .expect("an empty view builds");
     crate::block_on(cidmirror_resolver::fuzzing::delta(
         &store,
         &empty,

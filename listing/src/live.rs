@@ -6,6 +6,7 @@
 //! AUR directories) around them in [`crate::build`].
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use cidmirror_store::ImportParams;
 use cidmirror_store::dir::{DirEntry, LiveDir};
@@ -54,13 +55,11 @@ impl LiveDirs {
     /// Links `it`: its names and signatures in its `os` directory, its desc under its
     /// package name in `index/`, its file under `by-sha256/`.
     pub(crate) fn add(&mut self, it: &Item) -> Result<()> {
-        let key = (it.repo.clone(), it.arch.clone());
-        if !self.repos.contains_key(&key) {
-            let dirs = (LiveDir::new(&self.params)?, LiveDir::new(&self.params)?);
-            self.repos.insert(key.clone(), dirs);
-        }
-        let Some((os, index)) = self.repos.get_mut(&key) else {
-            return Ok(());
+        let (os, index) = match self.repos.entry((it.repo.clone(), it.arch.clone())) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                e.insert((LiveDir::new(&self.params)?, LiveDir::new(&self.params)?))
+            }
         };
         let os_path = layout::os_dir(&it.repo, &it.arch);
         for n in it.names() {
@@ -114,13 +113,11 @@ impl LiveDirs {
     fn add_sha256(&mut self, sha256: &cidmirror_schema::Sha256, link: DirEntry) -> Result<()> {
         let path = layout::by_sha256(sha256);
         let (dir, name) = split(&path);
-        if !self.by_sha256.contains_key(dir) {
-            self.by_sha256
-                .insert(dir.to_string(), LiveDir::new(&self.params)?);
-        }
-        if let Some(d) = self.by_sha256.get_mut(dir) {
-            d.add_ref(name, link).map_err(in_dir(dir))?;
-        }
+        let d = match self.by_sha256.entry(dir.to_string()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(LiveDir::new(&self.params)?),
+        };
+        d.add_ref(name, link).map_err(in_dir(dir))?;
         Ok(())
     }
 
